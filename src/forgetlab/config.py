@@ -1,0 +1,389 @@
+"""Run configuration: frozen, validated dataclasses.
+
+A :class:`RunConfig` holds everything that decides a run's *result* (stream, model,
+training); its hash is the run id. Where a run happens (device, data folder, store)
+is not part of it. File keys (TOML) and ``--set`` keys map one-to-one onto fields::
+
+    [stream]
+    dataset = "cifar10"
+    [train]
+    epochs = 2
+
+    forgetlab run --set train.lr=0.01 --set stream.class_order=9,8,7,6,5,4,3,2,1,0
+
+Fields typed ``X | None`` default to ``None``, meaning "the dataset's (or model
+family's) default"; :func:`resolve` fills them in, and the resolved config is what is
+hashed and stored.
+
+Example:
+    >>> cfg = apply_overrides(RunConfig(), ["train.lr=0.01", "stream.n_tasks=5"])
+    >>> cfg.train.lr, cfg.stream.n_tasks
+    (0.01, 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from forgetlab.errors import ConfigError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_VERSION = 1
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine", "step")
+HEADS = ("multi", "single")
+AUGMENT = ("auto", "on", "off")
+
+
+def _check(condition: bool, section: str, name: str, rule: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"The '{section}.{name}' parameter must be {rule}. Got {value!r} instead.")
+
+
+def _check_choice(section: str, name: str, value: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(
+            f"The '{section}.{name}' parameter must be one of {', '.join(map(repr, choices))}. "
+            f"Got {value!r} instead.{did_you_mean(value, choices)}"
+        )
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Which data, cut into which tasks (SPEC §1).
+
+    Attributes:
+        dataset: a data source name (``forgetlab list``).
+        stream: how the dataset is cut into tasks: ``split`` or ``one-vs-rest``.
+        n_tasks: number of tasks of a ``split`` stream; classes are divided evenly.
+        class_order: order of the classes before splitting; empty = natural order.
+        head: ``multi`` (one head per task, task-incremental) or ``single`` (one shared
+            head over all classes, class-incremental).
+        positive_classes: ``one-vs-rest``: task i asks "is it class positive_classes[i]?".
+        train_per_task: keep at most this many training examples per task (0 = all),
+            a class-balanced, seeded subsample.
+        augment: ``auto`` (the dataset's default: crop + flip for CIFAR, none for
+            digits / MNIST), ``on`` or ``off``.
+    """
+
+    dataset: str = "digits"
+    stream: str = "split"
+    n_tasks: int = 2
+    class_order: tuple[int, ...] = ()
+    head: str = "multi"
+    positive_classes: tuple[int, ...] = (5, 4)
+    train_per_task: int = 0
+    augment: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.n_tasks >= 1, "stream", "n_tasks", ">= 1", self.n_tasks)
+        _check_choice("stream", "head", self.head, HEADS)
+        _check_choice("stream", "augment", self.augment, AUGMENT)
+        _check(self.train_per_task >= 0, "stream", "train_per_task", ">= 0 (0 = all)", self.train_per_task)
+        _check(
+            len(set(self.class_order)) == len(self.class_order),
+            "stream", "class_order", "a list without repeats", self.class_order,
+        )
+        _check(
+            len(set(self.positive_classes)) == len(self.positive_classes) and len(self.positive_classes) >= 1,
+            "stream", "positive_classes", "a non-empty list without repeats", self.positive_classes,
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network (SPEC §2). ``None`` = the dataset's / family's default.
+
+    Attributes:
+        name: a registered model (``mlp``, ``vgg``, ``resnet``, ``densenet``).
+        width: family-specific width (units or channels; see ``forgetlab list``).
+        depth: family-specific depth (number of blocks or layers per block).
+        batch_norm: use batch normalisation (conv families default to yes, MLP to no).
+    """
+
+    name: str | None = None
+    width: int | None = None
+    depth: int | None = None
+    batch_norm: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.width is not None:
+            _check(self.width >= 1, "model", "width", ">= 1", self.width)
+        if self.depth is not None:
+            _check(self.depth >= 0, "model", "depth", ">= 0", self.depth)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each task is trained. ``None`` = the dataset's default.
+
+    Attributes:
+        optimizer: ``sgd`` (with ``momentum``) or ``adam``.
+        lr: learning rate at the start of every task.
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 weight decay of the optimizer.
+        lr_schedule: within each task: ``constant``, ``cosine`` (to 0), or ``step``
+            (x0.1 at 50% and 75% of the task's steps).
+        epochs: epochs per task (ignored when ``steps`` > 0).
+        steps: optimizer steps per task; 0 = use ``epochs``.
+        batch_size: training batch size.
+        eval_batch_size: batch size of evaluation passes.
+        eval_every_steps: evaluate every task this often (in steps) for the learning
+            curves; 0 = at the end of every epoch. The accuracy matrix always uses the
+            evaluation at the end of each task.
+        reset_optimizer: start every task with a fresh optimizer state.
+        seed: seeds model initialisation, data order, subsampling and augmentation.
+    """
+
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    epochs: int | None = None
+    steps: int = 0
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    eval_every_steps: int = 0
+    reset_optimizer: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr is not None:
+            _check(self.lr > 0, "train", "lr", "> 0", self.lr)
+        _check(0 <= self.momentum < 1, "train", "momentum", "in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "train", "weight_decay", ">= 0", self.weight_decay)
+        if self.epochs is not None:
+            _check(self.epochs >= 1, "train", "epochs", ">= 1", self.epochs)
+        _check(self.steps >= 0, "train", "steps", ">= 0 (0 = use epochs)", self.steps)
+        _check(self.batch_size >= 1, "train", "batch_size", ">= 1", self.batch_size)
+        _check(self.eval_batch_size >= 1, "train", "eval_batch_size", ">= 1", self.eval_batch_size)
+        _check(self.eval_every_steps >= 0, "train", "eval_every_steps", ">= 0", self.eval_every_steps)
+        _check(self.seed >= 0, "train", "seed", ">= 0", self.seed)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: a stream, a model, and how to train it.
+
+    Example:
+        >>> RunConfig().stream.dataset
+        'digits'
+    """
+
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), the form written to files."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from a nested mapping; unknown keys raise with the close match."""
+        return _from_mapping(cls, data, "")
+
+    def run_id(self) -> str:
+        """Hash of the resolved config: the run's key in the result store."""
+        resolved = resolve(self)
+        payload = json.dumps(
+            {"version": CONFIG_VERSION, "config": resolved.to_dict()}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- parsing -----
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
+def _type_name(hint: Any) -> str:
+    base, optional = _unwrap_optional(hint)
+    if typing.get_origin(base) is tuple:
+        name = "list of integers"
+    else:
+        name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+    return name + (" (or 'auto')" if optional else "")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a TOML value or a ``--set`` string into the field's type."""
+    base, optional = _unwrap_optional(hint)
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "none", ""))):
+        return None
+    bad = ConfigError(f"The '{key}' parameter must be {_type_name(hint)}. Got {value!r} instead.")
+    if typing.get_origin(base) is tuple:
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            items: list[Any] = [v for v in (p.strip() for p in text.split(",")) if v]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise bad
+        try:
+            return tuple(_coerce_scalar(v, int) for v in items)
+        except (TypeError, ValueError):
+            raise bad from None
+    try:
+        return _coerce_scalar(value, base)
+    except (TypeError, ValueError):
+        raise bad from None
+
+
+def _coerce_scalar(value: Any, base: Any) -> Any:
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(value)
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        raise ValueError(value)
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, (int, float)):
+            out = float(value)
+        elif isinstance(value, str):
+            out = float(value.strip())
+        else:
+            raise ValueError(value)
+        if out != out or out in (float("inf"), float("-inf")):
+            raise ValueError(value)
+        return out
+    if base is str:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value.strip()
+    raise TypeError(base)
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"The '{prefix.rstrip('.') or 'config'}' section must be a table. Got {data!r} instead.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"Unknown config key '{prefix}{key}'.{did_you_mean(key, names)} "
+                f"Valid keys here: {', '.join(prefix + n for n in names)}."
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_mapping(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Apply ``section.field=value`` strings (the CLI's ``--set``) to a config."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. train.lr=0.01). Got {item!r} instead.")
+        key, value = (part.strip() for part in item.split("=", 1))
+        config = set_field(config, key, value)
+    return config
+
+
+def set_field(config: Any, key: str, value: Any) -> Any:
+    """Return a copy of ``config`` with the dotted ``key`` set to ``value`` (coerced)."""
+    head, _, rest = key.partition(".")
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in fields(config)]
+    if head not in names:
+        valid = [f"{n}.{sub.name}" if dataclasses.is_dataclass(hints[n]) else n for n in names
+                 for sub in (fields(hints[n]) if dataclasses.is_dataclass(hints[n]) else [None])]
+        raise ConfigError(f"Unknown config key '{key}'.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}.")
+    hint = hints[head]
+    if dataclasses.is_dataclass(hint):
+        if not rest:
+            raise ConfigError(f"'{key}' is a section; set one of its fields, e.g. '{key}.{fields(hint)[0].name}'.")
+        return replace(config, **{head: set_field(getattr(config, head), rest, value)})
+    if rest:
+        raise ConfigError(f"Unknown config key '{key}': '{head}' has no fields.")
+    return replace(config, **{head: _coerce(value, hint, key)})
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML config file (sections ``[stream]``, ``[model]``, ``[train]``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {str(path)!r}: {exc.strerror or exc}.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+    return RunConfig.from_dict(data)
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill every ``None`` field with the dataset's or model family's default."""
+    from forgetlab.data.sources import dataset_defaults
+    from forgetlab.models import MODELS, default_options
+
+    defaults = dataset_defaults(config.stream.dataset)
+    model_name = config.model.name or defaults.model
+    if model_name not in MODELS:
+        from forgetlab.errors import unknown_name
+
+        raise unknown_name("model", model_name, MODELS)
+    family = default_options(model_name)
+    model = ModelConfig(
+        name=model_name,
+        width=config.model.width if config.model.width is not None else family["width"],
+        depth=config.model.depth if config.model.depth is not None else family["depth"],
+        batch_norm=config.model.batch_norm if config.model.batch_norm is not None else family["batch_norm"],
+    )
+    train = replace(
+        config.train,
+        lr=config.train.lr if config.train.lr is not None else defaults.lr,
+        epochs=config.train.epochs if config.train.epochs is not None else defaults.epochs,
+    )
+    return replace(config, model=model, train=train)

@@ -1,0 +1,1 @@
+"""Data: sources (official files -> uint8 tensors), task streams, batch augmentation."""
