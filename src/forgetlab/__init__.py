@@ -1,3 +1,15 @@
-"""forgetlab: measure, explain and reduce catastrophic forgetting."""
+"""forgetlab: measure, explain and reduce catastrophic forgetting.
+
+Example:
+    >>> import forgetlab, tempfile
+    >>> result = forgetlab.run(forgetlab.RunConfig(), store=tempfile.mkdtemp())
+    >>> result.accuracy_matrix.shape
+    (2, 2)
+"""
 
 __version__ = "0.1.0"
+
+from forgetlab.api import RunResult, run
+from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig
+
+__all__ = ["ModelConfig", "RunConfig", "RunResult", "StreamConfig", "TrainConfig", "__version__", "run"]

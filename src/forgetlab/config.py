@@ -330,23 +330,30 @@ def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
     return config
 
 
-def set_field(config: Any, key: str, value: Any) -> Any:
+def set_field(config: Any, key: str, value: Any, _prefix: str = "") -> Any:
     """Return a copy of ``config`` with the dotted ``key`` set to ``value`` (coerced)."""
     head, _, rest = key.partition(".")
     hints = typing.get_type_hints(type(config))
-    names = [f.name for f in fields(config)]
-    if head not in names:
-        valid = [f"{n}.{sub.name}" if dataclasses.is_dataclass(hints[n]) else n for n in names
-                 for sub in (fields(hints[n]) if dataclasses.is_dataclass(hints[n]) else [None])]
-        raise ConfigError(f"Unknown config key '{key}'.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}.")
+    if head not in hints:
+        valid = [
+            f"{_prefix}{name}.{sub.name}" if dataclasses.is_dataclass(hint) else f"{_prefix}{name}"
+            for name, hint in hints.items()
+            for sub in (fields(hint) if dataclasses.is_dataclass(hint) else [None])
+        ]
+        full = _prefix + key
+        same_leaf = [v for v in valid if v.rsplit(".", 1)[-1] == key]
+        hint_text = f" Did you mean {same_leaf[0]!r}?" if same_leaf else did_you_mean(full, valid)
+        raise ConfigError(f"Unknown config key '{full}'.{hint_text} Valid keys: {', '.join(valid)}.")
     hint = hints[head]
     if dataclasses.is_dataclass(hint):
         if not rest:
-            raise ConfigError(f"'{key}' is a section; set one of its fields, e.g. '{key}.{fields(hint)[0].name}'.")
-        return replace(config, **{head: set_field(getattr(config, head), rest, value)})
+            raise ConfigError(
+                f"'{_prefix}{key}' is a section; set one of its fields, e.g. '{_prefix}{key}.{fields(hint)[0].name}'."
+            )
+        return replace(config, **{head: set_field(getattr(config, head), rest, value, f"{_prefix}{head}.")})
     if rest:
-        raise ConfigError(f"Unknown config key '{key}': '{head}' has no fields.")
-    return replace(config, **{head: _coerce(value, hint, key)})
+        raise ConfigError(f"Unknown config key '{_prefix}{key}': '{_prefix}{head}' has no fields.")
+    return replace(config, **{head: _coerce(value, hint, _prefix + key)})
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -1,0 +1,201 @@
+"""The Python entry point: ``forgetlab.run(config)``.
+
+Example:
+    >>> import forgetlab, tempfile
+    >>> result = forgetlab.run(forgetlab.RunConfig(), store=tempfile.mkdtemp())
+    >>> result.accuracy_matrix.shape, 0.0 <= result.metrics["acc"] <= 1.0
+    ((2, 2), True)
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import forgetlab
+from forgetlab.config import RunConfig, resolve
+from forgetlab.data.sources import load_source
+from forgetlab.data.streams import TaskStream, build_stream
+from forgetlab.engine.train import CurvePoint, DivergedError, train_stream
+from forgetlab.errors import ConfigError
+from forgetlab.metrics import summary
+from forgetlab.models import BlockModel, create_model
+from forgetlab.store import ResultStore, default_store_dir
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunResult:
+    """A finished run.
+
+    Attributes:
+        run_id: hash of the resolved config; the key in the result store.
+        config: the resolved config (no ``None`` left).
+        accuracy_matrix: ``R`` as a ``(T, T)`` array of fractions in [0, 1].
+        initial_accuracy: ``(T,)`` accuracy of the untrained model per task.
+        curves: learning curves (every task's accuracy after every epoch).
+        metrics: ``acc``, ``bwt``, ``forgetting``.
+        run_dir: the run's folder (config, checkpoints).
+        from_store: True when the result was read back instead of trained.
+        device: where it was trained.
+        wall_seconds, train_seconds: total time and training time (evaluation excluded).
+    """
+
+    run_id: str
+    config: RunConfig
+    accuracy_matrix: np.ndarray
+    initial_accuracy: np.ndarray
+    curves: list[CurvePoint]
+    metrics: dict[str, float]
+    run_dir: Path
+    from_store: bool = False
+    device: str = "cpu"
+    wall_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device not in DEVICES:
+        raise ConfigError(f"The 'device' parameter must be one of {', '.join(DEVICES)}. Got {device!r} instead.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("The 'device' parameter is 'cuda' but no CUDA device is available. Use --device cpu or auto.")
+    return torch.device(device)
+
+
+def build_stream_for(config: RunConfig, *, data_dir: str | Path | None = None, download: bool = False) -> TaskStream:
+    """Load the config's dataset and cut it into its task stream."""
+    data = load_source(config.stream.dataset, data_dir=data_dir, download=download)
+    return build_stream(config.stream, data, seed=config.train.seed)
+
+
+def build_model_for(config: RunConfig, stream: TaskStream) -> BlockModel:
+    """Create the config's model for a stream (input shape, one head per head size)."""
+    config = resolve(config)
+    assert config.model.name is not None  # resolve() fills it
+    return create_model(
+        config.model.name,
+        input_shape=stream.input_shape,
+        head_sizes=stream.head_sizes,
+        width=config.model.width,
+        depth=config.model.depth,
+        batch_norm=config.model.batch_norm,
+    )
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def run(
+    config: RunConfig,
+    *,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    store: str | Path | ResultStore | None = None,
+    rerun: bool = False,
+    progress: bool = False,
+) -> RunResult:
+    """Train ``config`` task by task (or read it back from the store) and return the result.
+
+    A finished run with the same resolved config is returned from the store without
+    training again (``rerun=True`` trains anew). An interrupted run resumes from its last
+    task-boundary checkpoint.
+
+    Args:
+        config: what to run.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        data_dir: folder with the dataset files (else ``$FORGETLAB_DATA``, else the cache).
+        download: allow downloading missing dataset files from their official URLs.
+        store: result store folder or object (default ``$FORGETLAB_STORE`` or ``./forgetlab-results``).
+        rerun: train even if the store holds a finished result.
+        progress: show progress bars.
+    """
+    resolved = resolve(config)
+    run_id = resolved.run_id()
+    if not isinstance(store, ResultStore):
+        store = ResultStore(store if store is not None else default_store_dir())
+    stored = store.get(run_id)
+    if stored is not None and stored.status == "finished" and not rerun:
+        return RunResult(
+            run_id=run_id,
+            config=resolved,
+            accuracy_matrix=np.array(stored.accuracy_matrix),
+            initial_accuracy=np.array(stored.initial_accuracy),
+            curves=[
+                CurvePoint(c["task_index"], c["epoch"], c["step"], tuple(c["accuracies"])) for c in stored.curves
+            ],
+            metrics=dict(stored.metrics),
+            run_dir=store.run_dir(run_id),
+            from_store=True,
+            device=stored.device or "",
+            wall_seconds=stored.wall_seconds or 0.0,
+            train_seconds=stored.train_seconds or 0.0,
+        )
+    torch_device = resolve_device(device)
+    stream = build_stream_for(resolved, data_dir=data_dir, download=download)
+    run_dir = store.begin(run_id, resolved.to_dict(), forgetlab.__version__)
+    checkpoint_dir = run_dir / "checkpoints"
+    if rerun:
+        for old in checkpoint_dir.glob("task-*.pt"):
+            old.unlink()
+    torch.manual_seed(resolved.train.seed)
+    model = build_model_for(resolved, stream)
+    start = time.perf_counter()
+    try:
+        result = train_stream(
+            model,
+            stream,
+            resolved.train,
+            device=torch_device,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_extra={
+                "config": resolved.to_dict(),
+                "model_spec": {"input_shape": list(stream.input_shape), "head_sizes": list(stream.head_sizes)},
+            },
+            progress=progress,
+        )
+    except DivergedError as exc:
+        store.fail(run_id, str(exc))
+        raise
+    except KeyboardInterrupt:
+        store.fail(run_id, "interrupted")
+        raise
+    wall = time.perf_counter() - start
+    metrics = summary(result.accuracy_matrix)
+    store.finish(
+        run_id,
+        accuracy_matrix=result.accuracy_matrix.tolist(),
+        initial_accuracy=result.initial_accuracy.tolist(),
+        metrics=metrics,
+        curves=[{"task_index": c.task_index, "epoch": c.epoch, "step": c.step, "accuracies": list(c.accuracies)} for c in result.curves],
+        device=str(torch_device),
+        wall_seconds=wall,
+        train_seconds=result.train_seconds,
+        peak_memory_bytes=_peak_memory_bytes(torch_device),
+    )
+    return RunResult(
+        run_id=run_id,
+        config=resolved,
+        accuracy_matrix=result.accuracy_matrix,
+        initial_accuracy=result.initial_accuracy,
+        curves=result.curves,
+        metrics=metrics,
+        run_dir=run_dir,
+        device=str(torch_device),
+        wall_seconds=wall,
+        train_seconds=result.train_seconds,
+    )

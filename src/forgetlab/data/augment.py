@@ -1,0 +1,70 @@
+"""Batch-level input preparation: uint8 -> normalised float, optional crop + flip.
+
+Everything works on whole batches on the training device; no per-sample Python.
+
+Example:
+    >>> import torch
+    >>> prepare = BatchTransform(mean=(0.5,), std=(0.25,), augment=False)
+    >>> prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8), train=True)[0, 0, 0, 0].item()
+    2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class BatchTransform:
+    """Normalise uint8 batches ``(B, C, H, W)``; when training with ``augment``, also
+    random-crop (zero padding ``pad``) and flip horizontally with probability 1/2.
+
+    Randomness comes only from the ``generator`` passed to ``__call__`` (on the
+    batch's device), so runs are reproducible.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        augment: bool,
+        pad: int = 4,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.augment = augment
+        self.pad = pad
+        channels = len(mean)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        # x_norm = (x/255 - mean) / std = x * scale + shift
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def to(self, device: torch.device | str) -> BatchTransform:
+        self.scale = self.scale.to(device)
+        self.shift = self.shift.to(device)
+        return self
+
+    def __call__(
+        self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if train and self.augment:
+            x = random_crop_flip(x, self.pad, generator)
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Random ``pad``-padded crop and horizontal flip of every image of a batch, at once."""
+    batch, _, height, width = x.shape
+    device = x.device
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator, device=device)
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    rows = offsets[0, :, None] + torch.arange(height, device=device)  # (B, H)
+    cols = offsets[1, :, None] + torch.arange(width, device=device)  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(batch, device=device)[:, None, None, None]
+    channel_index = torch.arange(x.shape[1], device=device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]

@@ -1,0 +1,91 @@
+"""Checkpoints: model + optimizer + strategy state + config + counters, at task boundaries.
+
+A checkpoint file is a dict saved with ``torch.save``; it carries the resolved run
+config, so :func:`load_model` can rebuild the model without any other file.
+
+Example:
+    >>> import forgetlab, tempfile                                     # doctest: +SKIP
+    >>> result = forgetlab.run(forgetlab.RunConfig())                  # doctest: +SKIP
+    >>> model, config = load_model(result.run_dir / "checkpoints" / "task-1.pt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forgetlab.config import RunConfig
+from forgetlab.errors import DataError, IncompatibleError, StoreError
+
+CHECKPOINT_FORMAT = "forgetlab-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_path(directory: Path, task_index: int) -> Path:
+    """File of the checkpoint written after task ``task_index`` (0-based): ``task-{i+1}.pt``."""
+    return directory / f"task-{task_index + 1}.pt"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"Cannot write checkpoint {str(path)!r}: {exc.strerror or exc}.") from None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a forgetlab checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Checkpoint {str(path)!r} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise DataError(f"Checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{str(path)!r} is not a forgetlab checkpoint (no 'format' marker).")
+    return payload
+
+
+def latest_checkpoint(directory: Path, n_tasks: int) -> tuple[int, Path] | None:
+    """The last task boundary with a checkpoint in ``directory``: ``(task_index, path)``."""
+    for task_index in reversed(range(n_tasks)):
+        path = checkpoint_path(directory, task_index)
+        if path.is_file():
+            return task_index, path
+    return None
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
+    """Rebuild the model saved in a forgetlab checkpoint; returns ``(model, config)``."""
+    from forgetlab.api import build_model_for
+    from forgetlab.data.streams import TaskStream
+
+    payload = read_checkpoint(path)
+    config = RunConfig.from_dict(payload["config"])
+    shape = payload["model_spec"]
+    stream_stub = TaskStream(
+        name="", tasks=(), head_sizes=tuple(shape["head_sizes"]), input_shape=tuple(shape["input_shape"]),
+        mean=(), std=(), augment=False, class_names=(),
+    )
+    model = build_model_for(config, stream_stub)
+    missing, unexpected = model.load_state_dict(payload["model_state"], strict=False)
+    if missing or unexpected:
+        raise IncompatibleError(
+            f"Checkpoint {str(path)!r} does not match its model: missing keys {list(missing)}, "
+            f"unexpected keys {list(unexpected)}."
+        )
+    model.eval()
+    return model, config

@@ -1,0 +1,232 @@
+"""The result store: one SQLite database (WAL mode) plus a folder per run.
+
+Layout under the store root::
+
+    forgetlab.sqlite          runs, metrics, learning curves
+    runs/<run_id>/config.json the resolved config
+    runs/<run_id>/checkpoints/task-<i>.pt
+
+A run is keyed by the hash of its resolved config (:meth:`RunConfig.run_id`).
+
+Example:
+    >>> import tempfile
+    >>> store = ResultStore(tempfile.mkdtemp())
+    >>> store.get("0123456789abcdef") is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forgetlab.errors import StoreError
+
+DATABASE_NAME = "forgetlab.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')),
+    created REAL NOT NULL,
+    finished REAL,
+    device TEXT,
+    wall_seconds REAL,
+    train_seconds REAL,
+    peak_memory_bytes INTEGER,
+    accuracy_matrix TEXT,
+    initial_accuracy TEXT,
+    error TEXT,
+    version TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS curves (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    point INTEGER NOT NULL,
+    task_index INTEGER NOT NULL,
+    epoch REAL NOT NULL,
+    step INTEGER NOT NULL,
+    eval_task INTEGER NOT NULL,
+    accuracy REAL NOT NULL,
+    PRIMARY KEY (run_id, point, eval_task)
+);
+"""
+
+
+def default_store_dir() -> Path:
+    """``$FORGETLAB_STORE`` if set, else ``./forgetlab-results``."""
+    return Path(os.environ.get("FORGETLAB_STORE") or "forgetlab-results")
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One row of the ``runs`` table, decoded."""
+
+    run_id: str
+    config: dict[str, Any]
+    status: str
+    device: str | None
+    wall_seconds: float | None
+    train_seconds: float | None
+    peak_memory_bytes: int | None
+    accuracy_matrix: list[list[float]] | None
+    initial_accuracy: list[float] | None
+    metrics: dict[str, float]
+    curves: list[dict[str, Any]]
+    error: str | None
+
+
+class ResultStore:
+    """Runs, metrics and curves in SQLite; checkpoints in per-run folders."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "runs").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the result store folder {str(self.root)!r}: {exc.strerror or exc}. "
+                f"Choose another with --store or FORGETLAB_STORE."
+            ) from None
+        self.path = self.root / DATABASE_NAME
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the result store {str(self.path)!r}: {exc}.") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=60000")
+            yield db
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Result store {str(self.path)!r} failed: {exc}.") from None
+        finally:
+            db.close()
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's folder (created if needed)."""
+        path = self.root / "runs" / run_id
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create run folder {str(path)!r}: {exc.strerror or exc}.") from None
+        return path
+
+    def begin(self, run_id: str, config: dict[str, Any], version: str) -> Path:
+        """Mark a run as running (keeping any checkpoints), write its config; return its folder."""
+        folder = self.run_dir(run_id)
+        try:
+            (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        except OSError as exc:
+            raise StoreError(f"Cannot write to run folder {str(folder)!r}: {exc.strerror or exc}.") from None
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, config, status, created, version) VALUES (?, ?, 'running', ?, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET status='running', error=NULL",
+                (run_id, json.dumps(config, sort_keys=True), time.time(), version),
+            )
+        return folder
+
+    def finish(
+        self,
+        run_id: str,
+        *,
+        accuracy_matrix: list[list[float]],
+        initial_accuracy: list[float],
+        metrics: dict[str, float],
+        curves: list[dict[str, Any]],
+        device: str,
+        wall_seconds: float,
+        train_seconds: float,
+        peak_memory_bytes: int | None,
+    ) -> None:
+        """Record a finished run with its metrics and curves, in one transaction."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE runs SET status='finished', finished=?, device=?, wall_seconds=?, train_seconds=?, "
+                "peak_memory_bytes=?, accuracy_matrix=?, initial_accuracy=?, error=NULL WHERE run_id=?",
+                (time.time(), device, wall_seconds, train_seconds, peak_memory_bytes,
+                 json.dumps(accuracy_matrix), json.dumps(initial_accuracy), run_id),
+            )
+            db.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            db.executemany(
+                "INSERT INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
+                [(run_id, name, float(value)) for name, value in metrics.items()],
+            )
+            db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
+            db.executemany(
+                "INSERT INTO curves (run_id, point, task_index, epoch, step, eval_task, accuracy) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, point, c["task_index"], c["epoch"], c["step"], eval_task, accuracy)
+                    for point, c in enumerate(curves)
+                    for eval_task, accuracy in enumerate(c["accuracies"])
+                ],
+            )
+            db.execute("COMMIT")
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Mark a run as failed with its reason (its checkpoints stay for a resume)."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status='failed', finished=?, error=? WHERE run_id=?", (time.time(), reason, run_id))
+
+    def get(self, run_id: str) -> StoredRun | None:
+        """The stored run, or ``None`` if the store has never seen it."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT run_id, config, status, device, wall_seconds, train_seconds, peak_memory_bytes, "
+                "accuracy_matrix, initial_accuracy, error FROM runs WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            metrics = dict(db.execute("SELECT name, value FROM metrics WHERE run_id=?", (run_id,)).fetchall())
+            rows = db.execute(
+                "SELECT point, task_index, epoch, step, eval_task, accuracy FROM curves WHERE run_id=? "
+                "ORDER BY point, eval_task",
+                (run_id,),
+            ).fetchall()
+        curves: list[dict[str, Any]] = []
+        for point, task_index, epoch, step, _, accuracy in rows:
+            if len(curves) <= point:
+                curves.append({"task_index": task_index, "epoch": epoch, "step": step, "accuracies": []})
+            curves[point]["accuracies"].append(accuracy)
+        return StoredRun(
+            run_id=row[0],
+            config=json.loads(row[1]),
+            status=row[2],
+            device=row[3],
+            wall_seconds=row[4],
+            train_seconds=row[5],
+            peak_memory_bytes=row[6],
+            accuracy_matrix=json.loads(row[7]) if row[7] else None,
+            initial_accuracy=json.loads(row[8]) if row[8] else None,
+            metrics=metrics,
+            curves=curves,
+            error=row[9],
+        )
+
+    def list_runs(self) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of every run, oldest first."""
+        with self._connect() as db:
+            return db.execute("SELECT run_id, status FROM runs ORDER BY created").fetchall()
