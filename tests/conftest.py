@@ -1,0 +1,27 @@
+"""Shared test fixtures (data only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder with the official dataset files: ``$FORGETLAB_DATA``, else
+    ``<repo>/../shared/data``; the test is skipped when neither exists."""
+    root = Path(os.environ.get("FORGETLAB_DATA") or Path(__file__).parents[1].parent / "shared" / "data")
+    if not root.is_dir():
+        pytest.skip(f"official dataset files not found under {root} (set FORGETLAB_DATA to run this test)")
+    return root
+
+
+@pytest.fixture(scope="module", autouse=False)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Point the per-user cache (checksum sidecar, default data root) at a temp folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        mp.setenv("LOCALAPPDATA", str(tmp_path_factory.mktemp("localappdata")))
+        yield
