@@ -92,8 +92,12 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
 def evaluate_task(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, head_index: int, transform: BatchTransform, batch_size: int
 ) -> float:
-    """Accuracy of ``model`` (in eval mode) on uint8 inputs ``x`` with labels ``y``."""
-    was_training = model.training
+    """Accuracy of ``model`` (in eval mode) on uint8 inputs ``x`` with labels ``y``.
+
+    Every submodule's train/eval mode is restored afterwards (a strategy may keep some
+    submodules, e.g. frozen BatchNorm layers, in eval mode while training).
+    """
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         correct = 0
@@ -101,7 +105,8 @@ def evaluate_task(
             logits = model(transform(x[start : start + batch_size], train=False), head_index)
             correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     return correct / max(int(x.shape[0]), 1)
 
 
