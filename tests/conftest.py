@@ -25,3 +25,20 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         mp.setenv("LOCALAPPDATA", str(tmp_path_factory.mktemp("localappdata")))
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sandbox_environment(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes into the user's cache or the working directory's result store."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-cache")))
+        mp.setenv("FORGETLAB_STORE", str(tmp_path_factory.mktemp("session-store")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    """scikit-learn's digits as ImageData (no files needed)."""
+    from forgetlab.data.sources import load_source
+
+    return load_source("digits")

@@ -309,7 +309,7 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         if key not in names:
             raise ConfigError(
-                f"Unknown config key '{prefix}{key}'.{did_you_mean(key, names)} "
+                f"Unknown config key '{prefix}{key}'.{did_you_mean(prefix + key, [prefix + n for n in names])} "
                 f"Valid keys here: {', '.join(prefix + n for n in names)}."
             )
         hint = hints[key]

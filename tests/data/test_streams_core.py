@@ -1,0 +1,68 @@
+"""The split and one-vs-rest streams on the digits data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forgetlab.config import StreamConfig
+from forgetlab.data.streams import build_stream, list_streams
+from forgetlab.errors import ConfigError
+
+
+def test_split_multi_head(digits_data):
+    stream = build_stream(StreamConfig(n_tasks=2), digits_data)
+    assert stream.head_sizes == (5, 5)
+    for index, task in enumerate(stream.tasks):
+        assert task.head_index == index
+        assert task.classes == tuple(range(5 * index, 5 * index + 5))
+        assert set(task.train_y.tolist()) == set(range(5))
+        # every example of the task's classes, and only those
+        expected = torch.isin(digits_data.train_y, torch.tensor(task.classes)).sum()
+        assert task.n_train == int(expected)
+        # local label k is class classes[k]
+        source_labels = digits_data.train_y[torch.isin(digits_data.train_y, torch.tensor(task.classes))]
+        assert torch.equal(torch.tensor(task.classes)[task.train_y], source_labels)
+
+
+def test_split_single_head_with_class_order(digits_data):
+    order = (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+    stream = build_stream(StreamConfig(n_tasks=5, head="single", class_order=order), digits_data)
+    assert stream.head_sizes == (10,)
+    assert [t.classes for t in stream.tasks] == [(9, 8), (7, 6), (5, 4), (3, 2), (1, 0)]
+    assert all(t.head_index == 0 for t in stream.tasks)
+    # labels are positions in the class order: class 9 -> 0, class 0 -> 9
+    assert set(stream.tasks[0].train_y.tolist()) == {0, 1}
+    assert set(stream.tasks[-1].train_y.tolist()) == {8, 9}
+
+
+def test_one_vs_rest(digits_data):
+    stream = build_stream(StreamConfig(stream="one-vs-rest", positive_classes=(5, 4)), digits_data)
+    assert stream.head_sizes == (2, 2)
+    first = stream.tasks[0]
+    assert first.train_y.sum() * 2 == first.n_train  # balanced
+    positives = first.train_x[first.train_y == 1]
+    expected = digits_data.train_x[digits_data.train_y == 5]
+    assert torch.equal(positives, expected)
+    shared = build_stream(StreamConfig(stream="one-vs-rest", head="single"), digits_data)
+    assert shared.head_sizes == (2,)
+
+
+def test_subsample_is_balanced_and_seeded(digits_data):
+    a = build_stream(StreamConfig(train_per_task=100), digits_data, seed=1)
+    b = build_stream(StreamConfig(train_per_task=100), digits_data, seed=1)
+    assert a.tasks[0].n_train == 100
+    assert torch.bincount(a.tasks[0].train_y).tolist() == [20] * 5
+    assert torch.equal(a.tasks[0].train_x, b.tasks[0].train_x)
+
+
+def test_stream_errors(digits_data):
+    with pytest.raises(ConfigError, match=r"Unknown stream 'splt'. Did you mean 'split'"):
+        build_stream(StreamConfig(stream="splt"), digits_data)
+    with pytest.raises(ConfigError, match=r"'stream.n_tasks' parameter must be <= the number of classes \(10\). Got 11"):
+        build_stream(StreamConfig(n_tasks=11), digits_data)
+    with pytest.raises(ConfigError, match=r"'stream.class_order' parameter must hold class indices in \[0, 9\].*invalid: \[12\]"):
+        build_stream(StreamConfig(class_order=(0, 12)), digits_data)
+    with pytest.raises(ConfigError, match="must equal the number of positive_classes"):
+        build_stream(StreamConfig(stream="one-vs-rest", n_tasks=3), digits_data)
+    assert {"split", "one-vs-rest"} <= set(list_streams())

@@ -1,0 +1,135 @@
+"""The training loop: determinism, learning curves, checkpoints, resume, divergence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from forgetlab.api import build_model_for
+from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig, resolve
+from forgetlab.data.streams import build_stream
+from forgetlab.engine import DivergedError, load_model, train_stream
+from forgetlab.engine.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
+from forgetlab.engine.train import lr_factor
+from forgetlab.errors import DataError
+from forgetlab.strategies import Strategy
+
+CONFIG = resolve(
+    RunConfig(
+        stream=StreamConfig(n_tasks=3, train_per_task=150),
+        model=ModelConfig(name="mlp", width=32),
+        train=TrainConfig(epochs=2, batch_size=32, seed=3),
+    )
+)
+
+
+def _fresh(config=CONFIG, data=None):
+    stream = build_stream(config.stream, data, seed=config.train.seed)
+    torch.manual_seed(config.train.seed)
+    return build_model_for(config, stream), stream
+
+
+def test_same_seed_same_matrix(digits_data):
+    first = train_stream(*_fresh(data=digits_data), CONFIG.train)
+    second = train_stream(*_fresh(data=digits_data), CONFIG.train)
+    np.testing.assert_array_equal(first.accuracy_matrix, second.accuracy_matrix)
+    assert [c.accuracies for c in first.curves] == [c.accuracies for c in second.curves]
+    other = CONFIG.__class__(stream=CONFIG.stream, model=CONFIG.model, train=CONFIG.train.__class__(
+        **{**CONFIG.train.__dict__, "seed": 4}))
+    third = train_stream(*_fresh(other, digits_data), other.train)
+    assert not np.array_equal(first.accuracy_matrix, third.accuracy_matrix)
+
+
+def test_matrix_and_curves(digits_data):
+    result = train_stream(*_fresh(data=digits_data), CONFIG.train)
+    R = result.accuracy_matrix
+    assert R.shape == (3, 3) and ((0 <= R) & (R <= 1)).all()
+    assert np.diag(R).min() > 0.6  # each task is learnt (chance is 1/3 or 1/4)
+    # one curve point per epoch per task, every task evaluated at each point
+    assert [(c.task_index, c.epoch) for c in result.curves] == [(t, e) for t in range(3) for e in (1.0, 2.0)]
+    assert all(len(c.accuracies) == 3 for c in result.curves)
+    # R's rows are the last curve point of each task
+    for t in range(3):
+        assert tuple(R[t]) == result.curves[2 * t + 1].accuracies
+    assert result.initial_accuracy.shape == (3,)
+    assert result.train_seconds > 0 and result.eval_seconds > 0
+
+
+def test_steps_and_eval_every(digits_data):
+    train = TrainConfig(**{**CONFIG.train.__dict__, "steps": 7, "eval_every_steps": 3})
+    result = train_stream(*_fresh(data=digits_data), train)
+    assert [c.step for c in result.curves] == [3, 6, 10, 13, 17, 20]
+
+
+class _Interrupt(Strategy):
+    """Raises KeyboardInterrupt when task ``at`` starts (a Ctrl-C between tasks)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def before_task(self, model, task_index, stream):
+        if task_index == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_equals_straight_run(digits_data, tmp_path):
+    straight = train_stream(*_fresh(data=digits_data), CONFIG.train, checkpoint_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_stream(*_fresh(data=digits_data), CONFIG.train, checkpoint_dir=tmp_path / "b", strategy=_Interrupt(2))
+    assert checkpoint_path(tmp_path / "b", 1).is_file() and not checkpoint_path(tmp_path / "b", 2).is_file()
+    resumed = train_stream(*_fresh(data=digits_data), CONFIG.train, checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from == 2
+    np.testing.assert_array_equal(resumed.accuracy_matrix, straight.accuracy_matrix)
+    assert [c.accuracies for c in resumed.curves] == [c.accuracies for c in straight.curves]
+
+
+def test_divergence_is_reported(digits_data):
+    class NaNPenalty(Strategy):
+        def penalty(self, model, task_index):
+            return torch.tensor(float("nan"))
+
+    with pytest.raises(DivergedError, match="diverged on task 1 .* loss is nan"):
+        train_stream(*_fresh(data=digits_data), CONFIG.train, strategy=NaNPenalty())
+
+
+def test_lr_schedules():
+    assert lr_factor("constant", 50, 100) == 1.0
+    assert lr_factor("cosine", 0, 100) == pytest.approx(1.0)
+    assert lr_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100, 100) == pytest.approx(0.0)
+    assert [lr_factor("step", s, 100) for s in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_checkpoint_errors_and_model_loading(digits_data, tmp_path):
+    model, stream = _fresh(data=digits_data)
+    spec = {"input_shape": list(stream.input_shape), "head_sizes": list(stream.head_sizes)}
+    train_stream(model, stream, CONFIG.train, checkpoint_dir=tmp_path,
+                 checkpoint_extra={"config": CONFIG.to_dict(), "model_spec": spec})
+    payload = read_checkpoint(checkpoint_path(tmp_path, 2))
+    assert {"model_state", "optimizer_state", "strategy_state", "config", "task_index", "global_step", "rng"} <= set(payload)
+    loaded, config = load_model(checkpoint_path(tmp_path, 2))
+    assert config == CONFIG
+    x = torch.randn(5, *stream.input_shape)
+    torch.testing.assert_close(loaded(x, 1), model.eval()(x, 1))
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="junk.pt' cannot be read"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="is not a forgetlab checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(DataError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+    payload["model_state"].pop("heads.0.weight")
+    save_checkpoint(tmp_path / "broken.pt", {k: v for k, v in payload.items() if k not in ("format", "version")})
+    with pytest.raises(Exception, match=r"missing keys \['heads.0.weight'\]"):
+        load_model(tmp_path / "broken.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_matches_cpu_shape(digits_data):
+    cfg = resolve(RunConfig(stream=StreamConfig(dataset="digits", augment="on"), train=TrainConfig(epochs=1)))
+    result = train_stream(*_fresh(cfg, digits_data), cfg.train, device="cuda")
+    assert result.accuracy_matrix.shape == (2, 2) and np.diag(result.accuracy_matrix).min() > 0.5

@@ -1,0 +1,77 @@
+"""CLI smoke tests: in-process and through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from forgetlab.cli import format_matrix, main
+
+FAST = ["--set", "stream.train_per_task=200", "--set", "train.epochs=2", "--quiet"]
+
+
+def test_run_json_last_line(tmp_path, capsys):
+    assert main(["run", "--store", str(tmp_path), "--json", *FAST]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    payload = json.loads(out[-1])
+    assert set(payload) == {"run_id", "accuracy_matrix", "acc", "bwt", "forgetting"}
+    matrix = payload["accuracy_matrix"]
+    assert len(matrix) == 2 and all(0 <= v <= 1 for row in matrix for v in row)
+    assert "Accuracy matrix" in "\n".join(out) and "forgetting" in "\n".join(out)
+    # asking again reads the store
+    assert main(["run", "--store", str(tmp_path), "--json", *FAST]) == 0
+    again = capsys.readouterr().out
+    assert "read from the store" in again
+    assert json.loads(again.strip().splitlines()[-1]) == payload
+
+
+def test_config_file_and_shortcuts(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('[stream]\nn_tasks = 5\ntrain_per_task = 100\n[train]\nepochs = 1\n')
+    assert main(["run", "--config", str(config), "--seed", "2", "--store", str(tmp_path), "--json", "--quiet"]) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(payload["accuracy_matrix"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--dataset", "cifar"], "Unknown dataset 'cifar'"),
+        (["run", "--set", "train.lr=-1"], "'train.lr' parameter must be > 0"),
+        (["run", "--model", "resnt"], "Did you mean 'resnet'"),
+        (["run", "--device", "tpu"], "'device' parameter must be one of auto, cpu, cuda"),
+        (["run", "--config", "/nonexistent.toml"], "Cannot read config file"),
+    ],
+)
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_list_names_everything(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist", "cifar10", "split", "one-vs-rest", "mlp", "vgg", "resnet", "densenet"):
+        assert name in out
+
+
+def test_format_matrix():
+    text = format_matrix([[0.5, 0.25], [0.125, 1.0]])
+    assert "50.0%" in text and "12.5%" in text and "100.0%" in text
+
+
+def test_console_script(tmp_path):
+    exe = shutil.which("forgetlab")
+    command = [exe] if exe else [sys.executable, "-m", "forgetlab"]
+    done = subprocess.run(
+        [*command, "run", "--store", str(tmp_path), "--json", *FAST],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run_id" in json.loads(done.stdout.strip().splitlines()[-1])
+    assert "\r" not in done.stderr  # no progress bars when not a terminal

@@ -1,0 +1,91 @@
+"""Config: overrides, files, validation messages, hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgetlab.config import (
+    ModelConfig,
+    RunConfig,
+    StreamConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    resolve,
+)
+from forgetlab.errors import ConfigError
+
+
+def test_overrides_coerce_types():
+    cfg = apply_overrides(
+        RunConfig(),
+        ["train.lr=0.01", "stream.n_tasks=5", "stream.class_order=9,8,7,6,5,4,3,2,1,0",
+         "model.batch_norm=false", "train.epochs=auto", "stream.head=single"],
+    )
+    assert cfg.train.lr == 0.01
+    assert cfg.stream.n_tasks == 5
+    assert cfg.stream.class_order == (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+    assert cfg.model.batch_norm is False
+    assert cfg.train.epochs is None
+    assert cfg.stream.head == "single"
+    # the original is frozen and unchanged
+    assert RunConfig().train.lr is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", r"Unknown config key 'train.lrr'. Did you mean 'train.lr'\?"),
+        ("lr=1", r"Unknown config key 'lr'. Did you mean 'train.lr'\?"),
+        ("train=1", r"'train' is a section"),
+        ("train.lr=-1", r"The 'train.lr' parameter must be > 0. Got -1.0 instead."),
+        ("train.epochs=x", r"The 'train.epochs' parameter must be an integer \(or 'auto'\). Got 'x' instead."),
+        ("train.optimizer=adm", r"'train.optimizer' parameter must be one of 'sgd', 'adam'. Got 'adm' instead. Did you mean 'adam'\?"),
+        ("stream.class_order=1,1", r"'stream.class_order' parameter must be a list without repeats"),
+        ("train.lr=nan", r"'train.lr' parameter must be a number"),
+        ("model.batch_norm=maybe", r"'model.batch_norm' parameter must be true or false"),
+        ("novalue", r"--set expects key=value"),
+    ],
+)
+def test_override_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(RunConfig(), [override])
+
+
+def test_toml_file_round_trip(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[stream]\ndataset = "digits"\nn_tasks = 5\n[train]\nlr = 0.1\nepochs = 3\n')
+    cfg = load_config(path)
+    assert cfg.stream.n_tasks == 5 and cfg.train.lr == 0.1 and cfg.train.epochs == 3
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_toml_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlrr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"Unknown config key 'train.lrr'. Did you mean 'train.lr'\?"):
+        load_config(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_resolve_fills_dataset_and_family_defaults():
+    cfg = resolve(RunConfig())
+    assert cfg.model.name == "mlp" and cfg.model.width == 256 and cfg.model.batch_norm is False
+    assert cfg.train.lr is not None and cfg.train.epochs is not None
+    # explicit values win
+    cfg = resolve(RunConfig(model=ModelConfig(name="vgg", width=8), train=TrainConfig(epochs=1)))
+    assert cfg.model.name == "vgg" and cfg.model.width == 8 and cfg.train.epochs == 1
+
+
+def test_run_id_is_the_hash_of_the_resolved_config():
+    implicit = RunConfig()
+    explicit = resolve(RunConfig())
+    assert implicit.run_id() == explicit.run_id()
+    assert len(implicit.run_id()) == 16
+    assert RunConfig(train=TrainConfig(seed=1)).run_id() != implicit.run_id()
+    assert RunConfig(stream=StreamConfig(n_tasks=5)).run_id() != implicit.run_id()
