@@ -77,6 +77,7 @@ class StreamConfig:
         positive_classes: ``one-vs-rest``: task i asks "is it class positive_classes[i]?".
         train_per_task: keep at most this many training examples per task (0 = all),
             a class-balanced, seeded subsample.
+        test_per_task: likewise for each task's test split (0 = all).
         augment: ``auto`` (the dataset's default: crop + flip for CIFAR, none for
             digits / MNIST), ``on`` or ``off``.
     """
@@ -88,6 +89,7 @@ class StreamConfig:
     head: str = "multi"
     positive_classes: tuple[int, ...] = (5, 4)
     train_per_task: int = 0
+    test_per_task: int = 0
     augment: str = "auto"
 
     def __post_init__(self) -> None:
@@ -95,6 +97,7 @@ class StreamConfig:
         _check_choice("stream", "head", self.head, HEADS)
         _check_choice("stream", "augment", self.augment, AUGMENT)
         _check(self.train_per_task >= 0, "stream", "train_per_task", ">= 0 (0 = all)", self.train_per_task)
+        _check(self.test_per_task >= 0, "stream", "test_per_task", ">= 0 (0 = all)", self.test_per_task)
         _check(
             len(set(self.class_order)) == len(self.class_order),
             "stream", "class_order", "a list without repeats", self.class_order,

@@ -54,6 +54,9 @@ def test_subsample_is_balanced_and_seeded(digits_data):
     assert a.tasks[0].n_train == 100
     assert torch.bincount(a.tasks[0].train_y).tolist() == [20] * 5
     assert torch.equal(a.tasks[0].train_x, b.tasks[0].train_x)
+    c = build_stream(StreamConfig(test_per_task=50), digits_data)
+    assert [t.n_test for t in c.tasks] == [50, 50]
+    assert torch.bincount(c.tasks[1].test_y).tolist() == [10] * 5
 
 
 def test_stream_errors(digits_data):

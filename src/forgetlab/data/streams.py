@@ -140,13 +140,14 @@ def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generat
         train_x, train_y = _select(data.train_x, data.train_y, classes, labels)
         test_x, test_y = _select(data.test_x, data.test_y, classes, labels)
         keep = _subsample(train_y, config.train_per_task, generator)
+        keep_test = _subsample(test_y, config.test_per_task, generator)
         tasks.append(
             Task(
                 name=f"task{index + 1}: " + ",".join(data.class_names[c] for c in classes),
                 train_x=train_x[keep],
                 train_y=train_y[keep],
-                test_x=test_x,
-                test_y=test_y,
+                test_x=test_x[keep_test],
+                test_y=test_y[keep_test],
                 head_index=index if config.head == "multi" else 0,
                 classes=classes,
             )
@@ -175,13 +176,14 @@ def _build_one_vs_rest(config: StreamConfig, data: ImageData, generator: torch.G
         train_x, train_y = _one_vs_rest_split(data.train_x, data.train_y, positive, generator)
         test_x, test_y = _one_vs_rest_split(data.test_x, data.test_y, positive, generator)
         keep = _subsample(train_y, config.train_per_task, generator)
+        keep_test = _subsample(test_y, config.test_per_task, generator)
         tasks.append(
             Task(
                 name=f"task{index + 1}: is it {data.class_names[positive]}?",
                 train_x=train_x[keep],
                 train_y=train_y[keep],
-                test_x=test_x,
-                test_y=test_y,
+                test_x=test_x[keep_test],
+                test_y=test_y[keep_test],
                 head_index=index if config.head == "multi" else 0,
                 classes=(positive,),
             )
