@@ -5,7 +5,7 @@ Everything works on whole batches on the training device; no per-sample Python.
 Example:
     >>> import torch
     >>> prepare = BatchTransform(mean=(0.5,), std=(0.25,), augment=False)
-    >>> prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8), train=True)[0, 0, 0, 0].item()
+    >>> round(prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8), train=True)[0, 0, 0, 0].item(), 4)
     2.0
 """
 

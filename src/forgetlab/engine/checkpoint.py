@@ -4,9 +4,11 @@ A checkpoint file is a dict saved with ``torch.save``; it carries the resolved r
 config, so :func:`load_model` can rebuild the model without any other file.
 
 Example:
-    >>> import forgetlab, tempfile                                     # doctest: +SKIP
-    >>> result = forgetlab.run(forgetlab.RunConfig())                  # doctest: +SKIP
-    >>> model, config = load_model(result.run_dir / "checkpoints" / "task-1.pt")  # doctest: +SKIP
+    >>> import forgetlab, tempfile
+    >>> result = forgetlab.run(forgetlab.RunConfig(), store=tempfile.mkdtemp())
+    >>> model, config = load_model(result.run_dir / "checkpoints" / "task-1.pt")
+    >>> config.model.name, model.head_sizes
+    ('mlp', (5, 5))
 """
 
 from __future__ import annotations
