@@ -38,7 +38,8 @@ class Task:
         train_y, test_y: int64 ``(N,)`` labels in the head's label space.
         head_index: which model head this task trains and is evaluated on.
         classes: source class indices (into the stream's ``class_names``) this task
-            draws from; empty where the source has no classes (CelebA attributes).
+            draws from (``one-vs-rest``: the positive class only); empty where the source
+            has no classes (CelebA attributes).
         label_names: the name of every label of the task's head (index = label).
         test_source_y: int64 ``(N_test,)`` source class of every test example (e.g. the
             fine class behind a superclass label), for per-class accuracy; ``None``
@@ -696,8 +697,9 @@ def load_task_path(path: str | Path, image_size: int | None = None) -> tuple[tup
     ``.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional
     ``label_names``). Image folder: one subfolder per class, either under ``train/`` and
     ``test/`` (or ``val/``), or directly (then every 5th image of a class, by file name,
-    is a test image). Images are decoded once (RGB, or grey when every image is grey),
-    at their own size or resized to ``image_size``, and cached on disk.
+    is a test image). Images are decoded once (RGB, or grey when every image is grey;
+    a custom stream makes grey tasks RGB when other tasks are in colour), at their own
+    size or resized to ``image_size``, and cached on disk.
 
     Example:
         >>> (x_train, y_train, x_test, y_test), names = load_task_path("pets/")  # doctest: +SKIP
@@ -751,6 +753,8 @@ def _load_image_folder(path: Path, image_size: int | None) -> tuple[tuple[np.nda
         if test_root is None:
             train_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY != CUSTOM_TEST_EVERY - 1]
             test_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY == CUSTOM_TEST_EVERY - 1]
+        else:
+            train_items += [(p, label) for p in images]
     if test_root is not None:
         extra = [c for c in class_folders(test_root) if c not in classes]
         if extra:
@@ -786,6 +790,11 @@ def _build_custom(config: StreamConfig, seed: int) -> TaskStream:
         )
     _check_n_tasks(config, len(config.custom_paths), "the number of custom_paths")
     loaded = [load_task_path(path, config.image_size) for path in config.custom_paths]
+    if {arrays[0].shape[1:2] for arrays, _ in loaded} == {(1,), (3,)}:  # grey folders next to colour ones
+        loaded = [
+            ((np.repeat(a[0], 3, axis=1), a[1], np.repeat(a[2], 3, axis=1), a[3]) if a[0].shape[1] == 1 else a, names)
+            for a, names in loaded
+        ]
     return custom_stream(
         [arrays for arrays, _ in loaded],
         head=config.head,
