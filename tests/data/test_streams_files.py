@@ -68,16 +68,16 @@ def test_cifar100_warm_load_reads_the_disk_cache(tmp_path, monkeypatch):
 
 def test_corrupt_cache_entry_is_rebuilt_silently(tmp_path, monkeypatch):
     root = write_cifar100(tmp_path, monkeypatch)
-    cold = load_source("cifar100", data_dir=root)
+    expected = load_source("cifar100", data_dir=root).train_x.clone()  # loads map the entry: copy before damaging it
+    clear_cache()
     (entry,) = [p for p in decoded_cache_dir().iterdir() if not p.name.startswith(".")]
     array = entry / "train_x.npy"
     array.write_bytes(array.read_bytes()[: array.stat().st_size // 2])
-    clear_cache()
     calls = []
     original = sources._unpickle
     monkeypatch.setattr(sources, "_unpickle", lambda *a: calls.append(a) or original(*a))
     rebuilt = load_source("cifar100", data_dir=root)
-    assert calls and torch.equal(rebuilt.train_x, cold.train_x)
+    assert calls and torch.equal(rebuilt.train_x, expected)
     assert np.load(array).shape == (200, 3, 32, 32)  # the entry was rewritten
     assert not list(decoded_cache_dir().glob(".*.tmp"))
 
@@ -284,3 +284,28 @@ def test_unknown_image_size_for_fixed_size_source_is_an_error(tmp_path, monkeypa
     root = write_cifar100(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match=r"'stream\.image_size' parameter applies only to the datasets celeba, imagenet"):
         stream_for(root, dataset="cifar100", stream="cifar100-shift", image_size=16)
+
+
+def test_without_a_writable_cache_decoded_data_stays_in_memory(tmp_path, monkeypatch):
+    root = write_cifar100(tmp_path, monkeypatch)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    first = load_source("cifar100", data_dir=root)
+    monkeypatch.setattr(sources, "_unpickle", lambda *a: pytest.fail("decoded twice in one process"))
+    first.train_x.zero_()
+    second = load_source("cifar100", data_dir=root)
+    assert int(second.train_x.max()) > 0 and second.train_x.data_ptr() != first.train_x.data_ptr()
+
+
+def test_loads_are_private_memory_maps(tmp_path, monkeypatch):
+    root = write_cifar100(tmp_path, monkeypatch)
+    first = load_source("cifar100", data_dir=root)
+    resolve_files = sources.resolve_files
+    monkeypatch.setattr(sources, "resolve_files", lambda *a: pytest.fail("verified twice in one process"))
+    first.train_x.zero_()  # copy-on-write: neither the file nor the next load sees it
+    second = load_source("cifar100", data_dir=root)
+    assert int(second.train_x.max()) > 0
+    clear_cache()
+    monkeypatch.setattr(sources, "resolve_files", resolve_files)
+    assert int(load_source("cifar100", data_dir=root).train_x.max()) > 0

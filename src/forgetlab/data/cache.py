@@ -2,13 +2,17 @@
 
 Decoding a dataset (unpickling CIFAR, gunzipping IDX files, decoding and resizing
 CelebA / ImageNet JPEGs) happens once; the arrays are then stored under
-``<user cache>/decoded/<key>/`` (one ``.npy`` per array plus ``index.json``), where
+``<user cache>/decoded/<key>/`` (one ``.npy`` per array plus ``index.json``), read back as memory maps, where
 ``key`` hashes everything the arrays depend on: the source files' checksums (or paths,
 sizes and mtimes where no official checksum exists), the resize size and the decoder
 version. An entry is written into a temporary folder and renamed into place, so a
 reader never sees half an entry; an entry that cannot be read back (truncated, edited,
 wrong shape) is ignored and rebuilt. Nothing here ever raises for a cache problem: an
 unwritable cache only means the next load decodes again.
+
+Entries are read back as memory maps, so never shorten a cache file in place while a
+process uses it (the OS then kills that process with SIGBUS): delete the entry's folder
+instead; forgetlab itself only ever writes new folders and renames them into place.
 
 Example:
     >>> import numpy as np
@@ -66,6 +70,10 @@ def cache_key(**parts: Any) -> str:
 def load_arrays(key: str) -> tuple[Arrays, dict[str, Any]] | None:
     """The arrays and metadata stored under ``key``, or ``None`` when absent or unreadable.
 
+    The arrays are copy-on-write memory maps of the cache files: opening costs nothing,
+    pages are read (from the OS page cache, usually) when touched, and writing to an
+    array changes the process's copy, never the file.
+
     Example:
         >>> load_arrays("0" * 32) is None
         True
@@ -75,7 +83,7 @@ def load_arrays(key: str) -> tuple[Arrays, dict[str, Any]] | None:
         index = json.loads((folder / INDEX_NAME).read_text())
         arrays: Arrays = {}
         for name, (shape, dtype) in index["arrays"].items():
-            array = np.load(folder / f"{name}.npy", allow_pickle=False)
+            array = np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)
             if list(array.shape) != list(shape) or str(array.dtype) != dtype:
                 return None
             arrays[name] = array

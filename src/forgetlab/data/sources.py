@@ -3,11 +3,13 @@
 Every source returns an :class:`ImageData` (train and test splits as uint8
 ``(N, C, H, W)`` tensors and int64 labels). Normalisation and augmentation happen
 later, on whole batches, on the training device (:mod:`forgetlab.data.augment`).
-File-based sources find and verify their files with :mod:`forgetlab.data.files`. The
-decoded arrays are stored once in the per-user disk cache (:mod:`forgetlab.data.cache`,
-keyed by the files' checksums or fingerprints and the resize size), and a dataset
-loaded once is kept in memory (per name, data root and options); every call returns
-its own copy of the tensors.
+File-based sources find and verify their files with :mod:`forgetlab.data.files` (once
+per process, name, data root and options). The decoded arrays are stored once in the
+per-user disk cache (:mod:`forgetlab.data.cache`, keyed by the files' checksums or
+fingerprints and the resize size); every load returns fresh copy-on-write memory maps
+of them: no copy is made, pages come from the OS page cache, and a caller that writes
+to its tensors changes only its own pages. Without a writable cache, the decoded data is
+kept in memory and every load returns its own copy.
 
 Example:
     >>> data = load_source("digits")
@@ -166,12 +168,15 @@ def load_digits(data_dir: Path | None = None, download: bool = False) -> ImageDa
 
 # ------------------------------------------------------- shared machinery ----
 
-_CACHE: dict[tuple[str, str], ImageData] = {}
-_CACHE_SIZE = 4  # datasets kept in memory per process (CIFAR-10 is about 185 MB)
+# Per process and (name, data root, options): the key of the dataset's disk-cache entry,
+# or the decoded dataset itself when the disk cache cannot be written.
+_CACHE: dict[tuple, str | ImageData] = {}
+_CACHE_SIZE = 4  # decoded datasets kept in memory when the disk cache is unwritable (CIFAR-10: 185 MB)
 
 
 def clear_cache() -> None:
-    """Forget every dataset kept in memory, so the next load reads the files again.
+    """Forget every dataset this process has loaded, so the next load finds and verifies
+    the files again (the disk cache of decoded arrays is kept).
 
     Example:
         >>> clear_cache()
@@ -184,42 +189,61 @@ def _own_copy(data: ImageData) -> ImageData:
     return dataclasses.replace(data, **tensors)
 
 
-def _memoized(key: tuple, load: Callable[[], ImageData]) -> ImageData:
-    """``load()`` once per process and ``key``; every call gets a private copy so no
-    caller can change another's tensors."""
+def _memoized(key: tuple, load: Callable[[], str | ImageData]) -> ImageData:
+    """``load()`` once per process and ``key``; every call gets tensors of its own, so no
+    caller can change another's: fresh copy-on-write memory maps of the disk-cache entry
+    (no copy made), or a copy of the decoded data when there is no disk cache."""
     if key not in _CACHE:
         _CACHE[key] = load()
-        while len(_CACHE) > _CACHE_SIZE:
-            del _CACHE[next(iter(_CACHE))]
-    return _own_copy(_CACHE[key])
+        decoded = [k for k, v in _CACHE.items() if isinstance(v, ImageData)]
+        for old in decoded[: max(0, len(decoded) - _CACHE_SIZE)]:
+            del _CACHE[old]
+    entry = _CACHE[key]
+    if isinstance(entry, ImageData):
+        return _own_copy(entry)
+    data = _from_disk(entry)
+    if data is None:  # the entry was deleted or damaged since: load again
+        del _CACHE[key]
+        return _memoized(key, load)
+    return data
 
 
 DECODE_VERSION = 1  # part of every disk-cache key: bump when a reader's output changes
 _META_FIELDS = ("name", "class_names", "mean", "std", "coarse_names", "attribute_names")
 
 
-def _disk_cached(key_parts: Mapping[str, Any], read: Callable[[], ImageData]) -> ImageData:
-    """The dataset stored in the disk cache under ``key_parts``, else ``read()`` (stored)."""
+def _disk_cached(key_parts: Mapping[str, Any], read: Callable[[], ImageData]) -> str | ImageData:
+    """The disk-cache key of the dataset described by ``key_parts``, decoding it with
+    ``read()`` and storing it first if needed; the decoded dataset itself when it cannot
+    be stored."""
     from forgetlab.data.images import DECODER_VERSION
 
     key = cache_key(**key_parts, reader=DECODE_VERSION, decoder=DECODER_VERSION)
-    found = load_arrays(key)
-    if found is not None:
-        arrays, meta = found
-        try:
-            tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-            fields = {name: tuple(meta[name]) if name != "name" else meta[name] for name in _META_FIELDS}
-            return ImageData(**fields, **tensors)
-        except (KeyError, TypeError, ValueError):
-            pass  # an entry from another layout: rebuild it
+    if _from_disk(key) is not None:
+        return key
     data = read()
     arrays = {
         f.name: value.numpy()
         for f in dataclasses.fields(data)
         if isinstance(value := getattr(data, f.name), torch.Tensor)
     }
-    save_arrays(key, arrays, {name: getattr(data, name) for name in _META_FIELDS})
+    if save_arrays(key, arrays, {name: getattr(data, name) for name in _META_FIELDS}) and _from_disk(key) is not None:
+        return key
     return data
+
+
+def _from_disk(key: str) -> ImageData | None:
+    """The dataset of a disk-cache entry as copy-on-write memory maps, or ``None``."""
+    found = load_arrays(key)
+    if found is None:
+        return None
+    arrays, meta = found
+    try:
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+        fields = {name: tuple(meta[name]) if name != "name" else meta[name] for name in _META_FIELDS}
+        return ImageData(**fields, **tensors)
+    except (KeyError, TypeError, ValueError):
+        return None  # an entry from another layout: rebuilt by the caller
 
 
 def _load_files(
@@ -232,7 +256,7 @@ def _load_files(
     cache, keyed by their official checksums), once per process and data root."""
     spec_name = name
 
-    def load() -> ImageData:
+    def load() -> str | ImageData:
         spec = DATASET_FILES[spec_name]
         paths = resolve_files(spec, data_dir, download)
         return _disk_cached({"source": spec_name, "md5": {f.name: f.md5 for f in spec.files}}, lambda: read(paths))
@@ -456,7 +480,7 @@ def load_celeba(data_dir: Path | None = None, download: bool = False, *, image_s
     """
     size = image_size or DEFAULT_IMAGE_SIZE
 
-    def load() -> ImageData:
+    def load() -> str | ImageData:
         paths = resolve_files(DATASET_FILES["celeba"], data_dir, download)
         folder = paths["list_attr_celeba.txt"].parent
         files, names, values, partition = _celeba_lists(paths)
@@ -616,7 +640,7 @@ def load_imagenet(
     mapping_key = hashlib.sha256(json.dumps(list(mapping.items())).encode()).hexdigest()
     root = _imagenet_root(data_dir)
 
-    def load() -> ImageData:
+    def load() -> str | ImageData:
         from forgetlab.data.images import files_fingerprint
 
         train = _wnid_images(root / "train", wnids, mapping_name)

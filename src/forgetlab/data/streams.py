@@ -104,8 +104,8 @@ def _select(
     lookup = torch.full((size,), -1, dtype=torch.int64)
     lookup[torch.tensor(list(classes), dtype=torch.int64)] = torch.tensor(list(labels), dtype=torch.int64)
     new_y = lookup[y]
-    keep = new_y >= 0
-    return x[keep], new_y[keep], y[keep]
+    keep = torch.nonzero(new_y >= 0).flatten()
+    return x.index_select(0, keep), new_y[keep], y[keep]
 
 
 def _subsample(y: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor | None:
@@ -384,7 +384,9 @@ def mix_images(x: torch.Tensor, partner: torch.Tensor, alpha: float) -> torch.Te
         >>> mix_images(torch.tensor([0, 100], dtype=torch.uint8), torch.tensor([255, 200], dtype=torch.uint8), 0.5)
         tensor([128, 150], dtype=torch.uint8)
     """
-    return torch.round(x.float() * (1.0 - alpha) + partner.float() * alpha).to(torch.uint8)
+    mixed = x.float()
+    mixed.lerp_(partner.float(), alpha)  # x + alpha (partner - x): exact at alpha 0 and 1
+    return mixed.round_().to(torch.uint8)
 
 
 def _mixed_split(
