@@ -309,3 +309,12 @@ def test_loads_are_private_memory_maps(tmp_path, monkeypatch):
     clear_cache()
     monkeypatch.setattr(sources, "resolve_files", resolve_files)
     assert int(load_source("cifar100", data_dir=root).train_x.max()) > 0
+
+
+@pytest.mark.parametrize("module", ["forgetlab.data.streams", "forgetlab.data.cache", "forgetlab.data.images"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 5

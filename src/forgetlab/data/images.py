@@ -214,7 +214,7 @@ def read_celeba_attributes(path: str | Path) -> tuple[list[str], tuple[str, ...]
 
     Example:
         >>> files, names, values = read_celeba_attributes("celeba/list_attr_celeba.txt")  # doctest: +SKIP
-        >>> names[20], values.shape
+        >>> names[20], values.shape  # doctest: +SKIP
         ('Male', (202599, 40))
     """
     lines = _read_lines(path)

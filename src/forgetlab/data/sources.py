@@ -475,7 +475,7 @@ def load_celeba(data_dir: Path | None = None, download: bool = False, *, image_s
 
     Example:
         >>> data = load_celeba(image_size=32)  # doctest: +SKIP
-        >>> data.attribute_names[20], tuple(data.train_x.shape[1:])
+        >>> data.attribute_names[20], tuple(data.train_x.shape[1:])  # doctest: +SKIP
         ('Male', (3, 32, 32))
     """
     size = image_size or DEFAULT_IMAGE_SIZE
@@ -627,7 +627,7 @@ def load_imagenet(
 
     Example:
         >>> data = load_imagenet("/data", image_size=32)  # doctest: +SKIP
-        >>> data.coarse_names[:2], data.class_names[0]
+        >>> data.coarse_names[:2], data.class_names[0]  # doctest: +SKIP
         (('fish', 'bird'), 'n01440764')
     """
     from forgetlab.data.images import read_superclass_map

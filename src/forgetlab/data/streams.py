@@ -705,7 +705,7 @@ def load_task_path(path: str | Path, image_size: int | None = None) -> tuple[tup
 
     Example:
         >>> (x_train, y_train, x_test, y_test), names = load_task_path("pets/")  # doctest: +SKIP
-        >>> names
+        >>> names  # doctest: +SKIP
         ('cat', 'dog')
     """
     path = Path(path).expanduser()
