@@ -93,6 +93,9 @@ class TaskStream:
         return len(self.tasks)
 
 
+Built = tuple[list[Task], tuple[int, ...]]  # what a stream builder returns: the tasks and the head sizes
+
+
 # ---------------------------------------------------------------- helpers ----
 
 def _select(
@@ -253,7 +256,7 @@ def _split_stream(config: StreamConfig, data: ImageData) -> tuple[list[tuple[tup
     return tasks, (len(order),)
 
 
-def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     _require_classes(data, config.stream)
     specs, head_sizes = _split_stream(config, data)
     order = config.class_order or tuple(range(data.n_classes))
@@ -265,7 +268,9 @@ def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generat
     return tasks, head_sizes
 
 
-def _one_vs_rest_split(x: torch.Tensor, y: torch.Tensor, positive: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _one_vs_rest_split(
+    x: torch.Tensor, y: torch.Tensor, positive: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All examples of ``positive`` (label 1) plus as many random others (label 0)."""
     pos = torch.nonzero(y == positive).flatten()
     neg_pool = torch.nonzero(y != positive).flatten()
@@ -274,7 +279,7 @@ def _one_vs_rest_split(x: torch.Tensor, y: torch.Tensor, positive: int, generato
     return x[index], (y[index] == positive).long(), y[index]
 
 
-def _build_one_vs_rest(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_one_vs_rest(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     _require_classes(data, config.stream)
     _check_classes(config.positive_classes, data.n_classes, "stream.positive_classes")
     _check_n_tasks(config, len(config.positive_classes), "the number of positive_classes")
@@ -319,7 +324,7 @@ def _permute(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
 
 
-def _build_permuted(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_permuted(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     _require_classes(data, config.stream)
     _, height, width = data.input_shape
     classes = tuple(range(data.n_classes))
@@ -342,7 +347,7 @@ PAIRS_TASK1 = {"two": "ship+truck", "four": "deer+dog+ship+truck"}
 PAIRS_TASK2 = {"similar": "airplane+automobile", "dissimilar": "cat+horse"}
 
 
-def _build_class_pairs(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_class_pairs(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     _require_classes(data, config.stream)
     if config.class_sets:
         sets = _resolve_class_sets(config, data, config.class_sets)
@@ -408,7 +413,7 @@ def _mixed_split(
     return torch.cat(xs), torch.cat(ys), torch.cat(sources)
 
 
-def _build_mixup(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_mixup(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     _require_classes(data, config.stream)
     entries = config.class_sets or MIXUP_DEFAULT_SETS
     if len(entries) != 2 or any(len(members) != 2 for members in parse_class_sets(entries)):
@@ -446,7 +451,8 @@ def _fine_to_coarse(data: ImageData) -> np.ndarray:
         raise ConfigError(f"Dataset {data.name!r} has no superclasses (coarse labels).")
     mapping = np.full(data.n_classes, -1, dtype=np.int64)
     fine = torch.cat([data.train_y, data.test_y]).numpy()
-    coarse = torch.cat([data.train_coarse_y, data.test_coarse_y if data.test_coarse_y is not None else data.train_coarse_y[:0]]).numpy()
+    test_coarse = data.test_coarse_y if data.test_coarse_y is not None else data.train_coarse_y[:0]
+    coarse = torch.cat([data.train_coarse_y, test_coarse]).numpy()
     pairs = np.unique(np.stack([fine, coarse], axis=1), axis=0)
     counts = np.bincount(pairs[:, 0], minlength=data.n_classes)
     if (counts > 1).any():
@@ -459,13 +465,15 @@ def _fine_to_coarse(data: ImageData) -> np.ndarray:
 def _shift_tasks(
     config: StreamConfig, data: ImageData, fine_to_coarse: np.ndarray, coarse_names: Sequence[str],
     default_n: int | None, generator: torch.Generator,
-) -> tuple[list[Task], tuple[int, ...]]:
+) -> Built:
     """Labels = superclasses; task t sees fine classes ``fine_order[t*f:(t+1)*f]`` of each."""
     what = f"superclasses of dataset {data.name!r}"
     if config.superclasses:
         chosen = [_resolve_name(token, coarse_names, "stream.superclasses", what) for token in config.superclasses]
         if len(set(chosen)) != len(chosen):
-            raise ConfigError(f"The 'stream.superclasses' parameter must not name a superclass twice. Got {config.superclasses!r} instead.")
+            raise ConfigError(
+                f"The 'stream.superclasses' parameter must not name a superclass twice. Got {config.superclasses!r} instead."
+            )
         if config.n_superclasses not in (0, len(chosen)):
             raise ConfigError(
                 f"The 'stream.n_superclasses' parameter must be 0 or the number of stream.superclasses "
@@ -514,15 +522,15 @@ def _shift_tasks(
     return tasks, (k,) * config.n_tasks if config.head == "multi" else (k,)
 
 
-def _build_cifar100_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_cifar100_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     return _shift_tasks(config, data, _fine_to_coarse(data), data.coarse_names, 5, generator)
 
 
-def _build_imagenet_superclass(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_imagenet_superclass(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     return _shift_tasks(config, data, _fine_to_coarse(data), data.coarse_names, None, generator)
 
 
-def _build_cifar10_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_cifar10_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     missing = [n for names in CIFAR10_SUPERCLASSES.values() for n in names if n not in data.class_names]
     if missing:
         raise ConfigError(f"The cifar10-shift stream needs the CIFAR-10 classes; dataset {data.name!r} lacks {missing}.")
@@ -534,9 +542,11 @@ def _build_cifar10_shift(config: StreamConfig, data: ImageData, generator: torch
 
 # -------------------------------------------------------- celeba-attributes ----
 
-def _build_celeba_attributes(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_celeba_attributes(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
     if not data.attribute_names or data.train_attributes is None or data.test_attributes is None:
-        raise ConfigError(f"The celeba-attributes stream needs a dataset with attributes (stream.dataset='celeba'). Got {data.name!r}.")
+        raise ConfigError(
+            f"The celeba-attributes stream needs a dataset with attributes (stream.dataset='celeba'). Got {data.name!r}."
+        )
     if not config.attributes:
         raise ConfigError("The 'stream.attributes' parameter must name at least one CelebA attribute. Got () instead.")
     what = f"attributes of dataset {data.name!r}"
@@ -627,7 +637,10 @@ def custom_stream(
         (2, (2, 2), (1, 8, 8))
     """
     if head not in ("multi", "single"):
-        raise ConfigError(f"The 'head' parameter must be one of 'multi', 'single'. Got {head!r} instead.{did_you_mean(head, ('multi', 'single'))}")
+        raise ConfigError(
+            f"The 'head' parameter must be one of 'multi', 'single'. Got {head!r} instead."
+            f"{did_you_mean(head, ('multi', 'single'))}"
+        )
     if not tasks:
         raise ConfigError("The 'tasks' parameter must hold at least one (x_train, y_train, x_test, y_test) tuple. Got none.")
     prepared = []
@@ -656,7 +669,10 @@ def custom_stream(
     ]
     for index, (size, task_labels) in enumerate(zip(sizes, names)):
         if len(task_labels) < size:
-            raise ConfigError(f"The 'label_names' parameter must name every label of task {index + 1} (0..{size - 1}). Got {list(task_labels)}.")
+            raise ConfigError(
+                f"The 'label_names' parameter must name every label of task {index + 1} (0..{size - 1}). "
+                f"Got {list(task_labels)}."
+            )
     generator = torch.Generator().manual_seed(seed)
     out, offset = [], 0
     for index, (train_x, train_y, test_x, test_y) in enumerate(prepared):
@@ -809,7 +825,7 @@ def _build_custom(config: StreamConfig, seed: int) -> TaskStream:
 
 # ---------------------------------------------------------------- registry ----
 
-StreamBuilder = Callable[[StreamConfig, ImageData, torch.Generator], tuple[list[Task], tuple[int, ...]]]
+StreamBuilder = Callable[[StreamConfig, ImageData, torch.Generator], Built]
 
 
 @dataclass(frozen=True)
