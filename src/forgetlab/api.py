@@ -20,8 +20,7 @@ import torch
 
 import forgetlab
 from forgetlab.config import RunConfig, resolve
-from forgetlab.data.sources import load_source
-from forgetlab.data.streams import TaskStream, build_stream
+from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.train import CurvePoint, DivergedError, train_stream
 from forgetlab.errors import ConfigError
 from forgetlab.metrics import summary
@@ -74,7 +73,7 @@ def resolve_device(device: str) -> torch.device:
 
 def build_stream_for(config: RunConfig, *, data_dir: str | Path | None = None, download: bool = False) -> TaskStream:
     """Load the config's dataset and cut it into its task stream."""
-    data = load_source(config.stream.dataset, data_dir=data_dir, download=download)
+    data = load_stream_data(config.stream, data_dir=data_dir, download=download)
     return build_stream(config.stream, data, seed=config.train.seed)
 
 

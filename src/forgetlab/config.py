@@ -45,8 +45,10 @@ CONFIG_VERSION = 1
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine", "step")
-HEADS = ("multi", "single")
+HEADS = ("auto", "multi", "single")
 AUGMENT = ("auto", "on", "off")
+PAIRS_TASK1 = ("two", "four")
+PAIRS_TASK2 = ("similar", "dissimilar")
 
 
 def _check(condition: bool, section: str, name: str, rule: str, value: Any) -> None:
@@ -65,32 +67,79 @@ def _check_choice(section: str, name: str, value: str, choices: Iterable[str]) -
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Which data, cut into which tasks (SPEC §1).
+    """Which data, cut into which tasks (SPEC §1). ``forgetlab list`` names the streams.
 
     Attributes:
         dataset: a data source name (``forgetlab list``).
-        stream: how the dataset is cut into tasks: ``split`` or ``one-vs-rest``.
-        n_tasks: number of tasks of a ``split`` stream; classes are divided evenly.
-        class_order: order of the classes before splitting; empty = natural order.
-        head: ``multi`` (one head per task, task-incremental) or ``single`` (one shared
-            head over all classes, class-incremental).
+        stream: how the dataset is cut into tasks (``split``, ``one-vs-rest``, ``permuted``,
+            ``class-pairs``, ``mixup-fraction``, ``cifar10-shift``, ``cifar100-shift``,
+            ``imagenet-superclass``, ``celeba-attributes``, ``custom``).
+        n_tasks: number of tasks. ``split`` and ``permuted`` take any number; the other
+            streams check it against their parameters (e.g. one task per attribute).
+        class_order: ``split``: order of the classes before splitting; empty = natural order.
+        head: ``multi`` (one head per task, task-incremental), ``single`` (one shared head)
+            or ``auto`` (the stream's default: shared for ``permuted``, ``mixup-fraction``
+            and the shift streams, one per task elsewhere).
         positive_classes: ``one-vs-rest``: task i asks "is it class positive_classes[i]?".
         train_per_task: keep at most this many training examples per task (0 = all),
             a class-balanced, seeded subsample.
         test_per_task: likewise for each task's test split (0 = all).
-        augment: ``auto`` (the dataset's default: crop + flip for CIFAR, none for
-            digits / MNIST), ``on`` or ``off``.
+        augment: ``auto`` (the dataset's default: crop + flip for CIFAR, CelebA and
+            ImageNet, none for digits / MNIST and for ``permuted``), ``on`` or ``off``.
+        superclasses: shift streams: the superclasses whose label the head predicts, as
+            names or indices; empty = the first ``n_superclasses``.
+        n_superclasses: shift streams: how many superclasses when ``superclasses`` is
+            empty; 0 = the stream's default (5 for ``cifar100-shift``, all otherwise).
+        fine_per_task: shift streams: fine classes of every superclass per task.
+        fine_order: shift streams: positions (0 = the superclass's first fine class by
+            index) in the order tasks take them, ``fine_per_task`` at a time; empty = 0, 1, ...
+        superclass_map: ``imagenet``: path of a superclass -> WordNet-id mapping file;
+            empty = the packaged default (10 animal and 10 artifact superclasses).
+        attributes: ``celeba-attributes``: one CelebA attribute per task.
+        image_size: ``celeba`` / ``imagenet`` / ``custom`` image folders: side of the
+            square images (centre crop, then resize; decoded once and cached).
+            ``auto`` = 64 for CelebA and ImageNet, the files' own size for folders.
+        class_sets: ``class-pairs``: one class set per task, class names (or indices)
+            joined by ``+`` (e.g. ``ship+truck,cat+horse``); empty = the preset chosen by
+            ``pairs_task1`` / ``pairs_task2``. ``mixup-fraction``: two pairs ``a+b,c+d``;
+            empty = ``0+1,2+3``.
+        pairs_task1: ``class-pairs`` preset, task 1: ``two`` = {ship, truck}, ``four`` =
+            {deer, dog, ship, truck}.
+        pairs_task2: ``class-pairs`` preset, task 2: ``similar`` = {airplane, automobile},
+            ``dissimilar`` = {cat, horse}.
+        mixup_alpha: ``mixup-fraction``: task 2 inputs are ``(1-alpha) x_a + alpha x_c``
+            (label 0) and ``(1-alpha) x_b + alpha x_d`` (label 1); in [0, 1].
+        permutation_seed: ``permuted``: seed of the pixel permutations (independent of
+            the training seed, so every training seed sees the same tasks).
+        permute_first: ``permuted``: permute task 1 too (default: task 1 = identity).
+        custom_paths: ``custom``: one path per task, a ``.npz`` file (arrays ``x_train``,
+            ``y_train``, ``x_test``, ``y_test``) or an image folder with one subfolder per
+            class (optionally under ``train/`` and ``test/``).
     """
 
     dataset: str = "digits"
     stream: str = "split"
     n_tasks: int = 2
     class_order: tuple[int, ...] = ()
-    head: str = "multi"
+    head: str = "auto"
     positive_classes: tuple[int, ...] = (5, 4)
     train_per_task: int = 0
     test_per_task: int = 0
     augment: str = "auto"
+    superclasses: tuple[str, ...] = ()
+    n_superclasses: int = 0
+    fine_per_task: int = 2
+    fine_order: tuple[int, ...] = ()
+    superclass_map: str = ""
+    attributes: tuple[str, ...] = ("Male", "Smiling")
+    image_size: int | None = None
+    class_sets: tuple[str, ...] = ()
+    pairs_task1: str = "two"
+    pairs_task2: str = "similar"
+    mixup_alpha: float = 0.5
+    permutation_seed: int = 0
+    permute_first: bool = False
+    custom_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.n_tasks >= 1, "stream", "n_tasks", ">= 1", self.n_tasks)
@@ -106,6 +155,57 @@ class StreamConfig:
             len(set(self.positive_classes)) == len(self.positive_classes) and len(self.positive_classes) >= 1,
             "stream", "positive_classes", "a non-empty list without repeats", self.positive_classes,
         )
+        _check(
+            len(set(self.superclasses)) == len(self.superclasses) and all(self.superclasses),
+            "stream", "superclasses", "a list of names or indices without repeats", self.superclasses,
+        )
+        _check(self.n_superclasses >= 0, "stream", "n_superclasses", ">= 0 (0 = the stream's default)", self.n_superclasses)
+        _check(self.fine_per_task >= 1, "stream", "fine_per_task", ">= 1", self.fine_per_task)
+        _check(
+            len(set(self.fine_order)) == len(self.fine_order) and all(p >= 0 for p in self.fine_order),
+            "stream", "fine_order", "a list of positions >= 0 without repeats", self.fine_order,
+        )
+        _check(
+            len(set(self.attributes)) == len(self.attributes) and all(self.attributes),
+            "stream", "attributes", "a list of attribute names without repeats", self.attributes,
+        )
+        if self.image_size is not None:
+            _check(self.image_size >= 1, "stream", "image_size", ">= 1 (or 'auto')", self.image_size)
+        parse_class_sets(self.class_sets)
+        _check_choice("stream", "pairs_task1", self.pairs_task1, PAIRS_TASK1)
+        _check_choice("stream", "pairs_task2", self.pairs_task2, PAIRS_TASK2)
+        _check(0.0 <= self.mixup_alpha <= 1.0, "stream", "mixup_alpha", "in [0, 1]", self.mixup_alpha)
+        _check(self.permutation_seed >= 0, "stream", "permutation_seed", ">= 0", self.permutation_seed)
+        _check(all(self.custom_paths), "stream", "custom_paths", "a list of non-empty paths", self.custom_paths)
+
+
+def parse_class_sets(class_sets: Iterable[str], key: str = "stream.class_sets") -> list[tuple[str, ...]]:
+    """Split ``("ship+truck", "cat+horse")`` into ``[("ship", "truck"), ("cat", "horse")]``,
+    checking that no set is empty and that the sets do not overlap (by name).
+
+    Example:
+        >>> parse_class_sets(["ship+truck", "cat + horse"])
+        [('ship', 'truck'), ('cat', 'horse')]
+    """
+    sets = [tuple(token.strip() for token in entry.split("+")) for entry in class_sets]
+    rule = "one class set per task, class names or indices joined by '+' (e.g. 'ship+truck,cat+horse')"
+    for index, members in enumerate(sets):
+        if not all(members):
+            raise ConfigError(
+                f"The '{key}' parameter must list {rule}; set {index + 1} is empty or has an empty name. "
+                f"Got {tuple(class_sets)!r} instead."
+            )
+    seen: dict[str, int] = {}
+    for index, members in enumerate(sets):
+        for member in members:
+            if member in seen:
+                where = "twice in set" if seen[member] == index else f"in sets {seen[member] + 1} and"
+                raise ConfigError(
+                    f"The '{key}' parameter must hold disjoint class sets without repeats; {member!r} is "
+                    f"{where} {index + 1}. Got {tuple(class_sets)!r} instead."
+                )
+            seen[member] = index
+    return sets
 
 
 @dataclass(frozen=True)
@@ -235,7 +335,8 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 def _type_name(hint: Any) -> str:
     base, optional = _unwrap_optional(hint)
     if typing.get_origin(base) is tuple:
-        name = "list of integers"
+        item = typing.get_args(base)[0]
+        name = {int: "a list of integers", float: "a list of numbers", str: "a list of strings"}[item]
     else:
         name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
     return name + (" (or 'auto')" if optional else "")
@@ -255,8 +356,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             items = list(value)
         else:
             raise bad
+        item_type = typing.get_args(base)[0]
+        if item_type is str:  # TOML: superclasses = [0, 3] means indices "0", "3"
+            items = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in items]
         try:
-            return tuple(_coerce_scalar(v, int) for v in items)
+            return tuple(_coerce_scalar(v, item_type) for v in items)
         except (TypeError, ValueError):
             raise bad from None
     try:
@@ -374,7 +478,8 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def resolve(config: RunConfig) -> RunConfig:
-    """Fill every ``None`` field with the dataset's or model family's default."""
+    """Fill every ``None`` field with the dataset's or model family's default, and
+    ``stream.head='auto'`` with the stream's default; check the dataset suits the stream."""
     from forgetlab.data.sources import dataset_defaults
     from forgetlab.models import MODELS, default_options
 
@@ -396,4 +501,6 @@ def resolve(config: RunConfig) -> RunConfig:
         lr=config.train.lr if config.train.lr is not None else defaults.lr,
         epochs=config.train.epochs if config.train.epochs is not None else defaults.epochs,
     )
-    return replace(config, model=model, train=train)
+    from forgetlab.data.streams import resolve_stream_config
+
+    return replace(config, stream=resolve_stream_config(config.stream), model=model, train=train)

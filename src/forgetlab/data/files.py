@@ -57,11 +57,13 @@ class Archive:
 
 @dataclass(frozen=True)
 class DatasetFiles:
-    """The files a dataset needs, and the archive (if any) that provides them all."""
+    """The files a dataset needs, and the archive (if any) that provides them all.
+    ``manual`` says how to get files that cannot be downloaded automatically."""
 
     name: str
     files: tuple[FileSpec, ...]
     archive: Archive | None = None
+    manual: str | None = None
 
 
 def _idx_files(folders: tuple[str, ...], base_url: str, md5s: dict[str, str]) -> tuple[FileSpec, ...]:
@@ -100,6 +102,16 @@ DATASET_FILES: dict[str, DatasetFiles] = {
         "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
         "meta": "7973b15100ade9c7d40fb424638fde48",
     }.items()), Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")),
+    # The aligned images (img_align_celeba.zip, md5 00d2c5bc6d35e252742224ab0c1e8fcb, or the
+    # folder it extracts to) are found next to these two files by the CelebA loader.
+    "celeba": DatasetFiles("celeba", tuple(FileSpec(name, md5, ("celeba", "")) for name, md5 in {
+        "list_attr_celeba.txt": "75e246fa4810816ffd6ee81facbd244c",
+        "list_eval_partition.txt": "d32c9cbf5e040fd4025c592c306e6668",
+    }.items()), manual=(
+        "CelebA is shared through Google Drive and cannot be downloaded automatically: fetch "
+        "img_align_celeba.zip, list_attr_celeba.txt and list_eval_partition.txt from "
+        "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html into <data root>/celeba/"
+    )),
 }
 
 
@@ -316,7 +328,7 @@ def resolve_files(spec: DatasetFiles, data_dir: str | Path | None = None, downlo
     root = find_data_root(data_dir)[0]
     found = _locate(spec, root)
     missing = [f for f in spec.files if f.name not in found]
-    if missing and download:
+    if missing and download and spec.manual is None:
         if spec.archive is not None:
             download_archive(spec.archive.url, root, spec.archive.md5)
         for file in missing:
@@ -331,11 +343,15 @@ def resolve_files(spec: DatasetFiles, data_dir: str | Path | None = None, downlo
             )
     if missing:
         searched = list(dict.fromkeys(str(root / folder) for f in spec.files for folder in f.folders))
+        fix = (
+            f"{spec.manual}, or point --data-dir or ${ENV_VAR} at a folder holding them."
+            if spec.manual
+            else f"point --data-dir or ${ENV_VAR} at a folder holding the official files, or pass "
+            f"--download (CLI) / download=True (API) to download them."
+        )
         raise DataError(
             f"Missing file(s) for dataset {spec.name!r}: {', '.join(f.name for f in missing)}. "
-            f"Searched: {', '.join(searched)} (data root from {_root_origin(data_dir)}). Fix: point "
-            f"--data-dir or ${ENV_VAR} at a folder holding the official files, or pass --download "
-            f"(CLI) / download=True (API) to download them."
+            f"Searched: {', '.join(searched)} (data root from {_root_origin(data_dir)}). Fix: {fix}"
         )
     # Verify every file before any caller parses (or unpickles) it.
     for file in spec.files:

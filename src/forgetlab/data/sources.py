@@ -3,9 +3,13 @@
 Every source returns an :class:`ImageData` (train and test splits as uint8
 ``(N, C, H, W)`` tensors and int64 labels). Normalisation and augmentation happen
 later, on whole batches, on the training device (:mod:`forgetlab.data.augment`).
-File-based sources find and verify their files with :mod:`forgetlab.data.files`; a
-dataset loaded once is kept in memory (per name and data root) and every call returns
-its own copy of the tensors.
+File-based sources find and verify their files with :mod:`forgetlab.data.files` (once
+per process, name, data root and options). The decoded arrays are stored once in the
+per-user disk cache (:mod:`forgetlab.data.cache`, keyed by the files' checksums or
+fingerprints and the resize size); every load returns fresh copy-on-write memory maps
+of them: no copy is made, pages come from the OS page cache, and a caller that writes
+to its tensors changes only its own pages. Without a writable cache, the decoded data is
+kept in memory and every load returns its own copy.
 
 Example:
     >>> data = load_source("digits")
@@ -18,17 +22,23 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
+import json
 import pickle
 import struct
+import threading
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
 
-from forgetlab.data.files import DATASET_FILES, find_data_root, resolve_files
-from forgetlab.errors import DataError, unknown_name
+from forgetlab.data.cache import cache_key, load_arrays, save_arrays
+from forgetlab.data.files import DATASET_FILES, find_data_root, resolve_files, verify_file
+from forgetlab.errors import ConfigError, DataError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -43,8 +53,12 @@ class ImageData:
         mean, std: per-channel statistics in [0, 1] pixel units, for normalisation.
         train_coarse_y, test_coarse_y: int64 ``(N,)`` superclass indices into
             ``coarse_names`` (CIFAR-100 only; ``None`` elsewhere).
-        coarse_names: superclass names (CIFAR-100 only; empty elsewhere).
+        coarse_names: superclass names (CIFAR-100 and ImageNet; empty elsewhere).
+        train_attributes, test_attributes: uint8 ``(N, n_attributes)``, 1 = the
+            attribute is present (CelebA only; ``None`` elsewhere).
+        attribute_names: names of the attribute columns (CelebA only; empty elsewhere).
 
+    A source without classes (CelebA) has empty ``class_names`` and all-zero labels.
     Treat the tensors as read-only: share them freely, copy before changing them.
     """
 
@@ -59,6 +73,9 @@ class ImageData:
     train_coarse_y: torch.Tensor | None = None
     test_coarse_y: torch.Tensor | None = None
     coarse_names: tuple[str, ...] = ()
+    train_attributes: torch.Tensor | None = None
+    test_attributes: torch.Tensor | None = None
+    attribute_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -82,11 +99,21 @@ class DatasetDefaults:
 
 @dataclass(frozen=True)
 class Source:
-    """A registered data source."""
+    """A registered data source.
+
+    Attributes:
+        description: one line for ``forgetlab list``.
+        loader: ``loader(data_dir, download, **options)`` -> :class:`ImageData`.
+        defaults: what a run on it uses unless told otherwise.
+        options: the keyword options the loader takes (``image_size``, ``superclass_map``).
+        streams: the only streams that can use it; empty = every stream over classes.
+    """
 
     description: str
-    loader: Callable[[Path | None, bool], ImageData]
+    loader: Callable[..., ImageData]
     defaults: DatasetDefaults
+    options: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------ digits ----
@@ -141,12 +168,15 @@ def load_digits(data_dir: Path | None = None, download: bool = False) -> ImageDa
 
 # ------------------------------------------------------- shared machinery ----
 
-_CACHE: dict[tuple[str, str], ImageData] = {}
-_CACHE_SIZE = 4  # datasets kept in memory per process (CIFAR-10 is about 185 MB)
+# Per process and (name, data root, options): the key of the dataset's disk-cache entry,
+# or the decoded dataset itself when the disk cache cannot be written.
+_CACHE: dict[tuple, str | ImageData] = {}
+_CACHE_SIZE = 4  # decoded datasets kept in memory when the disk cache is unwritable (CIFAR-10: 185 MB)
 
 
 def clear_cache() -> None:
-    """Forget every dataset kept in memory, so the next load reads the files again.
+    """Forget every dataset this process has loaded, so the next load finds and verifies
+    the files again (the disk cache of decoded arrays is kept).
 
     Example:
         >>> clear_cache()
@@ -159,16 +189,79 @@ def _own_copy(data: ImageData) -> ImageData:
     return dataclasses.replace(data, **tensors)
 
 
-def _load_files(name: str, data_dir: Path | None, download: bool, read: Callable[[Mapping[str, Path]], ImageData]) -> ImageData:
-    """Verify ``name``'s files (see :func:`resolve_files`), parse them once per process and
-    data root, and return a private copy so no caller can change another's tensors."""
-    key = (name, str(find_data_root(data_dir)[0].resolve()))
+def _memoized(key: tuple, load: Callable[[], str | ImageData]) -> ImageData:
+    """``load()`` once per process and ``key``; every call gets tensors of its own, so no
+    caller can change another's: fresh copy-on-write memory maps of the disk-cache entry
+    (no copy made), or a copy of the decoded data when there is no disk cache."""
     if key not in _CACHE:
-        data = read(resolve_files(DATASET_FILES[name], data_dir, download))
-        _CACHE[key] = data
-        while len(_CACHE) > _CACHE_SIZE:
-            del _CACHE[next(iter(_CACHE))]
-    return _own_copy(_CACHE[key])
+        _CACHE[key] = load()
+        decoded = [k for k, v in _CACHE.items() if isinstance(v, ImageData)]
+        for old in decoded[: max(0, len(decoded) - _CACHE_SIZE)]:
+            del _CACHE[old]
+    entry = _CACHE[key]
+    if isinstance(entry, ImageData):
+        return _own_copy(entry)
+    data = _from_disk(entry)
+    if data is None:  # the entry was deleted or damaged since: load again
+        del _CACHE[key]
+        return _memoized(key, load)
+    return data
+
+
+DECODE_VERSION = 1  # part of every disk-cache key: bump when a reader's output changes
+_META_FIELDS = ("name", "class_names", "mean", "std", "coarse_names", "attribute_names")
+
+
+def _disk_cached(key_parts: Mapping[str, Any], read: Callable[[], ImageData]) -> str | ImageData:
+    """The disk-cache key of the dataset described by ``key_parts``, decoding it with
+    ``read()`` and storing it first if needed; the decoded dataset itself when it cannot
+    be stored."""
+    from forgetlab.data.images import DECODER_VERSION
+
+    key = cache_key(**key_parts, reader=DECODE_VERSION, decoder=DECODER_VERSION)
+    if _from_disk(key) is not None:
+        return key
+    data = read()
+    arrays = {
+        f.name: value.numpy()
+        for f in dataclasses.fields(data)
+        if isinstance(value := getattr(data, f.name), torch.Tensor)
+    }
+    if save_arrays(key, arrays, {name: getattr(data, name) for name in _META_FIELDS}) and _from_disk(key) is not None:
+        return key
+    return data
+
+
+def _from_disk(key: str) -> ImageData | None:
+    """The dataset of a disk-cache entry as copy-on-write memory maps, or ``None``."""
+    found = load_arrays(key)
+    if found is None:
+        return None
+    arrays, meta = found
+    try:
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+        fields = {name: tuple(meta[name]) if name != "name" else meta[name] for name in _META_FIELDS}
+        return ImageData(**fields, **tensors)
+    except (KeyError, TypeError, ValueError):
+        return None  # an entry from another layout: rebuilt by the caller
+
+
+def _load_files(
+    name: str,
+    data_dir: Path | None,
+    download: bool,
+    read: Callable[[Mapping[str, Path]], ImageData],
+) -> ImageData:
+    """Verify ``name``'s files (see :func:`resolve_files`), decode them (or read the disk
+    cache, keyed by their official checksums), once per process and data root."""
+    spec_name = name
+
+    def load() -> str | ImageData:
+        spec = DATASET_FILES[spec_name]
+        paths = resolve_files(spec, data_dir, download)
+        return _disk_cached({"source": spec_name, "md5": {f.name: f.md5 for f in spec.files}}, lambda: read(paths))
+
+    return _memoized((name, str(find_data_root(data_dir)[0].resolve())), load)
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -360,6 +453,235 @@ def load_cifar100(data_dir: Path | None = None, download: bool = False) -> Image
     return _load_files("cifar100", data_dir, download, _read_cifar100)
 
 
+# ----------------------------------------------------------------- CelebA ----
+
+CELEBA_ZIP = "img_align_celeba.zip"
+CELEBA_ZIP_MD5 = "00d2c5bc6d35e252742224ab0c1e8fcb"
+CELEBA_FOLDER = "img_align_celeba"
+DEFAULT_IMAGE_SIZE = 64  # (choice) CelebA and ImageNet images are resized to 64 x 64 unless told
+CELEBA_SPLITS = {"train": 0, "test": 2}  # (choice) the official validation split (1) is not used
+
+
+def load_celeba(data_dir: Path | None = None, download: bool = False, *, image_size: int | None = None) -> ImageData:
+    """CelebA from the official files: the aligned images (``img_align_celeba.zip``, MD5
+    checked, or the folder it extracts to), ``list_attr_celeba.txt`` and
+    ``list_eval_partition.txt`` (MD5 checked), under ``<root>/celeba/`` or the root.
+
+    Images are centre-cropped to a square and resized to ``image_size`` (default 64)
+    once, then cached on disk as uint8. Train = the official train partition, test = the
+    official test partition. No classes: the 40 binary attributes are in
+    ``train_attributes`` / ``test_attributes`` / ``attribute_names``. Not downloadable
+    automatically (Google Drive).
+
+    Example:
+        >>> data = load_celeba(image_size=32)  # doctest: +SKIP
+        >>> data.attribute_names[20], tuple(data.train_x.shape[1:])  # doctest: +SKIP
+        ('Male', (3, 32, 32))
+    """
+    size = image_size or DEFAULT_IMAGE_SIZE
+
+    def load() -> str | ImageData:
+        paths = resolve_files(DATASET_FILES["celeba"], data_dir, download)
+        folder = paths["list_attr_celeba.txt"].parent
+        files, names, values, partition = _celeba_lists(paths)
+        wanted = {split: [i for i, f in enumerate(files) if partition[f] == code] for split, code in CELEBA_SPLITS.items()}
+        if (folder / CELEBA_FOLDER).is_dir():
+            from forgetlab.data.images import files_fingerprint
+
+            images = [folder / CELEBA_FOLDER / f for f in files]
+            absent = [str(p) for p in images if not p.is_file()]
+            if absent:
+                raise DataError(
+                    f"CelebA image folder {str(folder / CELEBA_FOLDER)!r} lacks {len(absent)} of the "
+                    f"{len(files)} images listed in list_attr_celeba.txt, e.g. {absent[0]!r}. Extract "
+                    f"{CELEBA_ZIP} again."
+                )
+            origin = "folder:" + files_fingerprint(images, folder)
+        elif (folder / CELEBA_ZIP).is_file():
+            verify_file(folder / CELEBA_ZIP, CELEBA_ZIP_MD5)
+            origin = "zip:" + CELEBA_ZIP_MD5
+        else:
+            raise DataError(
+                f"CelebA images not found: expected {str(folder / CELEBA_ZIP)!r} or the folder "
+                f"{str(folder / CELEBA_FOLDER)!r} next to list_attr_celeba.txt."
+            )
+        key = {"source": "celeba", "md5": {f.name: f.md5 for f in DATASET_FILES["celeba"].files}, "images": origin, "size": size}
+        return _disk_cached(key, lambda: _decode_celeba(folder, files, names, values, wanted, size))
+
+    return _memoized(("celeba", str(find_data_root(data_dir)[0].resolve()), size), load)
+
+
+def _celeba_lists(paths: Mapping[str, Path]) -> tuple[list[str], tuple[str, ...], np.ndarray, dict[str, int]]:
+    from forgetlab.data.images import read_celeba_attributes, read_celeba_partition
+
+    files, names, values = read_celeba_attributes(paths["list_attr_celeba.txt"])
+    partition = read_celeba_partition(paths["list_eval_partition.txt"])
+    unlisted = [f for f in files if f not in partition]
+    if unlisted:
+        raise DataError(
+            f"{len(unlisted)} images of list_attr_celeba.txt are not in list_eval_partition.txt, "
+            f"e.g. {unlisted[0]!r}: the two files do not belong together."
+        )
+    return files, names, values, partition
+
+
+def _decode_celeba(
+    folder: Path, files: list[str], names: tuple[str, ...], values: np.ndarray, wanted: Mapping[str, list[int]], size: int
+) -> ImageData:
+    from forgetlab.data.images import decode_images
+
+    archive = folder / CELEBA_ZIP
+    split: dict[str, np.ndarray] = {}
+    if (folder / CELEBA_FOLDER).is_dir():
+        for name, rows in wanted.items():
+            split[name] = decode_images([folder / CELEBA_FOLDER / files[i] for i in rows], size, progress=f"CelebA {name}")
+    else:
+        with zipfile.ZipFile(archive) as zipped:
+            members = {PurePosixPath(m).name: m for m in zipped.namelist() if not m.endswith("/")}
+            lock = threading.Lock()
+
+            def opener(member: str) -> Callable[[], io.BytesIO]:
+                def read() -> io.BytesIO:
+                    with lock:
+                        return io.BytesIO(zipped.read(member))
+
+                return read
+
+            for name, rows in wanted.items():
+                absent = [files[i] for i in rows if files[i] not in members]
+                if absent:
+                    raise DataError(f"{str(archive)!r} lacks {len(absent)} listed images, e.g. {absent[0]!r}.")
+                split[name] = decode_images(
+                    [opener(members[files[i]]) for i in rows], size,
+                    names=[f"{archive}:{files[i]}" for i in rows], progress=f"CelebA {name}",
+                )
+    train_x, test_x = torch.from_numpy(split["train"]), torch.from_numpy(split["test"])
+    mean, std = _channel_stats(train_x)
+    return ImageData(
+        "celeba", train_x, torch.zeros(len(train_x), dtype=torch.int64), test_x, torch.zeros(len(test_x), dtype=torch.int64),
+        (), mean, std,
+        train_attributes=torch.from_numpy(values[wanted["train"]]),
+        test_attributes=torch.from_numpy(values[wanted["test"]]),
+        attribute_names=names,
+    )
+
+
+# --------------------------------------------------------------- ImageNet ----
+
+def _imagenet_root(data_dir: Path | None) -> Path:
+    base = find_data_root(data_dir)[0]
+    for candidate in (base / "imagenet", base):
+        if (candidate / "train").is_dir():
+            return candidate
+    raise DataError(
+        f"ImageNet folders not found: expected {str(base / 'imagenet' / 'train')}/<wnid>/*.JPEG and "
+        f"{str(base / 'imagenet' / 'val')}/<wnid>/*.JPEG (or train/ and val/ directly under {str(base)!r}). "
+        f"ImageNet needs a login at image-net.org and cannot be downloaded automatically: extract the "
+        f"ILSVRC-2012 train and val archives there (val sorted into one folder per wnid, as torchvision's "
+        f"ImageNet does) and point --data-dir or $FORGETLAB_DATA at the folder holding imagenet/."
+    )
+
+
+def _wnid_images(split_root: Path, wnids: tuple[str, ...], mapping_name: str) -> list[tuple[Path, int]]:
+    from forgetlab.data.images import list_images
+
+    if not split_root.is_dir():
+        raise DataError(f"ImageNet folder {str(split_root)!r} not found (needed next to train/).")
+    missing = [w for w in wnids if not (split_root / w).is_dir()]
+    if missing:
+        flat = list_images(split_root)
+        hint = (
+            f" {str(split_root)!r} holds images directly: sort them into one folder per wnid."
+            if flat else ""
+        )
+        raise DataError(
+            f"ImageNet folder {str(split_root)!r} has no folder for {len(missing)} of the {len(wnids)} wnids "
+            f"of {mapping_name}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}.{hint} "
+            f"Fix the folder, or give a mapping of the wnids you have (stream.superclass_map)."
+        )
+    items = []
+    for label, wnid in enumerate(wnids):
+        images = list_images(split_root / wnid)
+        if not images:
+            raise DataError(f"ImageNet folder {str(split_root / wnid)!r} holds no images.")
+        items.extend((path, label) for path in images)
+    return items
+
+
+def load_imagenet(
+    data_dir: Path | None = None,
+    download: bool = False,
+    *,
+    image_size: int | None = None,
+    superclass_map: str | Path | None = None,
+) -> ImageData:
+    """The classes of a superclass mapping from a user's ImageNet folders.
+
+    Reads ``<root>/imagenet/train/<wnid>/*`` and ``<root>/imagenet/val/<wnid>/*`` (or
+    ``train/``, ``val/`` under the root) for every wnid of the mapping
+    (:func:`forgetlab.data.images.read_superclass_map`; ``None`` = the packaged default,
+    10 animal and 10 artifact superclasses). Classes = the wnids in mapping order;
+    coarse labels = the superclasses. Images are centre-cropped and resized to
+    ``image_size`` (default 64) once, then cached on disk, keyed by the files' paths,
+    sizes and mtimes (ImageNet has no per-image checksums). Not downloadable.
+
+    Example:
+        >>> data = load_imagenet("/data", image_size=32)  # doctest: +SKIP
+        >>> data.coarse_names[:2], data.class_names[0]  # doctest: +SKIP
+        (('fish', 'bird'), 'n01440764')
+    """
+    from forgetlab.data.images import read_superclass_map
+
+    size = image_size or DEFAULT_IMAGE_SIZE
+    mapping = read_superclass_map(superclass_map)
+    mapping_name = f"mapping file {str(superclass_map)!r}" if superclass_map else "the default mapping"
+    wnids = tuple(w for members in mapping.values() for w in members)
+    coarse = np.array([k for k, members in enumerate(mapping.values()) for _ in members], dtype=np.int64)
+    mapping_key = hashlib.sha256(json.dumps(list(mapping.items())).encode()).hexdigest()
+    root = _imagenet_root(data_dir)
+
+    def load() -> str | ImageData:
+        from forgetlab.data.images import files_fingerprint
+
+        train = _wnid_images(root / "train", wnids, mapping_name)
+        test = _wnid_images(root / "val", wnids, mapping_name)
+        key = {
+            "source": "imagenet", "size": size, "mapping": mapping_key,
+            "train": files_fingerprint([p for p, _ in train], root), "test": files_fingerprint([p for p, _ in test], root),
+        }
+        return _disk_cached(key, lambda: _decode_imagenet(train, test, wnids, coarse, tuple(mapping), size))
+
+    return _memoized(("imagenet", str(root.resolve()), size, mapping_key), load)
+
+
+def _decode_imagenet(
+    train: list[tuple[Path, int]], test: list[tuple[Path, int]], wnids: tuple[str, ...],
+    coarse: np.ndarray, coarse_names: tuple[str, ...], size: int,
+) -> ImageData:
+    from forgetlab.data.images import decode_images
+
+    arrays = {}
+    for name, items in (("train", train), ("test", test)):
+        x = torch.from_numpy(decode_images([p for p, _ in items], size, progress=f"ImageNet {name}"))
+        y = torch.tensor([label for _, label in items], dtype=torch.int64)
+        arrays[name] = (x, y, torch.from_numpy(coarse)[y])
+    mean, std = _channel_stats(arrays["train"][0])
+    return ImageData(
+        "imagenet", arrays["train"][0], arrays["train"][1], arrays["test"][0], arrays["test"][1], wnids, mean, std,
+        train_coarse_y=arrays["train"][2], test_coarse_y=arrays["test"][2], coarse_names=coarse_names,
+    )
+
+
+# ----------------------------------------------------------------- custom ----
+
+def _custom_placeholder(data_dir: Path | None = None, download: bool = False) -> ImageData:
+    raise ConfigError(
+        "The 'custom' dataset has no files of its own: it is read from stream.custom_paths by the "
+        "'custom' stream (stream.stream='custom'), or built from tensors with "
+        "forgetlab.data.streams.custom_stream()."
+    )
+
+
 SOURCES: dict[str, Source] = {
     "digits": Source(
         "scikit-learn's bundled 8x8 handwritten digits, 10 classes (no download; the default)",
@@ -386,6 +708,25 @@ SOURCES: dict[str, Source] = {
         load_cifar100,
         DatasetDefaults(model="vgg", epochs=2, lr=0.05, augment=True),
     ),
+    "celeba": Source(
+        "CelebA aligned faces, 40 binary attributes, resized to `image_size` (official files, manual download)",
+        load_celeba,
+        DatasetDefaults(model="vgg", epochs=1, lr=0.05, augment=True),
+        options=("image_size",),
+        streams=("celeba-attributes",),
+    ),
+    "imagenet": Source(
+        "your ImageNet train/val folders, the wnids of a superclass mapping (`superclass_map`), resized",
+        load_imagenet,
+        DatasetDefaults(model="resnet", epochs=2, lr=0.05, augment=True),
+        options=("image_size", "superclass_map"),
+    ),
+    "custom": Source(
+        "your own tasks: .npz files or image folders (`custom_paths`), for the custom stream",
+        _custom_placeholder,
+        DatasetDefaults(model="mlp", epochs=2, lr=0.05, augment=False),
+        streams=("custom",),
+    ),
 }
 
 
@@ -401,8 +742,36 @@ def dataset_defaults(name: str) -> DatasetDefaults:
     return SOURCES[name].defaults
 
 
-def load_source(name: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageData:
-    """Load a registered source; see :func:`forgetlab.data.files.find_data_root` for lookup."""
+def load_source(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+    superclass_map: str | Path | None = None,
+) -> ImageData:
+    """Load a registered source; see :func:`forgetlab.data.files.find_data_root` for lookup.
+
+    ``image_size`` (CelebA, ImageNet) and ``superclass_map`` (ImageNet) are passed to the
+    sources that take them; ``None`` = the source's default. Giving one to a source that
+    does not take it is an error.
+
+    Example:
+        >>> load_source("digits").class_names[:3]
+        ('0', '1', '2')
+    """
     if name not in SOURCES:
         raise unknown_name("dataset", name, SOURCES)
-    return SOURCES[name].loader(Path(data_dir) if data_dir is not None else None, download)
+    source = SOURCES[name]
+    options: dict[str, Any] = {}
+    for option, value in (("image_size", image_size), ("superclass_map", superclass_map or None)):
+        if value is None:
+            continue
+        if option not in source.options:
+            takers = [n for n, s in SOURCES.items() if option in s.options]
+            raise ConfigError(
+                f"The 'stream.{option}' parameter applies only to the datasets {', '.join(takers)}; leave it "
+                f"{'auto' if option == 'image_size' else 'empty'} for dataset {name!r}. Got {value!r} instead."
+            )
+        options[option] = value
+    return source.loader(Path(data_dir) if data_dir is not None else None, download, **options)

@@ -2,7 +2,8 @@
 
 A task holds its train and test split (uint8 inputs, labels in its head's label
 space) and the index of the head it trains. ``R[i, j]`` is the test accuracy on task
-``j`` after training through task ``i``.
+``j`` after training through task ``i``. ``STREAMS`` maps every stream name to a
+:class:`StreamKind`; ``forgetlab list`` prints their descriptions.
 
 Example:
     >>> from forgetlab.config import StreamConfig
@@ -14,15 +15,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from forgetlab.config import StreamConfig
-from forgetlab.data.sources import ImageData, dataset_defaults
-from forgetlab.errors import ConfigError, unknown_name
+from forgetlab.config import StreamConfig, parse_class_sets
+from forgetlab.data.sources import SOURCES, ImageData, _channel_stats, dataset_defaults, load_source
+from forgetlab.errors import ConfigError, DataError, IncompatibleError, did_you_mean, unknown_name
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,13 @@ class Task:
         train_x, test_x: uint8 ``(N, C, H, W)``.
         train_y, test_y: int64 ``(N,)`` labels in the head's label space.
         head_index: which model head this task trains and is evaluated on.
-        classes: source class indices this task draws from.
+        classes: source class indices (into the stream's ``class_names``) this task
+            draws from (``one-vs-rest``: the positive class only); empty where the source
+            has no classes (CelebA attributes).
+        label_names: the name of every label of the task's head (index = label).
+        test_source_y: int64 ``(N_test,)`` source class of every test example (e.g. the
+            fine class behind a superclass label), for per-class accuracy; ``None``
+            where the source has no classes.
     """
 
     name: str
@@ -44,6 +53,8 @@ class Task:
     test_y: torch.Tensor
     head_index: int
     classes: tuple[int, ...]
+    label_names: tuple[str, ...] = ()
+    test_source_y: torch.Tensor | None = None
 
     @property
     def n_train(self) -> int:
@@ -82,19 +93,29 @@ class TaskStream:
         return len(self.tasks)
 
 
-def _select(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], labels: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Examples of ``classes``, relabelled ``classes[k] -> labels[k]``, in dataset order."""
-    lookup = torch.full((int(y.max()) + 1 if y.numel() else 1,), -1, dtype=torch.int64)
-    lookup[torch.tensor(classes, dtype=torch.int64)] = torch.tensor(labels, dtype=torch.int64)
+Built = tuple[list[Task], tuple[int, ...]]  # what a stream builder returns: the tasks and the head sizes
+
+
+# ---------------------------------------------------------------- helpers ----
+
+def _select(
+    x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], labels: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Examples of ``classes``, relabelled ``classes[k] -> labels[k]``, in dataset order,
+    with their source classes."""
+    size = max(int(y.max()) if y.numel() else 0, max(classes, default=0)) + 1
+    lookup = torch.full((size,), -1, dtype=torch.int64)
+    lookup[torch.tensor(list(classes), dtype=torch.int64)] = torch.tensor(list(labels), dtype=torch.int64)
     new_y = lookup[y]
-    keep = new_y >= 0
-    return x[keep], new_y[keep]
+    keep = torch.nonzero(new_y >= 0).flatten()
+    return x.index_select(0, keep), new_y[keep], y[keep]
 
 
-def _subsample(y: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of a class-balanced random subset of at most ``limit`` examples, sorted."""
+def _subsample(y: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Indices of a class-balanced random subset of at most ``limit`` examples, sorted;
+    ``None`` = keep everything (no copy)."""
     if limit <= 0 or limit >= y.shape[0]:
-        return torch.arange(y.shape[0])
+        return None
     labels = torch.unique(y)
     per_class = max(1, limit // len(labels))
     chosen = []
@@ -102,6 +123,57 @@ def _subsample(y: torch.Tensor, limit: int, generator: torch.Generator) -> torch
         members = torch.nonzero(y == label).flatten()
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def _task(
+    index: int,
+    title: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    head_index: int,
+    classes: Sequence[int],
+    label_names: Sequence[str],
+    test_source_y: torch.Tensor | None,
+    train_per_task: int,
+    generator: torch.Generator,
+    test_per_task: int = 0,
+) -> Task:
+    train_x, train_y = train
+    keep = _subsample(train_y, train_per_task, generator)
+    if keep is not None:
+        train_x, train_y = train_x[keep], train_y[keep]
+    test_x, test_y = test
+    keep_test = _subsample(test_y, test_per_task, generator)
+    if keep_test is not None:
+        test_x, test_y = test_x[keep_test], test_y[keep_test]
+        test_source_y = test_source_y[keep_test] if test_source_y is not None else None
+    return Task(
+        name=f"task{index + 1}: {title}",
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        head_index=head_index,
+        classes=tuple(int(c) for c in classes),
+        label_names=tuple(label_names),
+        test_source_y=test_source_y,
+    )
+
+
+def _class_task(
+    index: int, title: str, data: ImageData, classes: Sequence[int], labels: Sequence[int],
+    config: StreamConfig, generator: torch.Generator, label_names: Sequence[str],
+) -> Task:
+    """A task of the examples of ``classes`` (labelled ``labels``) of both splits."""
+    train_x, train_y, _ = _select(data.train_x, data.train_y, classes, labels)
+    test_x, test_y, test_source = _select(data.test_x, data.test_y, classes, labels)
+    return _task(
+        index, title, (train_x, train_y), (test_x, test_y),
+        head_index=index if config.head == "multi" else 0, classes=classes, label_names=label_names,
+        test_source_y=test_source, train_per_task=config.train_per_task, generator=generator,
+        test_per_task=config.test_per_task,
+    )
 
 
 def _check_classes(values: tuple[int, ...], n_classes: int, key: str) -> None:
@@ -112,6 +184,64 @@ def _check_classes(values: tuple[int, ...], n_classes: int, key: str) -> None:
             f"(invalid: {bad})."
         )
 
+
+def _check_n_tasks(config: StreamConfig, expected: int, what: str) -> None:
+    if config.n_tasks != expected:
+        raise ConfigError(
+            f"The 'stream.n_tasks' parameter must equal {what} ({expected}) for the {config.stream} stream. "
+            f"Got {config.n_tasks} instead; set stream.n_tasks={expected}."
+        )
+
+
+def _shown(names: Sequence[str], limit: int = 20) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _resolve_name(token: str, names: Sequence[str], key: str, what: str) -> int:
+    """Index of ``token`` in ``names``: a name, or a decimal index."""
+    if token in names:
+        return list(names).index(token)
+    if token.isdigit():
+        if int(token) < len(names):
+            return int(token)
+        raise ConfigError(
+            f"The '{key}' parameter must name {what} or give an index in [0, {len(names) - 1}]. Got {token!r} instead."
+        )
+    raise ConfigError(
+        f"The '{key}' parameter must name {what}; {token!r} is not one.{did_you_mean(token, names)} "
+        f"Valid names: {_shown(names)}."
+    )
+
+
+def _require_classes(data: ImageData, stream: str) -> None:
+    if data.n_classes < 2:
+        raise ConfigError(
+            f"Dataset {data.name!r} has no classes, so the {stream!r} stream cannot use it"
+            + (" (use stream.stream='celeba-attributes')." if data.attribute_names else ".")
+        )
+
+
+def _resolve_class_sets(config: StreamConfig, data: ImageData, entries: Sequence[str]) -> list[tuple[int, ...]]:
+    """Class sets given by name or index -> class indices; they must not overlap."""
+    what = f"classes of dataset {data.name!r}"
+    sets = [
+        tuple(_resolve_name(token, data.class_names, "stream.class_sets", what) for token in members)
+        for members in parse_class_sets(entries)
+    ]
+    owner: dict[int, int] = {}
+    for index, members in enumerate(sets):
+        for c in members:
+            if c in owner:
+                where = "twice in set" if owner[c] == index else f"in sets {owner[c] + 1} and"
+                raise ConfigError(
+                    f"The 'stream.class_sets' parameter must hold disjoint class sets; class "
+                    f"{data.class_names[c]!r} is {where} {index + 1}. Got {tuple(entries)!r} instead."
+                )
+            owner[c] = index
+    return sets
+
+
+# ----------------------------------------------------------- split, 1-vs-rest ----
 
 def _split_stream(config: StreamConfig, data: ImageData) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], tuple[int, ...]]:
     order = config.class_order or tuple(range(data.n_classes))
@@ -133,94 +263,749 @@ def _split_stream(config: StreamConfig, data: ImageData) -> tuple[list[tuple[tup
     return tasks, (len(order),)
 
 
-def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    _require_classes(data, config.stream)
     specs, head_sizes = _split_stream(config, data)
+    order = config.class_order or tuple(range(data.n_classes))
     tasks = []
     for index, (classes, labels) in enumerate(specs):
-        train_x, train_y = _select(data.train_x, data.train_y, classes, labels)
-        test_x, test_y = _select(data.test_x, data.test_y, classes, labels)
-        keep = _subsample(train_y, config.train_per_task, generator)
-        keep_test = _subsample(test_y, config.test_per_task, generator)
-        tasks.append(
-            Task(
-                name=f"task{index + 1}: " + ",".join(data.class_names[c] for c in classes),
-                train_x=train_x[keep],
-                train_y=train_y[keep],
-                test_x=test_x[keep_test],
-                test_y=test_y[keep_test],
-                head_index=index if config.head == "multi" else 0,
-                classes=classes,
-            )
-        )
+        label_names = [data.class_names[c] for c in (classes if config.head == "multi" else order)]
+        title = ",".join(data.class_names[c] for c in classes)
+        tasks.append(_class_task(index, title, data, classes, labels, config, generator, label_names))
     return tasks, head_sizes
 
 
-def _one_vs_rest_split(x: torch.Tensor, y: torch.Tensor, positive: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _one_vs_rest_split(
+    x: torch.Tensor, y: torch.Tensor, positive: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All examples of ``positive`` (label 1) plus as many random others (label 0)."""
     pos = torch.nonzero(y == positive).flatten()
     neg_pool = torch.nonzero(y != positive).flatten()
     neg = neg_pool[torch.randperm(neg_pool.numel(), generator=generator)[: pos.numel()]]
     index = torch.sort(torch.cat([pos, neg])).values
-    return x[index], (y[index] == positive).long()
+    return x[index], (y[index] == positive).long(), y[index]
 
 
-def _build_one_vs_rest(config: StreamConfig, data: ImageData, generator: torch.Generator) -> tuple[list[Task], tuple[int, ...]]:
+def _build_one_vs_rest(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    _require_classes(data, config.stream)
     _check_classes(config.positive_classes, data.n_classes, "stream.positive_classes")
-    if config.n_tasks != len(config.positive_classes):
-        raise ConfigError(
-            f"The 'stream.n_tasks' parameter must equal the number of positive_classes "
-            f"({len(config.positive_classes)}) for the one-vs-rest stream. Got {config.n_tasks} instead."
-        )
+    _check_n_tasks(config, len(config.positive_classes), "the number of positive_classes")
     tasks = []
     for index, positive in enumerate(config.positive_classes):
-        train_x, train_y = _one_vs_rest_split(data.train_x, data.train_y, positive, generator)
-        test_x, test_y = _one_vs_rest_split(data.test_x, data.test_y, positive, generator)
-        keep = _subsample(train_y, config.train_per_task, generator)
-        keep_test = _subsample(test_y, config.test_per_task, generator)
+        train_x, train_y, _ = _one_vs_rest_split(data.train_x, data.train_y, positive, generator)
+        test_x, test_y, test_source = _one_vs_rest_split(data.test_x, data.test_y, positive, generator)
+        name = data.class_names[positive]
         tasks.append(
-            Task(
-                name=f"task{index + 1}: is it {data.class_names[positive]}?",
-                train_x=train_x[keep],
-                train_y=train_y[keep],
-                test_x=test_x[keep_test],
-                test_y=test_y[keep_test],
-                head_index=index if config.head == "multi" else 0,
-                classes=(positive,),
+            _task(
+                index, f"is it {name}?", (train_x, train_y), (test_x, test_y),
+                head_index=index if config.head == "multi" else 0, classes=(positive,),
+                label_names=(f"not {name}", name) if config.head == "multi" else ("no", "yes"),
+                test_source_y=test_source, train_per_task=config.train_per_task, generator=generator,
+        test_per_task=config.test_per_task,
             )
         )
     return tasks, (2,) * (len(tasks) if config.head == "multi" else 1)
 
 
-StreamBuilder = Callable[[StreamConfig, ImageData, torch.Generator], tuple[list[Task], tuple[int, ...]]]
+# ---------------------------------------------------------------- permuted ----
 
-STREAMS: dict[str, tuple[str, StreamBuilder]] = {
-    "split": (
+def permutations(config: StreamConfig, n_pixels: int) -> list[torch.Tensor | None]:
+    """The pixel permutation of every task of a ``permuted`` stream (``None`` = identity).
+
+    Permutation ``i`` is the ``i``-th draw of a generator seeded with
+    ``permutation_seed``, so a task's permutation does not depend on ``permute_first``.
+
+    Example:
+        >>> perms = permutations(StreamConfig(stream="permuted", n_tasks=3), 64)
+        >>> perms[0] is None, sorted(perms[1].tolist()) == list(range(64))
+        (True, True)
+    """
+    generator = torch.Generator().manual_seed(config.permutation_seed)
+    drawn = [torch.randperm(n_pixels, generator=generator) for _ in range(config.n_tasks)]
+    return [None if index == 0 and not config.permute_first else perm for index, perm in enumerate(drawn)]
+
+
+def _permute(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    if perm is None:
+        return x
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
+
+
+def _build_permuted(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    _require_classes(data, config.stream)
+    _, height, width = data.input_shape
+    classes = tuple(range(data.n_classes))
+    tasks = []
+    for index, perm in enumerate(permutations(config, height * width)):
+        title = "identity" if perm is None else f"permutation {index + 1} (seed {config.permutation_seed})"
+        tasks.append(
+            _task(
+                index, title, (_permute(data.train_x, perm), data.train_y), (_permute(data.test_x, perm), data.test_y),
+                head_index=index if config.head == "multi" else 0, classes=classes, label_names=data.class_names,
+                test_source_y=data.test_y, train_per_task=config.train_per_task, generator=generator,
+        test_per_task=config.test_per_task,
+            )
+        )
+    return tasks, (data.n_classes,) * (len(tasks) if config.head == "multi" else 1)
+
+
+# ------------------------------------------------------------- class-pairs ----
+
+PAIRS_TASK1 = {"two": "ship+truck", "four": "deer+dog+ship+truck"}
+PAIRS_TASK2 = {"similar": "airplane+automobile", "dissimilar": "cat+horse"}
+
+
+def _build_class_pairs(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    _require_classes(data, config.stream)
+    if config.class_sets:
+        sets = _resolve_class_sets(config, data, config.class_sets)
+    else:
+        if data.name != "cifar10":
+            raise ConfigError(
+                "The class-pairs presets (stream.pairs_task1 / stream.pairs_task2) name CIFAR-10 classes: use "
+                f"stream.dataset='cifar10', or give your own stream.class_sets. Got dataset {data.name!r} instead."
+            )
+        sets = _resolve_class_sets(config, data, (PAIRS_TASK1[config.pairs_task1], PAIRS_TASK2[config.pairs_task2]))
+    _check_n_tasks(config, len(sets), "the number of class sets")
+    for index, members in enumerate(sets):
+        if len(members) < 2:
+            raise ConfigError(
+                f"The 'stream.class_sets' parameter must give every task at least 2 classes; set {index + 1} "
+                f"has {len(members)}. Got {config.class_sets!r} instead."
+            )
+    union = [c for members in sets for c in members]
+    tasks = []
+    for index, members in enumerate(sets):
+        if config.head == "multi":
+            labels, label_names = range(len(members)), [data.class_names[c] for c in members]
+        else:
+            labels, label_names = [union.index(c) for c in members], [data.class_names[c] for c in union]
+        title = ",".join(data.class_names[c] for c in members)
+        tasks.append(_class_task(index, title, data, members, list(labels), config, generator, label_names))
+    return tasks, tuple(len(s) for s in sets) if config.head == "multi" else (len(union),)
+
+
+# ---------------------------------------------------------- mixup-fraction ----
+
+MIXUP_DEFAULT_SETS = ("0+1", "2+3")
+
+
+def mix_images(x: torch.Tensor, partner: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``round((1 - alpha) * x + alpha * partner)`` of uint8 images, computed in float32.
+
+    Example:
+        >>> mix_images(torch.tensor([0, 100], dtype=torch.uint8), torch.tensor([255, 200], dtype=torch.uint8), 0.5)
+        tensor([128, 150], dtype=torch.uint8)
+    """
+    mixed = x.float()
+    mixed.lerp_(partner.float(), alpha)  # x + alpha (partner - x): exact at alpha 0 and 1
+    return mixed.round_().to(torch.uint8)
+
+
+def _mixed_split(
+    x: torch.Tensor, y: torch.Tensor, pairs: Sequence[tuple[int, int]], alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each (primary, partner) pair k: every primary image mixed with a random partner
+    image (a seeded permutation of the partner class, cycled), labelled k."""
+    xs, ys, sources = [], [], []
+    for label, (primary, partner) in enumerate(pairs):
+        base = x[y == primary]
+        others = x[y == partner]
+        if len(base) == 0 or len(others) == 0:
+            raise ConfigError(f"The mixup-fraction stream needs examples of classes {primary} and {partner} in every split.")
+        order = torch.randperm(len(others), generator=generator)
+        chosen = order[torch.arange(len(base)) % len(others)]
+        xs.append(mix_images(base, others[chosen], alpha))
+        ys.append(torch.full((len(base),), label, dtype=torch.int64))
+        sources.append(torch.full((len(base),), primary, dtype=torch.int64))
+    return torch.cat(xs), torch.cat(ys), torch.cat(sources)
+
+
+def _build_mixup(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    _require_classes(data, config.stream)
+    entries = config.class_sets or MIXUP_DEFAULT_SETS
+    if len(entries) != 2 or any(len(members) != 2 for members in parse_class_sets(entries)):
+        raise ConfigError(
+            "The 'stream.class_sets' parameter must be two pairs 'a+b,c+d' for the mixup-fraction stream "
+            f"(task 1: a vs b; task 2: a mixed with c vs b mixed with d). Got {config.class_sets!r} instead."
+        )
+    (a, b), (c, d) = _resolve_class_sets(config, data, entries)
+    _check_n_tasks(config, 2, "2 (task 1 pure, task 2 mixed)")
+    names = data.class_names
+    first = _class_task(0, f"{names[a]} vs {names[b]}", data, (a, b), (0, 1), config, generator, (names[a], names[b]))
+    alpha = config.mixup_alpha
+    train_x, train_y, _ = _mixed_split(data.train_x, data.train_y, [(a, c), (b, d)], alpha, generator)
+    test_x, test_y, test_source = _mixed_split(data.test_x, data.test_y, [(a, c), (b, d)], alpha, generator)
+    label_names = (f"{names[a]}~{names[c]}", f"{names[b]}~{names[d]}")
+    second = _task(
+        1, f"alpha={alpha:g}: {names[a]}+{names[c]} vs {names[b]}+{names[d]}", (train_x, train_y), (test_x, test_y),
+        head_index=1 if config.head == "multi" else 0, classes=(a, b, c, d), label_names=label_names,
+        test_source_y=test_source, train_per_task=config.train_per_task, generator=generator,
+        test_per_task=config.test_per_task,
+    )
+    return [first, second], (2, 2) if config.head == "multi" else (2,)
+
+
+# ------------------------------------------------------------ shift streams ----
+
+CIFAR10_SUPERCLASSES = {
+    "vehicle": ("airplane", "automobile", "ship", "truck"),
+    "animal": ("bird", "cat", "deer", "dog", "frog", "horse"),
+}
+
+
+def _fine_to_coarse(data: ImageData) -> np.ndarray:
+    """The superclass of every fine class, from the dataset's own label pairs (-1 = none)."""
+    if data.train_coarse_y is None or not data.coarse_names:
+        raise ConfigError(f"Dataset {data.name!r} has no superclasses (coarse labels).")
+    mapping = np.full(data.n_classes, -1, dtype=np.int64)
+    fine = torch.cat([data.train_y, data.test_y]).numpy()
+    test_coarse = data.test_coarse_y if data.test_coarse_y is not None else data.train_coarse_y[:0]
+    coarse = torch.cat([data.train_coarse_y, test_coarse]).numpy()
+    pairs = np.unique(np.stack([fine, coarse], axis=1), axis=0)
+    counts = np.bincount(pairs[:, 0], minlength=data.n_classes)
+    if (counts > 1).any():
+        bad = int(np.flatnonzero(counts > 1)[0])
+        raise DataError(f"Dataset {data.name!r}: fine class {data.class_names[bad]!r} appears under several superclasses.")
+    mapping[pairs[:, 0]] = pairs[:, 1]
+    return mapping
+
+
+def _shift_tasks(
+    config: StreamConfig, data: ImageData, fine_to_coarse: np.ndarray, coarse_names: Sequence[str],
+    default_n: int | None, generator: torch.Generator,
+) -> Built:
+    """Labels = superclasses; task t sees fine classes ``fine_order[t*f:(t+1)*f]`` of each."""
+    what = f"superclasses of dataset {data.name!r}"
+    if config.superclasses:
+        chosen = [_resolve_name(token, coarse_names, "stream.superclasses", what) for token in config.superclasses]
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError(
+                f"The 'stream.superclasses' parameter must not name a superclass twice. Got {config.superclasses!r} instead."
+            )
+        if config.n_superclasses not in (0, len(chosen)):
+            raise ConfigError(
+                f"The 'stream.n_superclasses' parameter must be 0 or the number of stream.superclasses "
+                f"({len(chosen)}). Got {config.n_superclasses} instead."
+            )
+    else:
+        n = config.n_superclasses or default_n or len(coarse_names)
+        if n > len(coarse_names):
+            raise ConfigError(
+                f"The 'stream.n_superclasses' parameter must be <= the number of {what} ({len(coarse_names)}). "
+                f"Got {n} instead."
+            )
+        chosen = list(range(n))
+    if len(chosen) < 2:
+        raise ConfigError(f"The {config.stream} stream needs at least 2 superclasses to tell apart. Got {len(chosen)}.")
+    per_task = config.fine_per_task
+    needed = config.n_tasks * per_task
+    if config.fine_order and len(config.fine_order) < needed:
+        raise ConfigError(
+            f"The 'stream.fine_order' parameter must list at least n_tasks x fine_per_task = {needed} positions. "
+            f"Got {config.fine_order!r} instead."
+        )
+    taken = []
+    for s in chosen:
+        fines = np.flatnonzero(fine_to_coarse == s).tolist()
+        order = config.fine_order or tuple(range(len(fines)))
+        if len(fines) < needed or any(p >= len(fines) for p in order[:needed]):
+            raise ConfigError(
+                f"Superclass {coarse_names[s]!r} has {len(fines)} fine classes, but n_tasks x fine_per_task = "
+                f"{config.n_tasks} x {per_task} = {needed} are needed"
+                + (f" (and stream.fine_order uses position {max(order[:needed])})" if config.fine_order else "")
+                + ". Lower stream.n_tasks or stream.fine_per_task, or choose other stream.superclasses."
+            )
+        taken.append([fines[p] for p in order[:needed]])
+    label_names = tuple(coarse_names[s] for s in chosen)
+    tasks = []
+    for index in range(config.n_tasks):
+        classes, labels, parts = [], [], []
+        for label, (s, fines) in enumerate(zip(chosen, taken)):
+            group = fines[index * per_task : (index + 1) * per_task]
+            classes += group
+            labels += [label] * len(group)
+            parts.append(f"{coarse_names[s]}({','.join(data.class_names[c] for c in group)})")
+        tasks.append(_class_task(index, " ".join(parts), data, classes, labels, config, generator, label_names))
+    k = len(chosen)
+    return tasks, (k,) * config.n_tasks if config.head == "multi" else (k,)
+
+
+def _build_cifar100_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    return _shift_tasks(config, data, _fine_to_coarse(data), data.coarse_names, 5, generator)
+
+
+def _build_imagenet_superclass(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    return _shift_tasks(config, data, _fine_to_coarse(data), data.coarse_names, None, generator)
+
+
+def _build_cifar10_shift(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    missing = [n for names in CIFAR10_SUPERCLASSES.values() for n in names if n not in data.class_names]
+    if missing:
+        raise ConfigError(f"The cifar10-shift stream needs the CIFAR-10 classes; dataset {data.name!r} lacks {missing}.")
+    mapping = np.full(data.n_classes, -1, dtype=np.int64)
+    for k, names in enumerate(CIFAR10_SUPERCLASSES.values()):
+        mapping[[data.class_names.index(n) for n in names]] = k
+    return _shift_tasks(config, data, mapping, tuple(CIFAR10_SUPERCLASSES), None, generator)
+
+
+# -------------------------------------------------------- celeba-attributes ----
+
+def _build_celeba_attributes(config: StreamConfig, data: ImageData, generator: torch.Generator) -> Built:
+    if not data.attribute_names or data.train_attributes is None or data.test_attributes is None:
+        raise ConfigError(
+            f"The celeba-attributes stream needs a dataset with attributes (stream.dataset='celeba'). Got {data.name!r}."
+        )
+    if not config.attributes:
+        raise ConfigError("The 'stream.attributes' parameter must name at least one CelebA attribute. Got () instead.")
+    what = f"attributes of dataset {data.name!r}"
+    columns = []
+    for name in config.attributes:
+        if name not in data.attribute_names:
+            raise ConfigError(
+                f"The 'stream.attributes' parameter must name {what}; {name!r} is not one.{did_you_mean(name, data.attribute_names)} "
+                f"Valid names: {', '.join(data.attribute_names)}."
+            )
+        columns.append(data.attribute_names.index(name))
+    _check_n_tasks(config, len(columns), "the number of attributes")
+    tasks = []
+    for index, column in enumerate(columns):
+        name = data.attribute_names[column]
+        tasks.append(
+            _task(
+                index, name, (data.train_x, data.train_attributes[:, column].long()),
+                (data.test_x, data.test_attributes[:, column].long()),
+                head_index=index if config.head == "multi" else 0, classes=(),
+                label_names=(f"not {name}", name) if config.head == "multi" else ("no", "yes"),
+                test_source_y=None, train_per_task=config.train_per_task, generator=generator,
+        test_per_task=config.test_per_task,
+            )
+        )
+    return tasks, (2,) * (len(tasks) if config.head == "multi" else 1)
+
+
+# ------------------------------------------------------------------ custom ----
+
+CUSTOM_TEST_EVERY = 5  # (choice) image folders without train/ and test/: every 5th image of a class is a test image
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+ArrayLike = Any  # a torch.Tensor or a numpy array
+
+
+def _as_images(x: ArrayLike, where: str) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise DataError(f"{where}: images must be (N, C, H, W) or (N, H, W). Got shape {tuple(x.shape)}.")
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if x.is_floating_point():
+        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+            raise DataError(
+                f"{where}: float images must lie in [0, 1] (they are stored as uint8 x 255). Got values in "
+                f"[{float(x.min()):g}, {float(x.max()):g}]; pass uint8 images instead."
+            )
+        return torch.round(x * 255.0).to(torch.uint8).contiguous()
+    raise DataError(f"{where}: images must be uint8 or float in [0, 1]. Got dtype {x.dtype}.")
+
+
+def _as_labels(y: ArrayLike, n: int, where: str) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if y.dim() != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
+        raise DataError(f"{where}: labels must be integers of shape ({n},). Got {y.dtype} of shape {tuple(y.shape)}.")
+    y = y.long()
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"{where}: labels must be >= 0. Got {int(y.min())}.")
+    return y
+
+
+def custom_stream(
+    tasks: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
+    *,
+    head: str = "multi",
+    label_names: Sequence[Sequence[str]] | None = None,
+    task_names: Sequence[str] | None = None,
+    augment: bool = False,
+    train_per_task: int = 0,
+    seed: int = 0,
+) -> TaskStream:
+    """A stream from your own data: one ``(x_train, y_train, x_test, y_test)`` per task.
+
+    Images are uint8 (or float in [0, 1], stored as uint8) of shape ``(N, C, H, W)`` or
+    ``(N, H, W)``, the same ``(C, H, W)`` for every task; labels are integers >= 0.
+    ``head="multi"`` gives task ``i`` its own head of ``max label + 1`` classes;
+    ``"single"`` one shared head over the largest label. ``label_names[i]`` names task
+    ``i``'s labels (default: the numbers). Normalisation statistics come from all
+    training images. ``train_per_task`` > 0 keeps a class-balanced subsample
+    (seeded by ``seed``).
+
+    Example:
+        >>> x = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8)
+        >>> y = torch.arange(20) % 2
+        >>> stream = custom_stream([(x, y, x, y), (x, 1 - y, x, 1 - y)])
+        >>> stream.n_tasks, stream.head_sizes, stream.input_shape
+        (2, (2, 2), (1, 8, 8))
+    """
+    if head not in ("multi", "single"):
+        raise ConfigError(
+            f"The 'head' parameter must be one of 'multi', 'single'. Got {head!r} instead."
+            f"{did_you_mean(head, ('multi', 'single'))}"
+        )
+    if not tasks:
+        raise ConfigError("The 'tasks' parameter must hold at least one (x_train, y_train, x_test, y_test) tuple. Got none.")
+    prepared = []
+    shape = None
+    for index, task in enumerate(tasks):
+        if len(task) != 4:
+            raise ConfigError(f"Task {index + 1} must be a tuple (x_train, y_train, x_test, y_test). Got {len(task)} items.")
+        where = f"task {index + 1}" + (f" ({task_names[index]})" if task_names else "")
+        train_x, test_x = _as_images(task[0], f"{where}, x_train"), _as_images(task[2], f"{where}, x_test")
+        train_y, test_y = _as_labels(task[1], len(train_x), f"{where}, y_train"), _as_labels(task[3], len(test_x), f"{where}, y_test")
+        if len(train_x) == 0 or len(test_x) == 0:
+            raise DataError(f"{where}: the train and test splits must not be empty. Got {len(train_x)} and {len(test_x)} examples.")
+        for x, split in ((train_x, "x_train"), (test_x, "x_test")):
+            if shape is None:
+                shape = tuple(x.shape[1:])
+            elif tuple(x.shape[1:]) != shape:
+                raise IncompatibleError(f"{where}, {split}: images of shape {tuple(x.shape[1:])} do not match task 1's {shape}.")
+        prepared.append((train_x, train_y, test_x, test_y))
+    sizes = [int(max(t[1].max(), t[3].max())) + 1 for t in prepared]
+    head_sizes = tuple(sizes) if head == "multi" else (max(sizes),)
+    if label_names is not None and len(label_names) != len(prepared):
+        raise ConfigError(f"The 'label_names' parameter must hold one list per task ({len(prepared)}). Got {len(label_names)}.")
+    names = [
+        tuple(label_names[i]) if label_names is not None else tuple(str(k) for k in range(sizes[i]))
+        for i in range(len(prepared))
+    ]
+    for index, (size, task_labels) in enumerate(zip(sizes, names)):
+        if len(task_labels) < size:
+            raise ConfigError(
+                f"The 'label_names' parameter must name every label of task {index + 1} (0..{size - 1}). "
+                f"Got {list(task_labels)}."
+            )
+    generator = torch.Generator().manual_seed(seed)
+    out, offset = [], 0
+    for index, (train_x, train_y, test_x, test_y) in enumerate(prepared):
+        present = sorted(set(torch.cat([train_y, test_y]).tolist()))
+        title = task_names[index] if task_names else ",".join(names[index][k] for k in present)
+        out.append(
+            _task(
+                index, title, (train_x, train_y), (test_x, test_y),
+                head_index=index if head == "multi" else 0, classes=[offset + k for k in present],
+                label_names=names[index], test_source_y=offset + test_y, train_per_task=train_per_task, generator=generator,
+            )
+        )
+        offset += len(names[index])
+    mean, std = _pooled_channel_stats([t[0] for t in prepared])
+    assert shape is not None and len(shape) == 3  # set by the loop above (tasks is non-empty)
+    return TaskStream(
+        name="custom", tasks=tuple(out), head_sizes=head_sizes, input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+        mean=mean, std=std, augment=augment, class_names=tuple(n for task_labels in names for n in task_labels),
+    )
+
+
+def _pooled_channel_stats(images: Sequence[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std over several uint8 image tensors, without concatenating."""
+    if len(images) == 1:
+        return _channel_stats(images[0])
+    counts = sum(
+        torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
+        for x in images
+    )
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    mean = (counts * levels).sum(1) / counts.sum(1)
+    var = (counts * (levels[None] - mean[:, None]) ** 2).sum(1) / counts.sum(1)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in var.sqrt())
+
+
+def load_task_path(path: str | Path, image_size: int | None = None) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+    """One task's ``(x_train, y_train, x_test, y_test)`` arrays and label names from a
+    ``.npz`` file or an image folder.
+
+    ``.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional
+    ``label_names``). Image folder: one subfolder per class, either under ``train/`` and
+    ``test/`` (or ``val/``), or directly (then every 5th image of a class, by file name,
+    is a test image). Images are decoded once (RGB, or grey when every image is grey;
+    a custom stream makes grey tasks RGB when other tasks are in colour), at their own
+    size or resized to ``image_size``, and cached on disk.
+
+    Example:
+        >>> (x_train, y_train, x_test, y_test), names = load_task_path("pets/")  # doctest: +SKIP
+        >>> names  # doctest: +SKIP
+        ('cat', 'dog')
+    """
+    path = Path(path).expanduser()
+    if path.suffix == ".npz" and path.is_file():
+        return _load_npz(path)
+    if path.is_dir():
+        return _load_image_folder(path, image_size)
+    raise DataError(
+        f"Custom task path {str(path)!r} must be a .npz file (arrays {', '.join(NPZ_KEYS)}) or an image folder "
+        f"with one subfolder per class; {'it is neither' if path.exists() else 'it does not exist'}."
+    )
+
+
+def _load_npz(path: Path) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in NPZ_KEYS if k not in archive.files]
+            if missing:
+                raise DataError(f"Custom task file {str(path)!r} lacks array(s) {missing}; it holds {sorted(archive.files)}.")
+            arrays = tuple(archive[k] for k in NPZ_KEYS)
+            names = tuple(str(n) for n in archive["label_names"]) if "label_names" in archive.files else ()
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"Cannot read custom task file {str(path)!r}: {exc}.") from None
+    if not names:
+        size = int(max(np.max(arrays[1], initial=0), np.max(arrays[3], initial=0))) + 1
+        names = tuple(str(k) for k in range(size))
+    return arrays, names
+
+
+def _load_image_folder(path: Path, image_size: int | None) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+    from forgetlab.data.cache import cache_key, cached_arrays
+    from forgetlab.data.images import DECODER_VERSION, class_folders, decode_images, files_fingerprint, list_images, to_grey_if_grey
+
+    train_root, test_root = path, None
+    if (path / "train").is_dir():
+        train_root = path / "train"
+        test_root = next((path / name for name in ("test", "val") if (path / name).is_dir()), None)
+    classes = class_folders(train_root)
+    if not classes:
+        raise DataError(f"Image folder {str(train_root)!r} must hold one subfolder per class; it holds none.")
+    train_items: list[tuple[Path, int]] = []
+    test_items: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        images = list_images(train_root / name)
+        if not images:
+            raise DataError(f"Class folder {str(train_root / name)!r} holds no images (.png, .jpg, ...).")
+        if test_root is None:
+            train_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY != CUSTOM_TEST_EVERY - 1]
+            test_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY == CUSTOM_TEST_EVERY - 1]
+        else:
+            train_items += [(p, label) for p in images]
+    if test_root is not None:
+        extra = [c for c in class_folders(test_root) if c not in classes]
+        if extra:
+            raise DataError(f"Test folder {str(test_root)!r} has classes {extra} that {str(train_root)!r} lacks.")
+        for name in class_folders(test_root):
+            test_items += [(p, classes.index(name)) for p in list_images(test_root / name)]
+    if not test_items:
+        raise DataError(
+            f"Image folder {str(path)!r} yields no test images: give it train/ and test/ subfolders, or at least "
+            f"{CUSTOM_TEST_EVERY} images in a class (every {CUSTOM_TEST_EVERY}th is held out for testing)."
+        )
+    items = train_items + test_items
+    key = cache_key(
+        source="image-folder", size=image_size, decoder=DECODER_VERSION, classes=classes, n_train=len(train_items),
+        files=files_fingerprint([p for p, _ in items], path),
+    )
+
+    def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        x = to_grey_if_grey(decode_images([p for p, _ in items], image_size, progress=path.name))
+        y = np.array([label for _, label in items], dtype=np.int64)
+        n = len(train_items)
+        return {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}, {"classes": classes}
+
+    arrays, _ = cached_arrays(key, build)
+    return tuple(arrays[k] for k in NPZ_KEYS), tuple(classes)
+
+
+def _build_custom(config: StreamConfig, seed: int) -> TaskStream:
+    if not config.custom_paths:
+        raise ConfigError(
+            "The 'stream.custom_paths' parameter must list one .npz file or image folder per task for the "
+            "custom stream. Got () instead."
+        )
+    _check_n_tasks(config, len(config.custom_paths), "the number of custom_paths")
+    loaded = [load_task_path(path, config.image_size) for path in config.custom_paths]
+    if {arrays[0].shape[1:2] for arrays, _ in loaded} == {(1,), (3,)}:  # grey folders next to colour ones
+        loaded = [
+            ((np.repeat(a[0], 3, axis=1), a[1], np.repeat(a[2], 3, axis=1), a[3]) if a[0].shape[1] == 1 else a, names)
+            for a, names in loaded
+        ]
+    return custom_stream(
+        [arrays for arrays, _ in loaded],
+        head=config.head,
+        label_names=[names for _, names in loaded],
+        augment=config.augment == "on",
+        train_per_task=config.train_per_task,
+        seed=seed,
+    )
+
+
+# ---------------------------------------------------------------- registry ----
+
+StreamBuilder = Callable[[StreamConfig, ImageData, torch.Generator], Built]
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """A registered stream.
+
+    Attributes:
+        description: one line for ``forgetlab list``.
+        build: ``build(config, data, generator) -> (tasks, head_sizes)``.
+        datasets: the datasets it needs; empty = any dataset with classes.
+        default_head: what ``head='auto'`` means for it.
+        augment: what ``augment='auto'`` means for it; ``None`` = the dataset's default.
+        build_own: for streams that read their own files (``custom``):
+            ``build_own(config, seed) -> TaskStream``; ``build`` is then unused.
+    """
+
+    description: str
+    build: StreamBuilder | None = None
+    datasets: tuple[str, ...] = ()
+    default_head: str = "multi"
+    augment: bool | None = None
+    build_own: Callable[[StreamConfig, int], TaskStream] | None = None
+
+
+STREAMS: dict[str, StreamKind] = {
+    "split": StreamKind(
         "classes split into `n_tasks` groups (in `class_order`); multi-head (task-incremental) "
         "or single-head (class-incremental)",
         _build_split,
     ),
-    "one-vs-rest": (
+    "one-vs-rest": StreamKind(
         "task i: 'is it class positive_classes[i]?' (positives + as many random negatives)",
         _build_one_vs_rest,
+    ),
+    "permuted": StreamKind(
+        "every task all classes under a fixed pixel permutation (`permutation_seed`; task 1 identity); shared head",
+        _build_permuted,
+        default_head="single",
+        augment=False,
+    ),
+    "class-pairs": StreamKind(
+        "CIFAR-10 semantic probes: {ship,truck} or {deer,dog,ship,truck}, then {airplane,automobile} or "
+        "{cat,horse} (`pairs_task1`, `pairs_task2`, or `class_sets`)",
+        _build_class_pairs,
+    ),
+    "mixup-fraction": StreamKind(
+        "task 1 a vs b; task 2 (1-alpha)a+alpha c vs (1-alpha)b+alpha d (`mixup_alpha`, `class_sets`); shared binary head",
+        _build_mixup,
+        default_head="single",
+    ),
+    "cifar10-shift": StreamKind(
+        "vehicle vs animal, shared head: task 1 airplane,automobile/bird,cat; task 2 ship,truck/deer,dog",
+        _build_cifar10_shift,
+        datasets=("cifar10",),
+        default_head="single",
+    ),
+    "cifar100-shift": StreamKind(
+        "labels = K CIFAR-100 superclasses (`superclasses`), each task new fine classes (`fine_per_task`); shared head",
+        _build_cifar100_shift,
+        datasets=("cifar100",),
+        default_head="single",
+    ),
+    "imagenet-superclass": StreamKind(
+        "like cifar100-shift over your ImageNet folders and a superclass->wnid mapping (`superclass_map`)",
+        _build_imagenet_superclass,
+        datasets=("imagenet",),
+        default_head="single",
+    ),
+    "celeba-attributes": StreamKind(
+        "one binary CelebA attribute per task (`attributes`, default Male then Smiling); one head per task",
+        _build_celeba_attributes,
+        datasets=("celeba",),
+    ),
+    "custom": StreamKind(
+        "your own tasks: one .npz file or class-per-subfolder image folder per task (`custom_paths`)",
+        datasets=("custom",),
+        build_own=_build_custom,
     ),
 }
 
 
 def list_streams() -> dict[str, str]:
-    """Registered stream names mapped to a one-line description."""
-    return {name: description for name, (description, _) in STREAMS.items()}
+    """Registered stream names mapped to a one-line description.
+
+    Example:
+        >>> "permuted" in list_streams()
+        True
+    """
+    return {name: kind.description for name, kind in STREAMS.items()}
 
 
-def build_stream(config: StreamConfig, data: ImageData, *, seed: int = 0) -> TaskStream:
-    """Cut ``data`` into tasks as ``config`` says; ``seed`` drives any sampling."""
+def check_pairing(dataset: str, stream: str) -> None:
+    """Raise :class:`ConfigError` unless ``stream`` can be built from ``dataset``.
+
+    Example:
+        >>> check_pairing("cifar10", "cifar100-shift")
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.ConfigError: The 'cifar100-shift' stream needs stream.dataset='cifar100'. Got 'cifar10' instead.
+    """
+    if stream not in STREAMS:
+        raise unknown_name("stream", stream, STREAMS)
+    if dataset not in SOURCES:
+        raise unknown_name("dataset", dataset, SOURCES)
+    kind = STREAMS[stream]
+    if kind.datasets and dataset not in kind.datasets:
+        raise ConfigError(
+            f"The {stream!r} stream needs stream.dataset={kind.datasets[0]!r}. Got {dataset!r} instead."
+        )
+    source = SOURCES[dataset]
+    if source.streams and stream not in source.streams:
+        raise ConfigError(
+            f"Dataset {dataset!r} works only with stream.stream={source.streams[0]!r}"
+            f"{' (it has attributes, not classes)' if dataset == 'celeba' else ''}. Got {stream!r} instead."
+        )
+
+
+def resolve_stream_config(config: StreamConfig) -> StreamConfig:
+    """Check the dataset suits the stream and fill ``head='auto'`` with the stream's default.
+
+    Example:
+        >>> resolve_stream_config(StreamConfig(stream="permuted")).head
+        'single'
+    """
+    check_pairing(config.dataset, config.stream)
+    if config.head == "auto":
+        return replace(config, head=STREAMS[config.stream].default_head)
+    return config
+
+
+def load_stream_data(config: StreamConfig, *, data_dir: str | Path | None = None, download: bool = False) -> ImageData | None:
+    """The dataset a stream is cut from (``None`` for streams that read their own files).
+
+    Example:
+        >>> load_stream_data(StreamConfig(dataset="digits")).name
+        'digits'
+    """
+    config = resolve_stream_config(config)
+    if STREAMS[config.stream].build_own is not None:
+        return None
+    return load_source(
+        config.dataset, data_dir=data_dir, download=download,
+        image_size=config.image_size, superclass_map=config.superclass_map or None,
+    )
+
+
+def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0) -> TaskStream:
+    """Cut ``data`` into tasks as ``config`` says; ``seed`` drives any sampling.
+
+    ``data`` is ignored (may be ``None``) for streams that read their own files
+    (``custom``); :func:`load_stream_data` loads the right dataset for the others.
+    """
     if config.stream not in STREAMS:
         raise unknown_name("stream", config.stream, STREAMS)
+    kind = STREAMS[config.stream]
+    if kind.build_own is not None:
+        check_pairing(config.dataset, config.stream)
+        return kind.build_own(resolve_stream_config(config), seed)
+    if data is None:
+        raise ConfigError(f"The {config.stream!r} stream needs a dataset: pass load_stream_data(config) as data.")
+    check_pairing(data.name, config.stream)
+    config = resolve_stream_config(replace(config, dataset=data.name))
     generator = torch.Generator().manual_seed(seed)
-    tasks, head_sizes = STREAMS[config.stream][1](config, data, generator)
+    assert kind.build is not None  # every registered stream has build or build_own
+    tasks, head_sizes = kind.build(config, data, generator)
     for task in tasks:
         if task.n_train == 0 or task.n_test == 0:
             raise ConfigError(f"Stream {config.stream!r} produced an empty split for {task.name!r}.")
-    augment = {"on": True, "off": False}.get(config.augment, dataset_defaults(data.name).augment)
+    default_augment = kind.augment if kind.augment is not None else dataset_defaults(data.name).augment
     return TaskStream(
         name=config.stream,
         tasks=tuple(tasks),
@@ -228,7 +1013,6 @@ def build_stream(config: StreamConfig, data: ImageData, *, seed: int = 0) -> Tas
         input_shape=data.input_shape,
         mean=data.mean,
         std=data.std,
-        augment=augment,
+        augment={"on": True, "off": False}.get(config.augment, default_augment),
         class_names=data.class_names,
     )
-

@@ -283,3 +283,42 @@ def _check_finite(loss: torch.Tensor, task_index: int, step: int) -> None:
             f"Training diverged on task {task_index + 1} at step {step}: loss is {value}. "
             f"Lower train.lr or use train.lr_schedule=cosine."
         )
+
+
+@torch.no_grad()
+def per_class_accuracy(
+    model: nn.Module, task: Task, transform: BatchTransform, batch_size: int = 1000
+) -> dict[int, float]:
+    """Test accuracy of ``model`` on ``task``, per source class: ``{class: accuracy}``.
+
+    Classes are ``task.test_source_y`` (indices into the stream's ``class_names``, e.g.
+    the fine classes behind a superclass label, or the classes of a class-pairs task);
+    where a task has none (CelebA attributes) its labels are used. Inputs go to the
+    model's device; ``transform`` must live there too. Train/eval modes are restored.
+
+    Example:
+        >>> import forgetlab
+        >>> from forgetlab.config import RunConfig, StreamConfig, resolve
+        >>> from forgetlab.api import build_model_for, build_stream_for
+        >>> cfg = resolve(RunConfig(stream=StreamConfig(stream="class-pairs", class_sets=("0+1", "2+3"))))
+        >>> stream = build_stream_for(cfg)
+        >>> model = build_model_for(cfg, stream)
+        >>> prepare = BatchTransform(stream.mean, stream.std, augment=False)
+        >>> sorted(per_class_accuracy(model, stream.tasks[1], prepare))
+        [2, 3]
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        predictions = []
+        for start in range(0, task.n_test, batch_size):
+            inputs = transform(task.test_x[start : start + batch_size].to(device), train=False)
+            predictions.append(model(inputs, task.head_index).argmax(1).cpu())
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    correct = torch.cat(predictions) == task.test_y if predictions else torch.zeros(0, dtype=torch.bool)
+    groups = task.test_source_y if task.test_source_y is not None else task.test_y
+    return {int(c): float(correct[groups == c].double().mean()) for c in torch.unique(groups).tolist()}
