@@ -731,8 +731,8 @@ def load_task_path(path: str | Path, image_size: int | None = None) -> tuple[tup
     size or resized to ``image_size``, and cached on disk.
 
     Example:
-        >>> (x_train, y_train, x_test, y_test), names = load_task_path("pets/")  # doctest: +SKIP
-        >>> names  # doctest: +SKIP
+        (x_train, y_train, x_test, y_test), names = load_task_path("pets/")
+        names
         ('cat', 'dog')
     """
     path = Path(path).expanduser()
