@@ -1,0 +1,82 @@
+"""Fuzzing the CLI and the config loader: every bad input is a one-line error."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import forgetlab
+from forgetlab.api import resolve_device
+from forgetlab.cli import main
+from forgetlab.config import RunConfig, resolve
+
+KEYS = [
+    f"{section.name}.{field.name}"
+    for section in dataclasses.fields(RunConfig)
+    for field in dataclasses.fields(getattr(RunConfig(), section.name))
+]
+VALUES = st.one_of(
+    st.sampled_from(["", "auto", "-1", "0", "1", "2", "1e9", "nan", "inf", "true", "x", "1,2", "1,1", "mlp", "multi", "a+b"]),
+    st.text(max_size=8),
+    st.integers(-5, 5).map(str),
+    st.floats(allow_nan=True).map(str),
+)
+SET_ITEMS = st.tuples(st.sampled_from(KEYS + ["train.lrr", "lr", "stream", "model.x.y"]), VALUES).map(lambda kv: f"{kv[0]}={kv[1]}")
+OPTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("--set"), SET_ITEMS),
+        st.tuples(st.sampled_from(["--dataset", "--stream", "--model", "--epochs", "--seed", "--device"]), VALUES),
+        st.tuples(st.just("--set"), st.text(max_size=10)),
+        st.tuples(st.sampled_from(["--bogus", "--json", "--quiet", "--rerun"]),),
+    ),
+    max_size=4,
+)
+
+
+def _validate_only(config, *, device, **_options):
+    """Stand-in for forgetlab.run: everything the CLI checks before training starts."""
+    resolve(config)
+    resolve_device(device)
+    raise SystemExit(0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPTIONS)
+def test_run_options_fail_cleanly(monkeypatch, capsys, options):
+    monkeypatch.setattr(forgetlab, "run", _validate_only)
+    argv = ["run"] + [part for option in options for part in option]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        assert len(err.splitlines()) == 1 and err.startswith("forgetlab"), (argv, err)
+        assert "Traceback" not in err
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+def test_config_files_fail_cleanly(tmp_path, capsys, text):
+    path = tmp_path / "fuzz.toml"
+    path.write_text(text)
+    try:
+        code = main(["run", "--config", str(path), "--store", str(tmp_path / "store"), "--set", "train.epochs=0"])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    # train.epochs=0 is always invalid, so nothing trains: every outcome is a one-line error
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (text, err)
+
+
+@pytest.mark.parametrize("argv", [["rn"], ["run", "--epochs", "x"], ["run", "--bogus"], ["list", "extra"]])
+def test_argparse_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--help" in err
