@@ -165,6 +165,8 @@ def _hsic1_cross(mx: _Moments, my: _Moments, c: _Cross) -> float:
 
 
 def _ratio(numerator: float, x_term: float, y_term: float, measure: str, low: float) -> float:
+    if not all(math.isfinite(v) for v in (numerator, x_term, y_term)):
+        raise NumericalError(f"{measure} is not finite: the inputs contain NaN or infinite values (or overflow).")
     if not (x_term > 0.0):
         raise NumericalError(f"{measure} is undefined: x has zero variance (its centred features are all 0).")
     if not (y_term > 0.0):
