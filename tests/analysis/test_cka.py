@@ -213,3 +213,26 @@ def test_out_of_range_raises_instead_of_clamping():
         _checks.check_in_range(1.0 + 2e-6, "CKA")
     with pytest.raises(NumericalError, match="outside"):
         _checks.check_in_range(-2e-6, "CKA")
+
+
+def test_accumulator_without_row_statistics_refuses_the_debiased_estimate():
+    x, y = correlated_pair(50, 4, 6, seed=12)
+    acc = LinearCKAAccumulator(row_statistics=False)
+    acc.update(T(x), T(y))
+    assert acc.compute() == pytest.approx(reference_linear_cka(x, y), abs=1e-10)
+    with pytest.raises(ConfigError, match="row_statistics=True"):
+        acc.compute(debiased=True)
+
+
+@pytest.mark.parametrize("cols", [7, 1100])  # torch GEMM path and BLAS syrk path
+def test_symmetric_product_helpers(cols):
+    from forgetlab.analysis._linalg import gram_upper, sym_frob2, sym_quadratic, symmetrize_upper
+
+    m = torch.randn(40, cols, dtype=torch.float64)
+    upper = gram_upper(m)
+    full = m.T @ m
+    assert torch.equal(torch.tril(upper, diagonal=-1), torch.zeros_like(upper))
+    assert torch.allclose(symmetrize_upper(upper), full, atol=1e-10)
+    v = torch.randn(cols, dtype=torch.float64)
+    assert sym_frob2(upper) == pytest.approx(float(full.square().sum()), rel=1e-12)
+    assert sym_quadratic(upper, v) == pytest.approx(float(v @ full @ v), rel=1e-10)

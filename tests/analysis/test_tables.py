@@ -107,6 +107,8 @@ def test_errors():
         cka_matrix(before, after, x, estimator="fast")
     with pytest.raises(ConfigError, match="needs .* GiB .*max_memory_gb=1e-06"):
         cka_matrix(before, after, x, max_memory_gb=1e-6)
+    with pytest.raises(ConfigError, match="cka_table needs .* GiB .*pool=True"):
+        cka_table(before, after, x, max_memory_gb=1e-6)
     with pytest.raises(ConfigError, match="Unknown block 'conv9'"):
         cka_table(before, after, x, ["conv9"])
     with pytest.raises(ConfigError, match=r"'k' parameter must be <= min\(n_samples - 1, n_features\) = 7"):

@@ -26,7 +26,7 @@ from forgetlab.analysis._checks import (
     check_pair,
     NumericalError,
 )
-from forgetlab.analysis._linalg import gram_upper, symmetrize_upper
+from forgetlab.analysis._linalg import _dot, gram_upper, sym_frob2, sym_quadratic, symmetrize_upper
 from forgetlab.errors import ConfigError, IncompatibleError
 
 __all__ = ["LinearCKAAccumulator", "MinibatchCKA", "linear_cka", "rbf_cka"]
@@ -55,7 +55,8 @@ class _Moments:
     a_i = ||x'_i||², all in float64.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, row_stats: bool = True) -> None:
+        self.row_stats = row_stats
         self.n = 0
         self.shift: torch.Tensor | None = None
         self.sum: torch.Tensor | None = None
@@ -68,13 +69,13 @@ class _Moments:
     def n_features(self) -> int:
         return 0 if self.shift is None else int(self.shift.shape[0])
 
-    def prepare(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shifted rows ``x'`` (input dtype) and their squared norms (float64)."""
+    def prepare(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Shifted rows ``x'`` (input dtype) and their squared norms (float64; None without row stats)."""
         if self.shift is None:
-            self.shift = x.mean(0, dtype=_F64).to(x.dtype)
+            # Any shift near the mean will do (sums are kept about it): a float32 mean is enough.
+            self.shift = x.mean(0)
             p = x.shape[1]
             self.sum = torch.zeros(p, dtype=_F64, device=x.device)
-            self.upper = torch.zeros(p, p, dtype=_F64, device=x.device)
             self.norm_weighted = torch.zeros(p, dtype=_F64, device=x.device)
         elif x.shape[1] != self.shift.shape[0] or x.device != self.shift.device:
             raise IncompatibleError(
@@ -83,28 +84,38 @@ class _Moments:
                 f"Got shape {tuple(x.shape)} on {x.device}."
             )
         shifted = x - self.shift.to(x.dtype)
+        if not self.row_stats:
+            return shifted, None
         # Row norms in float32 (vector_norm: fast and accurate to ~5e-7), squared in float64.
         norms = torch.linalg.vector_norm(shifted, dim=1).to(_F64).square()
         return shifted, norms
 
-    def update(self, shifted: torch.Tensor, norms: torch.Tensor) -> None:
-        assert self.sum is not None and self.upper is not None and self.norm_weighted is not None
+    def update(self, shifted: torch.Tensor, norms: torch.Tensor | None) -> None:
+        assert self.sum is not None and self.norm_weighted is not None
         self.n += shifted.shape[0]
         self.sum += shifted.sum(0).to(_F64)
-        self.upper += gram_upper(shifted)
+        product = gram_upper(shifted)
+        if self.upper is None:
+            self.upper = product.to(_F64)
+        else:
+            self.upper += product
+        if norms is None:
+            return
         self.norm_sum += float(norms.sum())
         self.norm_sq_sum += float(norms.square().sum())
         self.norm_weighted += (shifted.T @ norms.to(shifted.dtype)).to(_F64)
 
-    def second_moment(self) -> torch.Tensor:
-        """Full symmetric ``Σ x'x'ᵀ`` (about the shift), float64."""
-        assert self.upper is not None
-        return symmetrize_upper(self.upper)
-
     def scatter(self) -> torch.Tensor:
         """Centred scatter matrix ``Σ (x - mean)(x - mean)ᵀ``, float64 ``(p, p)``."""
-        assert self.sum is not None
-        return self.second_moment() - torch.outer(self.sum, self.sum) / self.n
+        assert self.sum is not None and self.upper is not None
+        return symmetrize_upper(self.upper) - torch.outer(self.sum, self.sum) / self.n
+
+    def scatter_frob2(self) -> float:
+        """``||Σ (x - mean)(x - mean)ᵀ||²_F`` from the upper triangle, without a p x p temporary."""
+        assert self.sum is not None and self.upper is not None
+        s, n = self.sum, self.n
+        ss = float(s @ s)
+        return sym_frob2(self.upper) - 2.0 * sym_quadratic(self.upper, s) / n + ss * ss / (n * n)
 
     def mean(self) -> torch.Tensor:
         assert self.sum is not None and self.shift is not None
@@ -115,22 +126,28 @@ class _Cross:
     """Streaming cross statistics of two representations about their shifts."""
 
     def __init__(self, p_x: int, p_y: int, device: torch.device) -> None:
-        self.xy = torch.zeros(p_x, p_y, dtype=_F64, device=device)
+        self.xy: torch.Tensor | None = None
         self.norm_product_sum = 0.0
         self.x_weighted_by_y = torch.zeros(p_x, dtype=_F64, device=device)  # Σ b_i x'_i
         self.y_weighted_by_x = torch.zeros(p_y, dtype=_F64, device=device)  # Σ a_i y'_i
 
-    def update(self, xs: torch.Tensor, a: torch.Tensor, ys: torch.Tensor, b: torch.Tensor) -> None:
+    def update(self, xs: torch.Tensor, a: torch.Tensor | None, ys: torch.Tensor, b: torch.Tensor | None) -> None:
         if xs.dtype != ys.dtype:
             xs, ys = xs.to(_F64), ys.to(_F64)
-        self.xy += (xs.T @ ys).to(_F64)
+        product = xs.T @ ys
+        if self.xy is None:
+            self.xy = product.to(_F64)
+        else:
+            self.xy += product
+        if a is None or b is None:
+            return
         self.norm_product_sum += float((a * b).sum())
         self.x_weighted_by_y += (xs.T @ b.to(xs.dtype)).to(_F64)
         self.y_weighted_by_x += (ys.T @ a.to(ys.dtype)).to(_F64)
 
 
 def _frob2(m: torch.Tensor) -> float:
-    return float(m.square().sum(dtype=_F64))
+    return _dot(m, m) if m.dtype == _F64 else float(m.to(_F64).square().sum())
 
 
 def _hsic1(t: float, p: float, q: float, n: int) -> float:
@@ -140,18 +157,17 @@ def _hsic1(t: float, p: float, q: float, n: int) -> float:
 
 def _hsic1_self(m: _Moments) -> float:
     """HSIC1(K, K) for K = XXᵀ from streamed moments (invariant to the shift)."""
-    assert m.sum is not None and m.norm_weighted is not None
-    s = m.second_moment()
+    assert m.sum is not None and m.norm_weighted is not None and m.upper is not None
     total = m.sum
-    t = _frob2(s) - m.norm_sq_sum
+    t = sym_frob2(m.upper) - m.norm_sq_sum
     ones_k_ones = float(total @ total) - m.norm_sum
-    q = float(total @ (s @ total)) - 2.0 * float(total @ m.norm_weighted) + m.norm_sq_sum
+    q = sym_quadratic(m.upper, total) - 2.0 * float(total @ m.norm_weighted) + m.norm_sq_sum
     return _hsic1(t, ones_k_ones * ones_k_ones, q, m.n)
 
 
 def _hsic1_cross(mx: _Moments, my: _Moments, c: _Cross) -> float:
     """HSIC1(K, L) for K = XXᵀ, L = YYᵀ from streamed moments."""
-    assert mx.sum is not None and my.sum is not None
+    assert mx.sum is not None and my.sum is not None and c.xy is not None
     sx, sy = mx.sum, my.sum
     t = _frob2(c.xy) - c.norm_product_sum
     p = (float(sx @ sx) - mx.norm_sum) * (float(sy @ sy) - my.norm_sum)
@@ -180,6 +196,8 @@ class LinearCKAAccumulator:
     Keeps n, the sums, ``XᵀX``, ``YᵀY``, ``XᵀY`` and the row-norm statistics of the
     debiased estimator, all in float64 about a shift (the first batch's mean). The result
     equals :func:`linear_cka` on the concatenated batches, biased or debiased.
+    ``row_statistics=False`` skips the row-norm statistics that only the debiased
+    estimator needs (a little faster); ``compute(debiased=True)`` then raises.
 
     Example:
         >>> import torch
@@ -191,13 +209,14 @@ class LinearCKAAccumulator:
         (1.0, 300)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, row_statistics: bool = True) -> None:
+        self.row_statistics = bool(row_statistics)
         self.reset()
 
     def reset(self) -> None:
         """Forget every batch seen so far."""
-        self._x = _Moments()
-        self._y = _Moments()
+        self._x = _Moments(self.row_statistics)
+        self._y = _Moments(self.row_statistics)
         self._cross: _Cross | None = None
 
     @property
@@ -229,6 +248,11 @@ class LinearCKAAccumulator:
                 f"{4 if debiased else 2} samples; got {n}. Call update(x, y) first."
             )
         if debiased:
+            if not self.row_statistics:
+                raise ConfigError(
+                    "compute(debiased=True) needs the row statistics: create the accumulator with "
+                    "LinearCKAAccumulator(row_statistics=True) (the default)."
+                )
             return _ratio(
                 _hsic1_cross(self._x, self._y, self._cross),
                 _hsic1_self(self._x),
@@ -236,17 +260,26 @@ class LinearCKAAccumulator:
                 "debiased linear CKA",
                 low=-1.0,
             )
-        assert self._x.sum is not None and self._y.sum is not None
-        cross = self._cross.xy - torch.outer(self._x.sum, self._y.sum) / n
         return _ratio(
-            _frob2(cross), _frob2(self._x.scatter()), _frob2(self._y.scatter()), "linear CKA", low=0.0
+            _centred_cross_frob2(self._x, self._y, self._cross),
+            self._x.scatter_frob2(),
+            self._y.scatter_frob2(),
+            "linear CKA",
+            low=0.0,
         )
+
+
+def _centred_cross_frob2(mx: _Moments, my: _Moments, c: _Cross) -> float:
+    """``||(X - mean)ᵀ(Y - mean)||²_F`` from the shifted cross product, no p x p temporary."""
+    assert mx.sum is not None and my.sum is not None and c.xy is not None
+    sx, sy, n = mx.sum, my.sum, mx.n
+    return _frob2(c.xy) - 2.0 * float(sx @ (c.xy @ sy)) / n + float(sx @ sx) * float(sy @ sy) / (n * n)
 
 
 def _centred_gram(x: torch.Tensor) -> torch.Tensor:
     """Double-centred linear Gram matrix ``H X Xᵀ H`` of ``x`` (n, p), float64 (n, n)."""
     n, p = x.shape
-    mean = x.mean(0, dtype=_F64).to(x.dtype)
+    mean = x.mean(0)
     gram = torch.zeros(n, n, dtype=_F64, device=x.device)
     step = _row_chunk(n, p)
     for start in range(0, p, step):
@@ -319,7 +352,7 @@ def linear_cka(
     if method == "gram":
         measure = "debiased linear CKA" if debiased else "linear CKA"
         return _cka_from_grams(_centred_gram(x), _centred_gram(y), debiased, measure)
-    accumulator = LinearCKAAccumulator()
+    accumulator = LinearCKAAccumulator(row_statistics=debiased)
     accumulator.update(x, y)
     return accumulator.compute(debiased=debiased)
 

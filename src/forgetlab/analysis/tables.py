@@ -32,7 +32,7 @@ from forgetlab.analysis.cka import (
     _hsic1_self,
     _Moments,
     _ratio,
-    _frob2,
+    _centred_cross_frob2,
 )
 from forgetlab.analysis.subspace import _basis_from_scatter, similarity_of_bases
 from forgetlab.errors import ConfigError, IncompatibleError
@@ -117,12 +117,14 @@ def cka_table(
     prepare: Prepare | None = None,
     device: torch.device | str | None = None,
     head_index: int = 0,
+    max_memory_gb: float = 8.0,
 ) -> list[BlockSimilarity]:
     """Exact linear CKA of each block, model A vs model B, on the same ``inputs``.
 
     Two rows per block: ``linear_cka_debiased`` (shown by default in reports) and
     ``linear_cka`` (biased, as in Kornblith et al. 2019 and the paper's plots). One pass
-    over ``inputs``; memory O(features²) per block, never n x n.
+    over ``inputs``; memory O(features²) per block (three float64 p x p matrices), never
+    n x n. Above ``max_memory_gb`` it raises: average-pool conv maps with ``pool=True``.
 
     Example:
         >>> import torch
@@ -138,6 +140,14 @@ def cka_table(
         (model_a, model_b), (names, names), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
     ):
+        if accumulators[names[0]].n_samples == 0:
+            needed = sum(8 * (a.shape[1] + b.shape[1]) ** 2 for a, b in ((acts_a[n], acts_b[n]) for n in names))
+            if needed > max_memory_gb * 2**30:
+                raise ConfigError(
+                    f"cka_table needs {needed / 2**30:.1f} GiB of float64 statistics for blocks with "
+                    f"{[acts_a[n].shape[1] for n in names]} features, above max_memory_gb={max_memory_gb}. "
+                    "Use pool=True for conv maps, fewer blocks, or raise max_memory_gb."
+                )
         for name in names:
             accumulators[name].update(acts_a[name], acts_b[name].to(acts_a[name].device))
     rows = []
@@ -240,9 +250,7 @@ def _exact_cka(mx: _Moments, my: _Moments, c: _Cross, debiased: bool) -> float:
         if mx.n < 4:
             raise ConfigError(f"Debiased CKA needs at least 4 samples. Got {mx.n}.")
         return _ratio(_hsic1_cross(mx, my, c), _hsic1_self(mx), _hsic1_self(my), "debiased linear CKA", low=-1.0)
-    assert mx.sum is not None and my.sum is not None
-    centred = c.xy - torch.outer(mx.sum, my.sum) / mx.n
-    return _ratio(_frob2(centred), _frob2(mx.scatter()), _frob2(my.scatter()), "linear CKA", low=0.0)
+    return _ratio(_centred_cross_frob2(mx, my, c), mx.scatter_frob2(), my.scatter_frob2(), "linear CKA", low=0.0)
 
 
 def _check_memory(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor], max_memory_gb: float) -> None:
