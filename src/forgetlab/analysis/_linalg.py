@@ -1,0 +1,52 @@
+"""Symmetric products ``MᵀM`` for the accumulators.
+
+``torch`` has no symmetric rank-k update (syrk). On CPU, for wide matrices, BLAS
+``?syrk`` from SciPy computes only one triangle: half the flops of a GEMM. Results are
+returned as **upper-triangular** matrices (strictly lower part exactly zero), so callers
+accumulate upper triangles and either symmetrise once at the end
+(:func:`symmetrize_upper`) or evaluate norms and quadratic forms from the triangle
+(:func:`sym_frob2`, :func:`sym_quadratic`) without any p x p temporary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Below this many columns MKL's GEMM (torch) beats OpenBLAS syrk on the reference machine.
+SYRK_MIN_COLUMNS = 1024
+
+
+def gram_upper(m: torch.Tensor) -> torch.Tensor:
+    """Upper triangle of ``mᵀm`` (strictly lower part zero), for ``m`` of shape ``(rows, cols)``."""
+    cols = m.shape[1]
+    if m.device.type == "cpu" and cols >= SYRK_MIN_COLUMNS and m.dtype in (torch.float32, torch.float64):
+        from scipy.linalg import blas
+
+        m = m.contiguous()
+        syrk = blas.ssyrk if m.dtype == torch.float32 else blas.dsyrk
+        # m (rows, cols) C-ordered is the Fortran-ordered (cols, rows) matrix A; A Aᵀ = mᵀm.
+        # The Fortran-ordered lower triangle, read C-ordered, is the upper one: contiguous.
+        c = syrk(1.0, m.numpy().T, trans=0, lower=1)
+        return torch.from_numpy(c.T)  # syrk leaves the other triangle at zero
+    return (m.T @ m).triu_()
+
+
+def symmetrize_upper(upper: torch.Tensor) -> torch.Tensor:
+    """The full symmetric matrix whose upper triangle is that of ``upper``."""
+    full = torch.triu(upper)
+    return full + torch.triu(upper, diagonal=1).T
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+
+
+def sym_frob2(upper: torch.Tensor) -> float:
+    """``||S||²_F`` of the symmetric S whose upper triangle is ``upper`` (lower part zero)."""
+    diagonal = upper.diagonal()
+    return 2.0 * _dot(upper, upper) - _dot(diagonal, diagonal)
+
+
+def sym_quadratic(upper: torch.Tensor, v: torch.Tensor) -> float:
+    """``vᵀ S v`` for the symmetric S whose upper triangle is ``upper`` (lower part zero)."""
+    return 2.0 * float(v @ (upper @ v)) - float((upper.diagonal() * v * v).sum())

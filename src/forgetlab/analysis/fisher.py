@@ -1,0 +1,346 @@
+"""Diagonal Fisher information from per-sample gradients (SPEC §3, §4 EWC, §7).
+
+``F_θ = mean_i (∂ log p(y_i | x_i) / ∂θ)²`` over samples i, with y_i the true label
+(``kind="empirical"``) or a label sampled from the model's own prediction
+(``kind="true"``). The model runs in eval mode (BN running statistics, no dropout):
+per-sample gradients are only defined when samples do not interact.
+
+Methods:
+
+* ``"exact"`` (default): exact per-sample squared gradients from one forward and one
+  backward pass per batch, with per-layer tricks: ``nn.Linear`` (Σ_i g_i² a_i²ᵀ as one
+  GEMM), ``nn.Conv2d`` (unfold, per-sample weight gradients one layer and a few
+  samples at a time), ``nn.BatchNorm1d/2d`` affine parameters (with running stats).
+  Every other trainable parameter (other layer types, weights shared between several
+  calls, Conv2d with groups or non-zero padding modes) falls back to per-sample
+  gradients with ``torch.func.vmap`` restricted to those parameters, and to a plain
+  per-sample loop if vmap cannot trace the model: slower, equally exact.
+* ``"batch_gradient"``: the cheap approximation ``Σ_b (n_b/N) (∂ mean_{i in b} loss_i / ∂θ)²``,
+  i.e. squared *minibatch* gradients. It is about ``batch_size`` times smaller than the
+  exact Fisher, so an EWC ``lambda`` tuned with one is not comparable with the other.
+* ``"vmap"``: naive per-sample gradients of every parameter with ``torch.func.vmap``
+  (materialises batch x parameters; a slow reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgetlab.analysis._checks import check_positive_int
+from forgetlab.analysis.activations import Prepare, eval_mode, iter_batches, model_device
+from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.models.base import BlockModel
+
+__all__ = ["diagonal_fisher"]
+
+_F64 = torch.float64
+_KINDS = ("empirical", "true")
+_METHODS = ("exact", "batch_gradient", "vmap")
+# Per-sample weight gradients of a conv layer are built for this many elements at a time.
+_CONV_CHUNK_ELEMENTS = 1 << 24
+
+
+def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
+    out = model(x, head_index) if isinstance(model, BlockModel) else model(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise IncompatibleError(
+            f"diagonal_fisher needs a model returning logits of shape (batch, n_classes) for inputs "
+            f"of shape {tuple(x.shape)}. Got {shape}."
+        )
+    return out
+
+
+def _labels(
+    logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    if kind == "true":
+        probs = torch.softmax(logits.detach().to(_F64), dim=1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+    if targets is None:
+        raise ConfigError(
+            "kind='empirical' needs labels: pass 'targets' (or batches of (inputs, targets)); "
+            "or use kind='true' to sample labels from the model."
+        )
+    targets = targets.reshape(-1).long()
+    if targets.shape[0] != logits.shape[0]:
+        raise IncompatibleError(
+            f"targets must hold one label per input. Got targets of shape {tuple(targets.shape)} "
+            f"for logits of shape {tuple(logits.shape)}."
+        )
+    n_classes = logits.shape[1]
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n_classes):
+        raise ConfigError(
+            f"targets must be class indices in [0, {n_classes - 1}] for this head. Got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]."
+        )
+    return targets
+
+
+def _nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return -torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).sum()
+
+
+def _supported(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Conv2d):
+        padding_ok = module.padding == "valid" or not isinstance(module.padding, str)
+        return module.groups == 1 and module.padding_mode == "zeros" and padding_ok
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return module.affine and module.running_mean is not None and module.running_var is not None
+    return False
+
+
+def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    if a.dim() == 2:
+        g2 = g.square()
+        out["weight"] = g2.T @ a.square()
+        if module.bias is not None:
+            out["bias"] = g2.sum(0)
+        return out
+    a3 = a.reshape(a.shape[0], -1, a.shape[-1])
+    g3 = g.reshape(g.shape[0], -1, g.shape[-1])
+    step = max(1, _CONV_CHUNK_ELEMENTS // max(1, module.weight.numel()))
+    weight = torch.zeros_like(module.weight)
+    for start in range(0, a3.shape[0], step):
+        per_sample = torch.einsum("bto,bti->boi", g3[start : start + step], a3[start : start + step])
+        weight += per_sample.square().sum(0)
+    out["weight"] = weight
+    if module.bias is not None:
+        out["bias"] = g3.sum(1).square().sum(0)
+    return out
+
+
+def _conv_squares(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    padding = 0 if module.padding == "valid" else module.padding
+    columns = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+    g3 = g.reshape(g.shape[0], g.shape[1], -1)  # (B, out, L)
+    step = max(1, _CONV_CHUNK_ELEMENTS // max(1, module.weight.numel()))
+    weight = torch.zeros(module.weight.shape[0], columns.shape[1], dtype=g.dtype, device=g.device)
+    for start in range(0, g3.shape[0], step):
+        per_sample = torch.bmm(g3[start : start + step], columns[start : start + step].transpose(1, 2))
+        weight += per_sample.square().sum(0)
+    out = {"weight": weight.reshape(module.weight.shape)}
+    if module.bias is not None:
+        out["bias"] = g3.sum(2).square().sum(0)
+    return out
+
+
+def _batchnorm_squares(module: nn.modules.batchnorm._BatchNorm, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    shape = [1, -1] + [1] * (a.dim() - 2)
+    normalised = (a - module.running_mean.reshape(shape)) / torch.sqrt(module.running_var.reshape(shape) + module.eps)
+    dims = tuple(range(2, a.dim()))
+    gamma = (g * normalised).sum(dims) if dims else g * normalised
+    beta = g.sum(dims) if dims else g
+    return {"weight": gamma.square().sum(0), "bias": beta.square().sum(0)}
+
+
+def _squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    if isinstance(module, nn.Linear):
+        return _linear_squares(module, a, g)
+    if isinstance(module, nn.Conv2d):
+        return _conv_squares(module, a, g)
+    return _batchnorm_squares(module, a, g)
+
+
+def _vmap_squares(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, names: list[str], head_index: int
+) -> dict[str, torch.Tensor]:
+    """Σ_i (per-sample grad)² of the parameters ``names``: vmap, else a per-sample loop."""
+    from torch.func import functional_call, grad, vmap
+
+    params = dict(model.named_parameters())
+    fixed: dict[str, torch.Tensor] = {n: p.detach() for n, p in params.items() if n not in names}
+    fixed.update({n: b.detach() for n, b in model.named_buffers()})
+    train = {n: params[n].detach() for n in names}
+    kwargs = {"head_index": head_index} if isinstance(model, BlockModel) else {}
+
+    def loss_one(train_params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, {**fixed, **train_params}, (xi.unsqueeze(0),), kwargs)
+        return -torch.log_softmax(out, dim=1)[0].gather(0, yi.reshape(1)).sum()
+
+    try:
+        per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))(train, x, labels)
+        return {n: per_sample[n].square().sum(0) for n in names}
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        pass
+    sums = {n: torch.zeros_like(params[n]) for n in names}
+    wanted = [params[n] for n in names]
+    for i in range(x.shape[0]):
+        loss = _nll_sum(_call(model, x[i : i + 1], head_index), labels[i : i + 1])
+        grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+        for n, gi in zip(names, grads):
+            if gi is not None:
+                sums[n] += gi.square()
+    return sums
+
+
+def _exact_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    kind: str,
+    head_index: int,
+    generator: torch.Generator | None,
+    trainable: dict[str, nn.Parameter],
+) -> dict[str, torch.Tensor]:
+    uses: dict[int, int] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    owners: dict[nn.Module, str] = {}
+    for prefix, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        # Tied parameters (owned by several modules) go to the fallback: their per-sample
+        # gradient sums over the modules, which the per-layer tricks cannot see.
+        if _supported(module) and any(p.requires_grad for p in own) and all(uses[id(p)] == 1 for p in own):
+            owners[module] = prefix
+    records: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in owners}
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        records[module].append((inputs[0].detach(), output))
+        return output.clone()  # later in-place ops (ReLU(inplace=True), +=) must not touch `output`
+
+    handles = [module.register_forward_hook(hook) for module in owners]
+    try:
+        logits = _call(model, x, head_index)
+    finally:
+        for handle in handles:
+            handle.remove()
+    labels = _labels(logits, targets, kind, generator)
+    loss = _nll_sum(logits, labels)
+    once = [m for m in owners if len(records[m]) == 1 and records[m][0][1].requires_grad]
+    grads = torch.autograd.grad(loss, [records[m][0][1] for m in once], allow_unused=True) if once else ()
+    sums: dict[str, torch.Tensor] = {}
+    for module, g in zip(once, grads):
+        prefix = owners[module]
+        if g is None:
+            continue
+        a = records[module][0][0]
+        for local, value in _squares(module, a, g.detach()).items():
+            full = f"{prefix}.{local}" if prefix else local
+            if full in trainable:
+                sums[full] = value
+    covered = set(sums)
+    for module in once:  # ran once but unused by the loss: zero gradient
+        for local, p in module.named_parameters(recurse=False):
+            full = f"{owners[module]}.{local}" if owners[module] else local
+            if full in trainable and full not in covered:
+                sums[full] = torch.zeros_like(p)
+                covered.add(full)
+    never_ran = {
+        (f"{owners[m]}.{local}" if owners[m] else local)
+        for m in owners
+        if not records[m]
+        for local, _ in m.named_parameters(recurse=False)
+    }
+    for name in never_ran & set(trainable):
+        sums[name] = torch.zeros_like(trainable[name])
+        covered.add(name)
+    rest = [n for n in trainable if n not in covered]
+    if rest:
+        sums.update(_vmap_squares(model, x, labels, rest, head_index))
+    return sums
+
+
+def diagonal_fisher(
+    model: nn.Module,
+    inputs: torch.Tensor | Iterable[Any],
+    targets: torch.Tensor | None = None,
+    *,
+    head_index: int = 0,
+    kind: str = "empirical",
+    method: str = "exact",
+    batch_size: int = 128,
+    prepare: Prepare | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher ``{parameter name: tensor like the parameter}``, mean over samples.
+
+    ``inputs``: a tensor ``(n_samples, ...)`` with ``targets`` ``(n_samples,)``, or an
+    iterable of ``(inputs, targets)`` batches. ``kind``: ``"empirical"`` (true labels) or
+    ``"true"`` (labels sampled from the model's softmax with ``generator``). ``method``:
+    ``"exact"`` (per-sample, default), ``"batch_gradient"`` (squared minibatch
+    gradients: about ``batch_size`` times smaller; say which one a number uses) or
+    ``"vmap"`` (naive reference). Only parameters with ``requires_grad`` are included.
+    The model's parameters, ``.grad`` fields, train/eval flags and hooks are left as they were.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> fisher = diagonal_fisher(net, x, y)
+        >>> sorted(fisher), tuple(fisher["0.weight"].shape)
+        (['0.bias', '0.weight', '2.bias', '2.weight'], (8, 4))
+        >>> slow = diagonal_fisher(net, x, y, method="vmap")
+        >>> all(torch.allclose(fisher[n], slow[n], rtol=1e-4, atol=1e-7) for n in fisher)
+        True
+    """
+    if kind not in _KINDS:
+        raise ConfigError(f"The 'kind' parameter of diagonal_fisher must be one of {_KINDS}. Got {kind!r} instead.")
+    if method not in _METHODS:
+        raise ConfigError(f"The 'method' parameter of diagonal_fisher must be one of {_METHODS}. Got {method!r} instead.")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not isinstance(model, BlockModel) and head_index != 0:
+        raise ConfigError(
+            f"The 'head_index' parameter applies only to BlockModel models; {type(model).__name__} has one "
+            f"output. Got head_index={head_index}."
+        )
+    if isinstance(inputs, torch.Tensor):
+        if targets is not None:
+            targets = torch.as_tensor(targets)
+            if targets.shape[0] != inputs.shape[0]:
+                raise IncompatibleError(
+                    f"inputs and targets must hold the same number of samples. Got inputs of shape "
+                    f"{tuple(inputs.shape)} and targets of shape {tuple(targets.shape)}."
+                )
+            batches: Iterable[Any] = list(zip(inputs.split(batch_size), targets.split(batch_size)))
+        else:
+            batches = inputs.split(batch_size)
+    else:
+        if targets is not None:
+            raise ConfigError("Pass 'targets' only with an inputs tensor; batches of (inputs, targets) carry their own.")
+        batches = inputs
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ConfigError(f"{type(model).__name__} has no parameter with requires_grad=True: its Fisher is empty.")
+    sums = {n: torch.zeros_like(p, dtype=_F64) for n, p in trainable.items()}
+    n_samples = 0
+    target_device = model_device(model, device)
+    with eval_mode(model), torch.enable_grad():
+        for x, y in iter_batches(batches, batch_size=batch_size, device=target_device, prepare=prepare, with_targets=True):
+            n = x.shape[0]
+            if method == "exact":
+                squares = _exact_batch(
+                    model, x, y, kind=kind, head_index=head_index, generator=generator, trainable=trainable
+                )
+            elif method == "vmap":
+                logits = _call(model, x, head_index)
+                labels = _labels(logits, y, kind, generator)
+                squares = _vmap_squares(model, x, labels, list(trainable), head_index)
+            else:
+                logits = _call(model, x, head_index)
+                labels = _labels(logits, y, kind, generator)
+                params = list(trainable.values())
+                grads = torch.autograd.grad(_nll_sum(logits, labels) / n, params, allow_unused=True)
+                # Weight each batch by its size, so the result is a mean over samples too.
+                squares = {
+                    name: (g.square() * n if g is not None else torch.zeros_like(p))
+                    for (name, p), g in zip(trainable.items(), grads)
+                }
+            for name, value in squares.items():
+                sums[name] += value.to(_F64)
+            n_samples += n
+    if n_samples == 0:
+        raise ConfigError("The 'inputs' parameter of diagonal_fisher holds no samples.")
+    return {name: (total / n_samples).to(trainable[name].dtype) for name, total in sums.items()}

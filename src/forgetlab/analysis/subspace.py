@@ -1,0 +1,96 @@
+"""Subspace similarity of top-k PCA bases (SPEC §3).
+
+``SubspaceSim_k(X, Y) = ||V_kᵀ U_k||²_F / k`` with ``V_k``, ``U_k`` the orthonormal top-k
+principal directions of column-centred X and Y (same feature space): the mean squared
+cosine of the k principal angles, in ``[0, 1]``. Bases come from the float64 scatter
+matrix ``XcᵀXc`` (streamable, the same statistics as linear CKA) when features are at
+most the samples, otherwise from an SVD of the centred data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from forgetlab.analysis._checks import as_matrix, check_in_range, check_positive_int
+from forgetlab.analysis.cka import _Moments
+from forgetlab.errors import ConfigError, IncompatibleError
+
+__all__ = ["pca_basis", "subspace_similarity"]
+
+_F64 = torch.float64
+# Eigenvalues below this fraction of the largest count as zero when checking k <= rank.
+_RANK_TOLERANCE = 1e-10
+
+
+def _basis_from_scatter(scatter: torch.Tensor, k: int, name: str) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(scatter)  # ascending
+    values = values.flip(0)
+    largest = float(values[0]) if values.numel() else 0.0
+    if largest <= 0.0 or float(values[k - 1]) <= _RANK_TOLERANCE * largest:
+        rank = int((values > _RANK_TOLERANCE * max(largest, 0.0)).sum()) if largest > 0 else 0
+        raise ConfigError(
+            f"The 'k' parameter must be <= the rank of {name} ({rank}) for its top-k principal "
+            f"subspace to be defined. Got k={k}."
+        )
+    return vectors.flip(1)[:, :k]
+
+
+def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Orthonormal top-``k`` principal directions of ``x`` (n, p): float64 ``(p, k)``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(100, 5, dtype=torch.float64) * torch.tensor([5.0, 1, 1, 1, 0.1], dtype=torch.float64)
+        >>> basis = pca_basis(x, 1)
+        >>> tuple(basis.shape), bool(basis[0, 0].abs() > 0.99)
+        ((5, 1), True)
+    """
+    x = as_matrix(x, "x")
+    k = check_positive_int(k, "k")
+    n, p = x.shape
+    if k > min(n - 1, p):
+        raise ConfigError(
+            f"The 'k' parameter must be <= min(n_samples - 1, n_features) = {min(n - 1, p)} for x of "
+            f"shape {tuple(x.shape)}. Got k={k}."
+        )
+    if p <= n:
+        moments = _Moments()
+        moments.update(*moments.prepare(x, "x"))
+        return _basis_from_scatter(moments.scatter(), k, "x")
+    centred = x.to(_F64) - x.to(_F64).mean(0)
+    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
+    if float(singular[k - 1]) ** 2 <= _RANK_TOLERANCE * float(singular[0]) ** 2:
+        raise ConfigError(f"The 'k' parameter must be <= the rank of x. Got k={k}.")
+    return vh[:k].T
+
+
+def similarity_of_bases(v: torch.Tensor, u: torch.Tensor) -> float:
+    """``||vᵀu||²_F / k`` for orthonormal ``(p, k)`` bases, checked to lie in [0, 1]."""
+    k = v.shape[1]
+    value = float((v.T @ u).square().sum(dtype=_F64)) / k
+    return check_in_range(value, "subspace similarity")
+
+
+def subspace_similarity(x: torch.Tensor, y: torch.Tensor, k: int) -> float:
+    """Mean squared cosine of the principal angles between the top-``k`` PCA subspaces.
+
+    ``x`` (n1, p) and ``y`` (n2, p) must share the feature space (same p; the sample
+    counts may differ). ``k`` must not exceed either representation's rank.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(200, 10, dtype=torch.float64)
+        >>> q = torch.linalg.qr(torch.randn(10, 10, dtype=torch.float64))[0]
+        >>> round(subspace_similarity(x, 2 * x + 1, k=3), 12)
+        1.0
+        >>> 0.0 <= subspace_similarity(x, x @ q, k=3) <= 1.0
+        True
+    """
+    x = as_matrix(x, "x")
+    y = as_matrix(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise IncompatibleError(
+            "subspace_similarity compares subspaces of one feature space: x and y need the same "
+            f"number of features (columns). Got x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}."
+        )
+    return similarity_of_bases(pca_basis(x, k), pca_basis(y, k))
