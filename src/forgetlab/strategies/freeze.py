@@ -34,6 +34,10 @@ class Freeze(Strategy):
     built afterwards, leaves them out) and their BatchNorm layers stay in eval mode
     (running statistics frozen too). ``after_task`` restores both, so between tasks the
     model is as the caller gave it. Heads always learn.
+
+    Example:
+        >>> Freeze(FreezeParams(n_blocks=1))
+        Freeze(FreezeParams(n_blocks=1))
     """
 
     name = "freeze"
