@@ -124,6 +124,7 @@ class PseudoRehearsalParams(HyperParams):
         revision_size: inputs kept from the old tasks (``old-inputs``).
         revision_path: ``.npz`` / ``.npy`` / ``.pt`` file of unlabelled inputs (``user``):
             ``(N, C, H, W)``, ``(N, H, W, C)`` or ``(N, H, W)``; uint8 pixels or floats in [0, 1].
+            The run hash holds the path, not the file's content.
         mode: ``mix`` (revision inputs are ``revision_fraction`` of every batch) or
             ``alternate`` (every other step is a whole revision batch, as spaCy's ``rehearse``).
         revision_fraction: share of revision inputs in a ``mix`` batch.
