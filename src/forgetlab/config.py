@@ -232,16 +232,18 @@ class MethodConfig:
         name = _coerce(data.get("name", "naive"), str, "method.name")
         method = cls(name=name)
         values = {key: value for key, value in data.items() if key != "name"}
-        return method._replace_params(values) if values else method
+        return method.with_params(values) if values else method
 
     def with_value(self, key: str, value: Any) -> MethodConfig:
         """A copy with ``name`` or one hyperparameter set (``value`` coerced to its type)."""
         if key == "name":
             name = _coerce(value, str, "method.name")
             return self if name == self.name else MethodConfig(name=name)
-        return self._replace_params({key: value})
+        return self.with_params({key: value})
 
-    def _replace_params(self, values: Mapping[str, Any]) -> MethodConfig:
+    def with_params(self, values: Mapping[str, Any]) -> MethodConfig:
+        """A copy with several hyperparameters set at once (checked together, so that
+        e.g. ``revision_source=user`` and its ``revision_path`` can come in any order)."""
         hints = typing.get_type_hints(type(self.params))
         names = [item.name for item in fields(self.params)]
         for key in values:
@@ -418,15 +420,20 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
     """Apply ``section.field=value`` strings (the CLI's ``--set``) to a config, in order,
-    except that ``method.name`` goes first (the other ``method.*`` keys belong to it)."""
+    except that ``method.name`` goes first and the method's hyperparameters are then set
+    together (they belong to the chosen method and are validated as one set)."""
     pairs = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (e.g. train.lr=0.01). Got {item!r} instead.")
         key, value = (part.strip() for part in item.split("=", 1))
         pairs.append((key, value))
+    method_params = {k.removeprefix("method."): v for k, v in pairs if k.startswith("method.") and k != "method.name"}
     for key, value in sorted(pairs, key=lambda pair: pair[0] != "method.name"):
-        config = set_field(config, key, value)
+        if key == "method.name" or not key.startswith("method."):
+            config = set_field(config, key, value)
+    if method_params:
+        config = replace(config, method=config.method.with_params(method_params))
     return config
 
 

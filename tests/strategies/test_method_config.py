@@ -37,6 +37,14 @@ def test_set_and_toml_give_the_same_method(tmp_path):
     assert apply_overrides(RunConfig(), ["method.lam=100", "method.name=ewc", "method.mode=online"]) == by_set
 
 
+def test_method_hyperparameters_are_checked_together():
+    overrides = ["method.name=pseudo-rehearsal", "method.revision_source=user", "method.revision_path=x.npz"]
+    cfg = apply_overrides(RunConfig(), overrides)
+    assert (cfg.method.params.revision_source, cfg.method.params.revision_path) == ("user", "x.npz")
+    with pytest.raises(ConfigError, match="The 'revision_path' parameter of PseudoRehearsal must be a file"):
+        apply_overrides(RunConfig(), overrides[:2])
+
+
 def test_changing_the_method_resets_its_hyperparameters():
     cfg = apply_overrides(RunConfig(), ["method.name=ewc", "method.lam=5"])
     assert apply_overrides(cfg, ["method.name=ewc"]).method.params.lam == 5.0  # same name: kept
