@@ -10,6 +10,6 @@ Example:
 __version__ = "0.1.0"
 
 from forgetlab.api import RunResult, run
-from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig
+from forgetlab.config import MethodConfig, ModelConfig, RunConfig, StreamConfig, TrainConfig
 
-__all__ = ["ModelConfig", "RunConfig", "RunResult", "StreamConfig", "TrainConfig", "__version__", "run"]
+__all__ = ["MethodConfig", "ModelConfig", "RunConfig", "RunResult", "StreamConfig", "TrainConfig", "__version__", "run"]

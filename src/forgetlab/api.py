@@ -26,6 +26,7 @@ from forgetlab.errors import ConfigError
 from forgetlab.metrics import summary
 from forgetlab.models import BlockModel, create_model
 from forgetlab.store import ResultStore, default_store_dir
+from forgetlab.strategies import Strategy, create_strategy
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -89,6 +90,17 @@ def build_model_for(config: RunConfig, stream: TaskStream) -> BlockModel:
         depth=config.model.depth,
         batch_norm=config.model.batch_norm,
     )
+
+
+def build_strategy_for(config: RunConfig) -> Strategy:
+    """A fresh strategy (no learned state) for the config's ``method`` section.
+
+    Example:
+        >>> from forgetlab.config import MethodConfig
+        >>> build_strategy_for(RunConfig(method=MethodConfig("si"))).name
+        'si'
+    """
+    return create_strategy(config.method.name, config.method.params)
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
@@ -160,6 +172,7 @@ def run(
             stream,
             resolved.train,
             device=torch_device,
+            strategy=build_strategy_for(resolved),
             checkpoint_dir=checkpoint_dir,
             checkpoint_extra={
                 "config": resolved.to_dict(),

@@ -3,6 +3,7 @@
     forgetlab run                       # embedded default: digits, 2 tasks x 5 classes
     forgetlab run --dataset cifar10 --data-dir ../shared/data
     forgetlab run --set train.lr=0.01 --set stream.head=single --json
+    forgetlab run --method ewc --set method.lam=100
     forgetlab list
 """
 
@@ -36,11 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="data source (see `forgetlab list`); default digits")
     run.add_argument("--stream", help="how the dataset is cut into tasks; default split")
     run.add_argument("--model", help="model family (see `forgetlab list`); default: the dataset's")
+    run.add_argument("--method", help="mitigation method (see `forgetlab list`); default naive")
     run.add_argument("--epochs", type=int, help="epochs per task; default: the dataset's")
     run.add_argument("--seed", type=int, help="random seed (default 0)")
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="set any config field, e.g. --set train.lr=0.01 (repeatable)",
+        help="set any config field, e.g. --set train.lr=0.01 or --set method.lam=100 (repeatable)",
     )
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     run.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
@@ -50,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    commands.add_parser("list", help="name the datasets, streams and models")
+    commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
     return parser
 
 
@@ -65,6 +67,8 @@ def _config_from_args(args: argparse.Namespace):  # -> RunConfig
         shortcuts.append(f"stream.stream={args.stream}")
     if args.model is not None:
         shortcuts.append(f"model.name={args.model}")
+    if args.method is not None:
+        shortcuts.append(f"method.name={args.method}")
     if args.epochs is not None:
         shortcuts.append(f"train.epochs={args.epochs}")
     if args.seed is not None:
@@ -100,7 +104,7 @@ def _command_run(args: argparse.Namespace) -> int:
     how = "read from the store" if result.from_store else f"trained in {result.wall_seconds:.1f} s on {result.device}"
     print(
         f"run {result.run_id}: {cfg.stream.dataset} / {cfg.stream.stream} ({cfg.stream.head}-head, "
-        f"{len(result.accuracy_matrix)} tasks) / {cfg.model.name}; {how}"
+        f"{len(result.accuracy_matrix)} tasks) / {cfg.model.name} / method {cfg.method.name}; {how}"
     )
     print("Accuracy matrix R[i, j]: test accuracy on task j after training through task i")
     print(format_matrix(result.accuracy_matrix))
@@ -129,8 +133,12 @@ def _command_list(args: argparse.Namespace) -> int:
     from forgetlab.data.sources import list_sources
     from forgetlab.data.streams import list_streams
     from forgetlab.models import list_models
+    from forgetlab.strategies import list_methods
 
-    for title, entries in (("datasets", list_sources()), ("streams", list_streams()), ("models", list_models())):
+    sections = (
+        ("datasets", list_sources()), ("streams", list_streams()), ("models", list_models()), ("methods", list_methods())
+    )
+    for title, entries in sections:
         print(f"{title}:")
         width = max(len(name) for name in entries)
         for name, description in entries.items():

@@ -1,15 +1,19 @@
 """Run configuration: frozen, validated dataclasses.
 
 A :class:`RunConfig` holds everything that decides a run's *result* (stream, model,
-training); its hash is the run id. Where a run happens (device, data folder, store)
+training, mitigation method); its hash is the run id. Where a run happens (device, data folder, store)
 is not part of it. File keys (TOML) and ``--set`` keys map one-to-one onto fields::
 
     [stream]
     dataset = "cifar10"
     [train]
     epochs = 2
+    [method]
+    name = "ewc"
+    lam = 100
 
     forgetlab run --set train.lr=0.01 --set stream.class_order=9,8,7,6,5,4,3,2,1,0
+    forgetlab run --method ewc --set method.lam=100
 
 Fields typed ``X | None`` default to ``None``, meaning "the dataset's (or model
 family's) default"; :func:`resolve` fills them in, and the resolved config is what is
@@ -283,21 +287,113 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class MethodConfig:
+    """Which mitigation method (SPEC §4) and its hyperparameters.
+
+    Attributes:
+        name: a registered method (``forgetlab list``); ``naive`` = plain fine-tuning.
+        params: the method's own frozen hyperparameter dataclass (e.g. ``EWCParams``);
+            ``None`` = that method's defaults.
+
+    In files and ``--set`` the hyperparameters sit beside ``name`` (``[method]`` with
+    ``name = "ewc"`` and ``lam = 100``; ``--method ewc --set method.lam=100``); each key
+    is checked against the chosen method's hyperparameters. Changing ``name`` resets
+    the hyperparameters to the new method's defaults (``--set method.name=...`` is
+    applied before the other ``method.*`` keys).
+
+    Example:
+        >>> MethodConfig.from_dict({"name": "ewc", "lam": 10}).params.lam
+        10.0
+        >>> MethodConfig().to_dict()
+        {'name': 'naive'}
+    """
+
+    name: str = "naive"
+    params: Any = None
+
+    def __post_init__(self) -> None:
+        from forgetlab.strategies import strategy_class
+
+        params_type = strategy_class(self.name).params_type
+        if self.params is None:
+            object.__setattr__(self, "params", params_type())
+        elif type(self.params) is not params_type:
+            raise ConfigError(
+                f"The 'method.params' parameter of method {self.name!r} must be a {params_type.__name__}. "
+                f"Got {self.params!r} instead."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., <hyperparameter>: <value>, ...}``: the ``[method]`` table."""
+        return {"name": self.name, **_to_plain(dataclasses.asdict(self.params))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MethodConfig:
+        """Build from a ``[method]`` table; keys other than ``name`` are the method's hyperparameters."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"The 'method' section must be a table. Got {data!r} instead.")
+        name = _coerce(data.get("name", "naive"), str, "method.name")
+        method = cls(name=name)
+        values = {key: value for key, value in data.items() if key != "name"}
+        return method.with_params(values) if values else method
+
+    def with_value(self, key: str, value: Any) -> MethodConfig:
+        """A copy with ``name`` or one hyperparameter set (``value`` coerced to its type)."""
+        if key == "name":
+            name = _coerce(value, str, "method.name")
+            return self if name == self.name else MethodConfig(name=name)
+        return self.with_params({key: value})
+
+    def with_params(self, values: Mapping[str, Any]) -> MethodConfig:
+        """A copy with several hyperparameters set at once (checked together, so that
+        e.g. ``revision_source=user`` and its ``revision_path`` can come in any order)."""
+        hints = typing.get_type_hints(type(self.params))
+        names = [item.name for item in fields(self.params)]
+        for key in values:
+            if key not in names:
+                raise _unknown_method_key(self.name, key, names)
+        coerced = {key: _coerce(value, hints[key], f"method.{key}") for key, value in values.items()}
+        return MethodConfig(name=self.name, params=replace(self.params, **coerced))
+
+
+def _unknown_method_key(method: str, key: str, names: list[str]) -> ConfigError:
+    from forgetlab.strategies import STRATEGIES
+
+    owners = [other for other, cls in STRATEGIES.items() if key in {f.name for f in fields(cls.params_type)}]
+    elsewhere = f" ({key!r} is a hyperparameter of: {', '.join(owners)}.)" if owners else ""
+    if not names:
+        return ConfigError(
+            f"Unknown config key 'method.{key}': method {method!r} has no hyperparameters. "
+            f"Choose a method first (method.name / --method).{elsewhere}"
+        )
+    return ConfigError(
+        f"Unknown config key 'method.{key}'.{did_you_mean('method.' + key, ['method.' + n for n in names])} "
+        f"Method {method!r} has hyperparameters: {', '.join(names)}.{elsewhere}"
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """One run: a stream, a model, and how to train it.
+    """One run: a stream, a model, how to train it, and the mitigation method.
 
     Example:
         >>> RunConfig().stream.dataset
         'digits'
+        >>> RunConfig(method=MethodConfig("l2")).to_dict()["method"]
+        {'name': 'l2', 'lam': 0.01}
     """
 
     stream: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists), the form written to files."""
-        return _to_plain(dataclasses.asdict(self))
+        """Plain nested dict (tuples become lists), the form written to files; the method's
+        hyperparameters sit beside its name."""
+        data = _to_plain(dataclasses.asdict(self))
+        data["method"] = self.method.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -420,7 +516,9 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                 f"Valid keys here: {', '.join(prefix + n for n in names)}."
             )
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if hint is MethodConfig:
+            kwargs[key] = MethodConfig.from_dict(value)
+        elif dataclasses.is_dataclass(hint):
             kwargs[key] = _from_mapping(hint, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
@@ -428,13 +526,31 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 
 def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
-    """Apply ``section.field=value`` strings (the CLI's ``--set``) to a config."""
+    """Apply ``section.field=value`` strings (the CLI's ``--set``) to a config, in order,
+    except that ``method.name`` goes first and the method's hyperparameters are then set
+    together (they belong to the chosen method and are validated as one set)."""
+    pairs = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (e.g. train.lr=0.01). Got {item!r} instead.")
         key, value = (part.strip() for part in item.split("=", 1))
-        config = set_field(config, key, value)
+        pairs.append((key, value))
+    method_params = {k.removeprefix("method."): v for k, v in pairs if k.startswith("method.") and k != "method.name"}
+    for key, value in sorted(pairs, key=lambda pair: pair[0] != "method.name"):
+        if key == "method.name" or not key.startswith("method."):
+            config = set_field(config, key, value)
+    if method_params:
+        config = replace(config, method=config.method.with_params(method_params))
     return config
+
+
+def _section_keys(config: Any, name: str, hint: Any, prefix: str) -> list[str]:
+    if isinstance(getattr(config, name, None), MethodConfig):
+        method = getattr(config, name)
+        return [f"{prefix}{name}.name", *(f"{prefix}{name}.{f.name}" for f in fields(method.params))]
+    if dataclasses.is_dataclass(hint):
+        return [f"{prefix}{name}.{sub.name}" for sub in fields(hint)]
+    return [f"{prefix}{name}"]
 
 
 def set_field(config: Any, key: str, value: Any, _prefix: str = "") -> Any:
@@ -442,16 +558,16 @@ def set_field(config: Any, key: str, value: Any, _prefix: str = "") -> Any:
     head, _, rest = key.partition(".")
     hints = typing.get_type_hints(type(config))
     if head not in hints:
-        valid = [
-            f"{_prefix}{name}.{sub.name}" if dataclasses.is_dataclass(hint) else f"{_prefix}{name}"
-            for name, hint in hints.items()
-            for sub in (fields(hint) if dataclasses.is_dataclass(hint) else [None])
-        ]
+        valid = [key for name, hint in hints.items() for key in _section_keys(config, name, hint, _prefix)]
         full = _prefix + key
         same_leaf = [v for v in valid if v.rsplit(".", 1)[-1] == key]
         hint_text = f" Did you mean {same_leaf[0]!r}?" if same_leaf else did_you_mean(full, valid)
         raise ConfigError(f"Unknown config key '{full}'.{hint_text} Valid keys: {', '.join(valid)}.")
     hint = hints[head]
+    if hint is MethodConfig:
+        if not rest:
+            raise ConfigError(f"'{_prefix}{key}' is a section; set one of its fields, e.g. '{_prefix}{key}.name'.")
+        return replace(config, **{head: getattr(config, head).with_value(rest, value)})
     if dataclasses.is_dataclass(hint):
         if not rest:
             raise ConfigError(
@@ -464,7 +580,7 @@ def set_field(config: Any, key: str, value: Any, _prefix: str = "") -> Any:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML config file (sections ``[stream]``, ``[model]``, ``[train]``)."""
+    """Read a TOML config file (sections ``[stream]``, ``[model]``, ``[train]``, ``[method]``)."""
     path = Path(path)
     try:
         text = path.read_text()

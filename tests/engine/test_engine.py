@@ -66,10 +66,11 @@ class _Interrupt(Strategy):
     """Raises KeyboardInterrupt when task ``at`` starts (a Ctrl-C between tasks)."""
 
     def __init__(self, at: int) -> None:
+        super().__init__()
         self.at = at
 
-    def before_task(self, model, task_index, stream):
-        if task_index == self.at:
+    def before_task(self, model, context):
+        if context.task_index == self.at:
             raise KeyboardInterrupt
 
 
@@ -86,7 +87,7 @@ def test_resume_after_interruption_equals_straight_run(digits_data, tmp_path):
 
 def test_divergence_is_reported(digits_data):
     class NaNPenalty(Strategy):
-        def penalty(self, model, task_index):
+        def penalty(self, model, context):
             return torch.tensor(float("nan"))
 
     with pytest.raises(DivergedError, match="diverged on task 1 .* loss is nan"):

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from forgetlab.config import TrainConfig
@@ -24,7 +23,7 @@ from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
 from forgetlab.errors import ForgetlabError
-from forgetlab.strategies.base import Naive, Strategy
+from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
 
 class DivergedError(ForgetlabError, RuntimeError):
@@ -131,6 +130,8 @@ def train_stream(
 
     With ``checkpoint_dir``, writes ``task-{i}.pt`` after each task and, if checkpoints
     are already there, resumes after the last one (same result as an uninterrupted run).
+    ``strategy`` (default: naive fine-tuning) is called as ``forgetlab.strategies.base``
+    documents; its state and its generator are part of every checkpoint.
 
     Example:
         >>> import forgetlab
@@ -153,6 +154,7 @@ def train_stream(
 
     data_generator = torch.Generator().manual_seed(config.seed)
     augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    strategy_generator = torch.Generator().manual_seed(config.seed + 2)
     R = np.zeros((n_tasks, n_tasks))
     curves: list[CurvePoint] = []
     eval_seconds = 0.0
@@ -179,6 +181,8 @@ def train_stream(
         optimizer.load_state_dict(payload["optimizer_state"])
         data_generator.set_state(payload["rng"]["data"])
         augment_generator.set_state(payload["rng"]["augment"])
+        if "strategy" in payload["rng"]:
+            strategy_generator.set_state(payload["rng"]["strategy"])
         torch.set_rng_state(payload["rng"]["torch"])
         R = np.array(payload["accuracy_matrix"], dtype=np.float64)
         initial = np.array(payload["initial_accuracy"], dtype=np.float64)
@@ -192,7 +196,8 @@ def train_stream(
 
     for task_index in range(first_task, n_tasks):
         task: Task = stream.tasks[task_index]
-        strategy.before_task(model, task_index, stream)
+        context = StrategyContext(stream, task_index, device, transform, strategy_generator, augment_generator)
+        strategy.before_task(model, context)
         if optimizer is None or config.reset_optimizer:
             optimizer = make_optimizer(model, config)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -216,15 +221,17 @@ def train_stream(
                         for group, base_lr in zip(optimizer.param_groups, base_lrs):
                             group["lr"] = base_lr * factor
                     index = order[batch_start : batch_start + batch_size]
-                    inputs = transform(x_train[index], train=True, generator=augment_generator)
-                    loss = F.cross_entropy(model(inputs, head), y_train[index])
-                    extra = strategy.penalty(model, task_index)
+                    raw = x_train[index]
+                    batch = Batch(raw, transform(raw, train=True, generator=augment_generator), y_train[index], head)
+                    loss = strategy.batch_loss(model, batch, context)
+                    extra = strategy.penalty(model, context)
                     if extra is not None:
                         loss = loss + extra
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    strategy.after_backward(model, task_index)
+                    strategy.after_backward(model, batch, context)
                     optimizer.step()
+                    strategy.after_step(model, context)
                     step += 1
                     global_step += 1
                     bar.update()
@@ -238,7 +245,7 @@ def train_stream(
                     curves.append(CurvePoint(task_index, step / steps_per_epoch, global_step, evaluate_all()))
         finally:
             bar.close()
-        strategy.after_task(model, task_index, stream)
+        strategy.after_task(model, context)
         if curves and curves[-1].task_index == task_index and curves[-1].step == global_step:
             R[task_index] = curves[-1].accuracies
         else:
@@ -259,6 +266,7 @@ def train_stream(
                     "rng": {
                         "data": data_generator.get_state(),
                         "augment": augment_generator.get_state(),
+                        "strategy": strategy_generator.get_state(),
                         "torch": torch.get_rng_state(),
                     },
                     "eval_seconds": eval_seconds,

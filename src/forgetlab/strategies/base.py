@@ -1,55 +1,285 @@
 """The strategy contract: how a mitigation method plugs into the training loop.
 
-The engine calls, in this order, for every task ``task_index`` of a stream:
+A strategy is a small object. Its constructor stores its hyperparameters (one frozen
+dataclass, ``params``) and nothing else; everything it learns (anchors, importances,
+buffers) is created by its hooks, in attributes whose names end in ``_``, and
+round-trips through :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` so
+that it lives in every task-boundary checkpoint. Hooks receive what they need as
+arguments (the model, the current :class:`Batch`, a :class:`StrategyContext` with the
+stream, the device, the batch transform and a seeded generator) and return their
+result; no hook reads globals.
 
-1. ``before_task(model, task_index, stream)``
-2. for every batch: ``loss = task_loss + penalty(model, task_index)`` (``None`` = no
-   term); ``loss.backward()``; ``after_backward(model, task_index)``; optimizer step
-3. ``after_task(model, task_index, stream)``
+Call order, for every task ``task_index`` of a stream (:func:`forgetlab.engine.train_stream`)::
 
-Constructors store hyperparameters only; learned state (anchors, importances,
-buffers) is created by the hooks and round-trips through ``state_dict`` /
-``load_state_dict`` so that it lives in every checkpoint.
+    context = StrategyContext(stream, task_index, device, transform, generator, augment_generator)
+    strategy.before_task(model, context)      # anchors, teachers, freezing, moving state to the device
+    optimizer = make_optimizer(model)         # built AFTER before_task: frozen parameters are left out
+    for every step:
+        batch = Batch(raw, inputs, targets, head_index)           # the current task's batch
+        loss = strategy.batch_loss(model, batch, context)         # default: cross-entropy on the batch's head
+        extra = strategy.penalty(model, context)                  # None = no extra term
+        loss = loss + extra                                       # (when not None)
+        optimizer.zero_grad(); loss.backward()
+        strategy.after_backward(model, batch, context)            # may rewrite p.grad (gradient projection)
+        optimizer.step()
+        strategy.after_step(model, context)                       # sees the parameter update (SI)
+    strategy.after_task(model, context)       # importances, buffers; undo temporary changes to the model
+    checkpoint <- strategy.state_dict()
+
+On resume, a fresh strategy (same hyperparameters) receives ``load_state_dict(state)``
+from the last checkpoint, then ``before_task`` of the next task. Transient objects built
+in ``before_task`` (teachers, parameter lists) are therefore never saved.
+
+The only hooks that change the model are ``before_task`` / ``after_task`` (a strategy
+that changes the model temporarily, e.g. freezing, restores it in ``after_task``) and
+``after_backward`` (which may rewrite gradients). The stream's tensors are never changed.
+
+Example:
+    >>> import torch
+    >>> from forgetlab.models import create_model
+    >>> model = create_model("mlp", input_shape=(1, 8, 8), head_sizes=(5,), width=16)
+    >>> batch = Batch(None, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 0)
+    >>> Naive().batch_loss(model, batch, None).shape
+    torch.Size([])
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from forgetlab.data.streams import TaskStream
+from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 
+if TYPE_CHECKING:
+    from forgetlab.data.augment import BatchTransform
+    from forgetlab.data.streams import Task, TaskStream
+
+
+class Batch(NamedTuple):
+    """One training batch of the current task.
+
+    Attributes:
+        raw: the uint8 inputs ``(B, C, H, W)`` as stored in the task (what buffers keep).
+        inputs: the prepared float inputs ``(B, C, H, W)`` (normalised, maybe augmented).
+        targets: int64 labels ``(B,)`` in the head's label space.
+        head_index: the head this task trains.
+    """
+
+    raw: torch.Tensor
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    head_index: int
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy may use besides the model, for one task of a stream.
+
+    Attributes:
+        stream: the task stream (read only).
+        task_index: the task being trained (0-based).
+        device: where the model and the batches live.
+        transform: uint8 -> normalised float batches (``transform(x, train=True, generator=...)``).
+        generator: seeded CPU generator for the strategy's sampling (saved in checkpoints).
+        augment_generator: the generator of the transform's augmentation (on ``device``).
+    """
+
+    stream: TaskStream
+    task_index: int
+    device: torch.device
+    transform: BatchTransform
+    generator: torch.Generator
+    augment_generator: torch.Generator | None = None
+
+    @property
+    def task(self) -> Task:
+        """The task being trained."""
+        return self.stream.tasks[self.task_index]
+
+    def prepare(self, raw: torch.Tensor) -> torch.Tensor:
+        """Training-time preparation (normalisation + the stream's augmentation) of stored inputs."""
+        return self.transform(raw.to(self.device), train=True, generator=self.augment_generator)
+
+
+# ---------------------------------------------------------------- hyperparameters -----
+
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """Base of every strategy's hyperparameter dataclass: type checks, then :meth:`validate`.
+
+    Subclasses are frozen dataclasses with ``float``/``int``/``str``/``bool`` fields and
+    set ``owner`` (the method's display name used in error messages).
+
+    Example:
+        >>> NaiveParams()
+        NaiveParams()
+    """
+
+    owner: ClassVar[str] = "Naive"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            value, hint = getattr(self, item.name), hints[item.name]
+            if hint is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, item.name, float(value))
+                continue
+            wrong_bool = isinstance(value, bool) and hint is not bool
+            if not isinstance(value, hint) or wrong_bool:
+                raise ConfigError(
+                    f"The {item.name!r} parameter of {self.owner} must be {_TYPE_NAMES.get(hint, hint)}. "
+                    f"Got {value!r} instead."
+                )
+            if hint is float and value != value:
+                raise ConfigError(f"The {item.name!r} parameter of {self.owner} must be a number. Got nan instead.")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the values (raise :class:`ConfigError` naming parameter, rule and value)."""
+
+    def check(self, condition: bool, name: str, rule: str) -> None:
+        """Raise "The 'lam' parameter of EWC must be >= 0. Got -1.0 instead." unless ``condition``."""
+        if not condition:
+            raise ConfigError(f"The {name!r} parameter of {self.owner} must be {rule}. Got {getattr(self, name)!r} instead.")
+
+    def check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        """Raise, listing ``choices`` and the closest one, unless the value is one of them."""
+        value = getattr(self, name)
+        if value not in choices:
+            raise ConfigError(
+                f"The {name!r} parameter of {self.owner} must be one of {', '.join(map(repr, choices))}. "
+                f"Got {value!r} instead.{did_you_mean(value, choices)}"
+            )
+
+
+@dataclass(frozen=True)
+class NaiveParams(HyperParams):
+    """Naive fine-tuning has no hyperparameters."""
+
+    owner: ClassVar[str] = "Naive"
+
+
+# ---------------------------------------------------------------- the contract -----
 
 class Strategy:
-    """Base class with no-op hooks: plain sequential fine-tuning ("naive")."""
+    """Base class with no-op hooks: plain sequential fine-tuning ("naive").
 
-    name = "naive"
+    Subclasses set ``name`` (registry key), ``title`` (one line for ``forgetlab list``)
+    and ``params_type`` (their :class:`HyperParams` dataclass).
+    """
 
-    def before_task(self, model: nn.Module, task_index: int, stream: TaskStream) -> None:
-        """Called before training on task ``task_index``."""
+    name: ClassVar[str] = "naive"
+    title: ClassVar[str] = "plain fine-tuning, task after task (the baseline that forgets)"
+    params_type: ClassVar[type[HyperParams]] = NaiveParams
 
-    def penalty(self, model: nn.Module, task_index: int) -> torch.Tensor | None:
-        """An extra loss term added to every batch's task loss, or ``None``."""
+    def __init__(self, params: HyperParams | None = None) -> None:
+        if params is None:
+            params = self.params_type()
+        if type(params) is not self.params_type:
+            raise ConfigError(
+                f"The 'params' argument of {type(self).__name__} must be a {self.params_type.__name__}. "
+                f"Got {params!r} instead."
+            )
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        """Called before training on ``context.task_index`` (and before the optimizer is built)."""
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        """The loss of one training step; default: cross-entropy of the batch on its head."""
+        return F.cross_entropy(model(batch.inputs, batch.head_index), batch.targets)
+
+    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
+        """An extra term added to every step's loss, or ``None``."""
         return None
 
-    def after_backward(self, model: nn.Module, task_index: int) -> None:
-        """Called after ``backward()`` and before the optimizer step (gradient surgery)."""
+    def after_backward(self, model: nn.Module, batch: Batch, context: StrategyContext) -> None:
+        """Called after ``backward()`` and before the optimizer step; may rewrite ``p.grad``."""
 
-    def after_task(self, model: nn.Module, task_index: int, stream: TaskStream) -> None:
-        """Called after training on task ``task_index`` (importance estimates, buffers)."""
+    def after_step(self, model: nn.Module, context: StrategyContext) -> None:
+        """Called after every optimizer step."""
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        """Called after training on ``context.task_index`` (importances, buffers)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Learned state, for checkpoints."""
+        """Learned state (tensors and plain values), for checkpoints."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise IncompatibleError(
+                f"{type(self).__name__} keeps no state, but the checkpoint holds strategy state "
+                f"{sorted(state)}: it was written by another method."
+            )
 
 
 class Naive(Strategy):
-    """Plain fine-tuning on each task in turn: the baseline that forgets."""
+    """Plain fine-tuning on each task in turn: the baseline that forgets.
 
-    name = "naive"
+    Example:
+        >>> Naive().params
+        NaiveParams()
+    """
+
+
+# ---------------------------------------------------------------- helpers -----
+
+def check_state_keys(strategy: Strategy, state: dict[str, Any], keys: set[str]) -> None:
+    """Raise :class:`IncompatibleError` unless ``state`` has exactly ``keys`` (a checkpoint
+    of another method or version)."""
+    if set(state) != keys:
+        raise IncompatibleError(
+            f"The checkpoint's strategy state has keys {sorted(state)}; {type(strategy).__name__} "
+            f"expects {sorted(keys)}. Was it written by another method?"
+        )
+
+
+def trained_heads(stream: TaskStream, task_index: int) -> list[int]:
+    """Heads trained by the tasks before ``task_index``, sorted.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> trained_heads(NS(tasks=[NS(head_index=0), NS(head_index=1), NS(head_index=2)]), 2)
+        [0, 1]
+    """
+    return sorted({stream.tasks[j].head_index for j in range(task_index)})
+
+
+def penalised_parameters(model: nn.Module, heads: list[int]) -> dict[str, nn.Parameter]:
+    """Trainable parameters a weight penalty applies to: all but the heads not in ``heads``
+    (a head no task has trained yet has no old value worth keeping).
+
+    Example:
+        >>> from forgetlab.models import create_model
+        >>> model = create_model("mlp", input_shape=(1, 8, 8), head_sizes=(5, 5), width=4, depth=1)
+        >>> list(penalised_parameters(model, [0]))
+        ['blocks.fc1.1.weight', 'blocks.fc1.1.bias', 'heads.0.weight', 'heads.0.bias']
+    """
+    skip = tuple(f"heads.{h}." for h in range(len(getattr(model, "heads", ()))) if h not in heads)
+    return {
+        name: p for name, p in model.named_parameters() if p.requires_grad and not (skip and name.startswith(skip))
+    }
+
+
+def snapshot(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached copies of named tensors."""
+    return {name: p.detach().clone() for name, p in parameters.items()}
+
+
+def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The same named tensors on ``device``."""
+    return {name: t.to(device) for name, t in tensors.items()}

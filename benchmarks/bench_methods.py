@@ -1,0 +1,182 @@
+"""Every mitigation method on split MNIST, task- and class-incremental (issue 5's evidence).
+
+Protocol (van de Ven & Tolias 2019): MNIST cut into 5 tasks of 2 classes; MLP with two
+hidden layers of 400 ReLU units; Adam, lr 1e-3; 2,000 steps of batch 128 per task; a
+fresh optimizer per task. Task-incremental = one 2-way head per task (multi-head);
+class-incremental = one shared 10-way head (single-head). Reported: final average
+accuracy ACC = mean_j R[T, j], mean ± sample std over seeds.
+
+Runs go through ``forgetlab.run`` into a result store, keyed by config hash: a rerun
+(or a second process) skips finished runs, so the benchmark can be stopped and resumed,
+and split over processes::
+
+    python benchmarks/bench_methods.py --shard 0/2 &     # two processes, one thread each
+    python benchmarks/bench_methods.py --shard 1/2 &
+    python benchmarks/bench_methods.py --report          # table -> benchmarks/RESULTS.md
+
+Runs are ordered seed-major (every method for seed 0 first), so a partial run still
+covers every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import forgetlab
+from forgetlab.config import MethodConfig, ModelConfig, RunConfig, StreamConfig, TrainConfig
+from forgetlab.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"task-IL": "multi", "class-IL": "single"}
+
+# (row label, method, hyperparameters for task-IL, hyperparameters for class-IL).
+# Regularisation strengths from the literature for this protocol: EWC lambda and SI c
+# are van de Ven & Tolias' split-MNIST values per scenario (their Fisher is per-sample,
+# like ours); L2 and MAS follow Hsu et al. 2018 (Adam, MLP400). Nothing else was tuned.
+ROWS: list[tuple[str, str, dict, dict]] = [
+    ("naive", "naive", {}, {}),
+    ("freeze", "freeze", {"n_blocks": 1}, {"n_blocks": 1}),
+    ("l2", "l2", {"lam": 0.02}, {"lam": 0.02}),
+    ("ewc", "ewc", {"lam": 1e5}, {"lam": 1e9}),
+    ("online-ewc", "ewc", {"lam": 1e5, "mode": "online", "gamma": 1.0}, {"lam": 1e9, "mode": "online", "gamma": 1.0}),
+    ("si", "si", {"c": 10.0}, {"c": 5000.0}),
+    ("mas", "mas", {"lam": 1.0}, {"lam": 1.0}),
+    ("lwf", "lwf", {"lam": 1.0, "temperature": 2.0}, {"lam": 1.0, "temperature": 2.0}),
+    ("replay", "replay", {"buffer_size": 1000, "fraction": 0.5}, {"buffer_size": 1000, "fraction": 0.5}),
+    ("pseudo-rehearsal (old inputs)", "pseudo-rehearsal", {"revision_source": "old-inputs"}, {"revision_source": "old-inputs"}),
+    ("agem", "agem", {"buffer_size": 1000, "memory_batch_size": 256}, {"buffer_size": 1000, "memory_batch_size": 256}),
+    ("derpp", "derpp", {"buffer_size": 1000, "alpha": 0.5, "beta": 0.5}, {"buffer_size": 1000, "alpha": 0.5, "beta": 0.5}),
+]
+EXTRA_ROWS: list[tuple[str, str, dict, dict]] = [
+    ("pseudo-rehearsal (new inputs)", "pseudo-rehearsal", {"revision_source": "new-inputs"}, {"revision_source": "new-inputs"}),
+    ("pseudo-rehearsal (noise)", "pseudo-rehearsal", {"revision_source": "noise"}, {"revision_source": "noise"}),
+    ("pseudo-rehearsal (old inputs, alternate)", "pseudo-rehearsal", {"mode": "alternate"}, {"mode": "alternate"}),
+]
+
+
+def make_config(method: str, params: dict, head: str, seed: int, steps: int) -> RunConfig:
+    """The run config of one (method, setting, seed) cell."""
+    return RunConfig(
+        stream=StreamConfig(dataset="mnist", n_tasks=5, head=head),
+        model=ModelConfig(name="mlp", width=400, depth=2),
+        train=TrainConfig(optimizer="adam", lr=1e-3, steps=steps, batch_size=128, eval_every_steps=steps, seed=seed),
+        method=MethodConfig.from_dict({"name": method, **params}),
+    )
+
+
+def cells(rows, seeds: int, steps: int):
+    """Every (label, setting, seed, config), seed-major."""
+    for seed in range(seeds):
+        for label, method, task_params, class_params in rows:
+            for setting, head in SETTINGS.items():
+                params = task_params if head == "multi" else class_params
+                yield label, setting, seed, make_config(method, params, head, seed, steps)
+
+
+def run_shard(args: argparse.Namespace, rows) -> None:
+    index, count = (int(v) for v in args.shard.split("/"))
+    torch.set_num_threads(args.threads)
+    for position, (label, setting, seed, config) in enumerate(cells(rows, args.seeds, args.steps)):
+        if position % count != index:
+            continue
+        tick = time.perf_counter()
+        result = forgetlab.run(config, device="cpu", data_dir=args.data_dir, store=args.store)
+        how = "stored" if result.from_store else f"{time.perf_counter() - tick:.0f} s"
+        print(f"[{args.shard}] {label:<42} {setting:<8} seed {seed}: ACC {100 * result.metrics['acc']:.1f}% ({how})", flush=True)
+
+
+def report(args: argparse.Namespace, rows) -> str:
+    """The markdown section with every finished cell."""
+    store = ResultStore(args.store)
+    lines = [
+        "## Methods",
+        "",
+        "`benchmarks/bench_methods.py` (issue 5). Split MNIST, 5 tasks x 2 classes, MLP 2x400 ReLU, "
+        f"Adam lr 1e-3, {args.steps} steps of batch 128 per task, fresh optimizer per task, no augmentation. "
+        "Task-IL = one 2-way head per task (multi-head); class-IL = one shared 10-way head (single-head). "
+        "ACC = mean test accuracy over the 5 tasks after the last one, in %, mean ± sample std over n seeds "
+        "(seeds 0, 1, 2 drive initialisation, data order and the methods' sampling). "
+        "Date 2026-11-21; machine: 2-core shared CPU (other jobs running), torch "
+        f"{torch.__version__}, one thread per run, two runs in parallel.",
+        "",
+        "| method | task-IL ACC | class-IL ACC | n | s / run | hyperparameters (task-IL; class-IL if different) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, method, task_params, class_params in rows:
+        accs: dict[str, list[float]] = {setting: [] for setting in SETTINGS}
+        seconds: list[float] = []
+        for seed in range(args.seeds):
+            for setting, head in SETTINGS.items():
+                params = task_params if head == "multi" else class_params
+                stored = store.get(make_config(method, params, head, seed, args.steps).run_id())
+                if stored is not None and stored.status == "finished":
+                    accs[setting].append(100 * stored.metrics["acc"])
+                    seconds.append(stored.wall_seconds or 0.0)
+        if not seconds:
+            continue
+        cols = []
+        for setting in SETTINGS:
+            values = accs[setting]
+            if not values:
+                cols.append("-")
+            elif len(values) == 1:
+                cols.append(f"{values[0]:.1f}")
+            else:
+                cols.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+        n = "/".join(str(len(accs[s])) for s in SETTINGS)
+        full_task = MethodConfig.from_dict({"name": method, **task_params}).to_dict()
+        full_class = MethodConfig.from_dict({"name": method, **class_params}).to_dict()
+        shown = " ".join(f"{k}={v}" for k, v in full_task.items() if k != "name") or "-"
+        if full_class != full_task:
+            shown += "; " + " ".join(f"{k}={v}" for k, v in full_class.items() if k != "name" and full_task.get(k) != v)
+        lines.append(f"| {label} | {cols[0]} | {cols[1]} | {n} | {statistics.mean(seconds):.0f} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) the ``## Methods`` section of ``path``."""
+    text = path.read_text() if path.is_file() else ""
+    pattern = re.compile(r"^## Methods\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + section
+    path.write_text(text.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shard", default="0/1", help="run every COUNT-th cell starting at INDEX (INDEX/COUNT)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2000, help="steps per task")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--extra", action="store_true", help="also the pseudo-rehearsal variants")
+    parser.add_argument("--only", default="", help="comma-separated row labels to run")
+    parser.add_argument("--report", action="store_true", help="write the table to benchmarks/RESULTS.md and print it")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--store", default=str(ROOT / "forgetlab-results" / "bench_methods"))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("FORGETLAB_DATA", str(ROOT.parent / "shared" / "data"))
+    )
+    args = parser.parse_args()
+    rows = ROWS + (EXTRA_ROWS if args.extra else [])
+    if args.only:
+        wanted = set(args.only.split(","))
+        rows = [row for row in rows if row[0] in wanted]
+    if args.report:
+        section = report(args, ROWS + EXTRA_ROWS)
+        write_section(Path(args.results), section)
+        print(section)
+    else:
+        run_shard(args, rows)
+
+
+if __name__ == "__main__":
+    main()

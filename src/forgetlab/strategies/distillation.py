@@ -1,0 +1,310 @@
+"""Methods that keep the old model's outputs: LwF and pseudo-rehearsal.
+
+Both take a *teacher* in ``before_task``: a deep copy of the model as it is before the
+new task, in eval mode, with ``requires_grad=False``; nothing ever updates it. The
+teacher is rebuilt from the model at every task start, so it is not part of the
+checkpointed state.
+
+Example:
+    >>> from forgetlab.models import create_model
+    >>> teacher = frozen_copy(create_model("mlp", input_shape=(1, 8, 8), head_sizes=(5,), width=8))
+    >>> teacher.training, any(p.requires_grad for p in teacher.parameters())
+    (False, False)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgetlab.errors import DataError
+from forgetlab.strategies.base import (
+    Batch,
+    HyperParams,
+    Strategy,
+    StrategyContext,
+    check_state_keys,
+    to_device,
+    trained_heads,
+)
+from forgetlab.strategies.losses import old_outputs, soft_cross_entropy
+from forgetlab.strategies.memory import buffer_length, reservoir_update, sample_indices
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with no trainable parameter and no gradients."""
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return teacher
+
+
+# ----------------------------------------------------------------------- LwF -----
+
+@dataclass(frozen=True)
+class LwFParams(HyperParams):
+    """Attributes:
+        lam: weight ``lam_o`` of the distillation term.
+        temperature: temperature T of the soft targets.
+    """
+
+    owner: ClassVar[str] = "LwF"
+    lam: float = 1.0
+    temperature: float = 2.0
+
+    def validate(self) -> None:
+        self.check(self.lam >= 0, "lam", ">= 0")
+        self.check(self.temperature > 0, "temperature", "> 0")
+
+
+class LwF(Strategy):
+    """Learning without Forgetting (Li & Hoiem 2016): ``L + lam sum_h KD_T(f_old,h(x), f_h(x))``
+    on the new task's own inputs ``x``, for every old head ``h``, restricted to the outputs
+    (classes) the old tasks used: all of an old head's outputs in multi-head streams, the
+    old classes of the shared head in single-head streams. ``KD_T`` =
+    :func:`~forgetlab.strategies.losses.soft_cross_entropy`.
+
+    Example:
+        >>> LwF().params
+        LwFParams(lam=1.0, temperature=2.0)
+    """
+
+    name = "lwf"
+    title = "Learning without Forgetting (distillation on the new task's inputs)"
+    params_type = LwFParams
+    teacher_: nn.Module | None = None
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.teacher_ = frozen_copy(model) if context.task_index > 0 else None
+        self._outputs = [
+            (head, torch.tensor(labels, device=context.device))
+            for head, labels in old_outputs(context.stream, context.task_index).items()
+        ]
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        if self.teacher_ is None:
+            return super().batch_loss(model, batch, context)
+        features = model.features(batch.inputs)
+        logits = {batch.head_index: model.heads[batch.head_index](features)}
+        loss = F.cross_entropy(logits[batch.head_index], batch.targets)
+        with torch.no_grad():
+            teacher_features = self.teacher_.features(batch.inputs)
+        distill = features.new_zeros(())
+        for head, outputs in self._outputs:
+            student = logits[head] if head in logits else model.heads[head](features)
+            teacher = self.teacher_.heads[head](teacher_features)
+            distill = distill + soft_cross_entropy(student[:, outputs], teacher[:, outputs], self.params.temperature)
+        return loss + self.params.lam * distill
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.teacher_ = None
+
+
+# ---------------------------------------------------------- pseudo-rehearsal -----
+
+REVISION_SOURCES = ("old-inputs", "new-inputs", "user", "noise")
+
+
+@dataclass(frozen=True)
+class PseudoRehearsalParams(HyperParams):
+    """Attributes:
+        revision_source: where revision inputs come from: ``old-inputs`` (a buffer of
+            old tasks' training inputs, without labels), ``new-inputs`` (the new task's
+            own inputs), ``user`` (unlabelled inputs in ``revision_path``), ``noise``
+            (uniformly random pixels, as Robins 1995's random pseudo-items).
+        revision_size: inputs kept from the old tasks (``old-inputs``).
+        revision_path: ``.npz`` / ``.npy`` / ``.pt`` file of unlabelled inputs (``user``):
+            ``(N, C, H, W)``, ``(N, H, W, C)`` or ``(N, H, W)``; uint8 pixels or floats in [0, 1].
+            The run hash holds the path, not the file's content.
+        mode: ``mix`` (revision inputs are ``revision_fraction`` of every batch) or
+            ``alternate`` (every other step is a whole revision batch, as spaCy's ``rehearse``).
+        revision_fraction: share of revision inputs in a ``mix`` batch.
+        temperature: temperature T of the soft targets (``loss=soft-ce``).
+        loss: ``soft-ce`` (soft-target cross-entropy at T) or ``mse`` (on logits).
+    """
+
+    owner: ClassVar[str] = "PseudoRehearsal"
+    revision_source: str = "old-inputs"
+    revision_size: int = 1000
+    revision_path: str = ""
+    mode: str = "mix"
+    revision_fraction: float = 0.5
+    temperature: float = 2.0
+    loss: str = "soft-ce"
+
+    def validate(self) -> None:
+        self.check_choice("revision_source", REVISION_SOURCES)
+        self.check(self.revision_size >= 1, "revision_size", ">= 1")
+        self.check(
+            self.revision_source != "user" or bool(self.revision_path), "revision_path",
+            "a file of unlabelled inputs when revision_source='user'",
+        )
+        self.check_choice("mode", ("mix", "alternate"))
+        self.check(0 < self.revision_fraction < 1, "revision_fraction", "in (0, 1)")
+        self.check(self.temperature > 0, "temperature", "> 0")
+        self.check_choice("loss", ("soft-ce", "mse"))
+
+
+def load_revision_inputs(path: str | Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Read unlabelled inputs for pseudo-rehearsal: ``(N, C, H, W)`` in pixel units
+    (uint8, or float = 255 x the file's [0, 1] values).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.npz")
+        >>> np.savez(path, x=np.zeros((3, 8, 8), dtype=np.uint8))
+        >>> tuple(load_revision_inputs(path, (1, 8, 8)).shape)
+        (3, 1, 8, 8)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"The revision inputs file {str(path)!r} (method.revision_path) does not exist.")
+    try:
+        if path.suffix in (".pt", ".pth"):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            array = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        else:
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                keys = list(loaded.keys())
+                if "x" not in keys and len(keys) != 1:
+                    raise DataError(f"{str(path)!r} holds arrays {keys}: name the inputs 'x'.")
+                array = loaded["x" if "x" in keys else keys[0]]
+            else:
+                array = loaded
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy/torch raise many types for a bad file
+        raise DataError(f"Cannot read revision inputs {str(path)!r} ({type(exc).__name__}: {exc}).") from None
+    x = torch.from_numpy(np.ascontiguousarray(array))
+    channels, height, width = input_shape
+    if x.dim() == 3 and channels == 1:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and tuple(x.shape[1:]) == (height, width, channels) and tuple(x.shape[1:]) != input_shape:
+        x = x.permute(0, 3, 1, 2).contiguous()
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
+        raise DataError(
+            f"Revision inputs in {str(path)!r} have shape {tuple(x.shape)}; the stream's inputs are "
+            f"(N, {channels}, {height}, {width})."
+        )
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise DataError(f"Revision inputs in {str(path)!r} must be uint8 pixels or floats in [0, 1]. Got {x.dtype}.")
+    return x.float() * 255.0
+
+
+class PseudoRehearsal(Strategy):
+    """Pseudo-rehearsal (Robins 1995; spaCy's ``rehearse``): on revision inputs, match the
+    teacher's (the model before this task) outputs on every head trained so far.
+
+    ``mix``: each batch of B labelled examples gets ``n = round(B r / (1 - r))`` revision
+    inputs; loss = ``(B * CE + n * R) / (B + n)`` with ``R`` = the revision loss (mean over
+    trained heads of soft-target CE at T, or MSE on logits). ``alternate``: odd steps
+    train on the labelled batch, even steps on B revision inputs alone (so the new task
+    gets half the steps). Revision targets cover each trained head's full output.
+
+    Example:
+        >>> PseudoRehearsal(PseudoRehearsalParams(revision_source="noise")).params.mode
+        'mix'
+    """
+
+    name = "pseudo-rehearsal"
+    title = "pseudo-rehearsal: a frozen copy gives soft targets on revision inputs"
+    params_type = PseudoRehearsalParams
+    teacher_: nn.Module | None = None
+    inputs_: dict[str, torch.Tensor] | None = None
+    n_seen_: int = 0
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self._step = 0
+        self.teacher_ = None
+        self._pool: torch.Tensor | None = None
+        if self.inputs_:
+            self.inputs_ = to_device(self.inputs_, context.device)
+        if context.task_index == 0:
+            return
+        self.teacher_ = frozen_copy(model)
+        self._heads = trained_heads(context.stream, context.task_index)
+        source = self.params.revision_source
+        if source == "old-inputs":
+            self._pool = self.inputs_["x"] if self.inputs_ else None
+        elif source == "new-inputs":
+            self._pool = context.task.train_x
+        elif source == "user":
+            self._pool = load_revision_inputs(self.params.revision_path, context.stream.input_shape).to(context.device)
+
+    def revision_inputs(self, n: int, context: StrategyContext) -> torch.Tensor:
+        """``n`` prepared revision inputs drawn from the configured source."""
+        if self.params.revision_source == "noise":
+            shape = (n, *context.stream.input_shape)
+            raw = torch.randint(0, 256, shape, generator=context.generator, dtype=torch.uint8)
+            return context.transform(raw.to(context.device), train=False)
+        assert self._pool is not None  # before_task set it for every other source
+        return context.prepare(self._pool[sample_indices(self._pool.shape[0], n, context.generator).to(self._pool.device)])
+
+    def revision_loss(self, model: nn.Module, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Mean over trained heads of the distance between the model's and the teacher's
+        outputs on ``inputs`` (``features`` = the model's features of ``inputs``)."""
+        assert self.teacher_ is not None
+        with torch.no_grad():
+            teacher_features = self.teacher_.features(inputs)
+        total = features.new_zeros(())
+        for head in self._heads:
+            student, teacher = model.heads[head](features), self.teacher_.heads[head](teacher_features)
+            if self.params.loss == "mse":
+                total = total + F.mse_loss(student, teacher)
+            else:
+                total = total + soft_cross_entropy(student, teacher, self.params.temperature)
+        return total / len(self._heads)
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        if self.teacher_ is None or (self.params.revision_source == "old-inputs" and self._pool is None):
+            return super().batch_loss(model, batch, context)
+        n = batch.targets.shape[0]
+        if self.params.mode == "alternate":
+            self._step += 1
+            if self._step % 2 == 1:
+                return super().batch_loss(model, batch, context)
+            inputs = self.revision_inputs(n, context)
+            return self.revision_loss(model, model.features(inputs), inputs)
+        fraction = self.params.revision_fraction
+        n_revision = max(1, round(n * fraction / (1 - fraction)))
+        inputs = self.revision_inputs(n_revision, context)
+        features = model.features(torch.cat([batch.inputs, inputs]))
+        task_loss = F.cross_entropy(model.heads[batch.head_index](features[:n]), batch.targets)
+        revision = self.revision_loss(model, features[n:], inputs)
+        return (n * task_loss + n_revision * revision) / (n + n_revision)
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.teacher_, self._pool = None, None
+        if self.params.revision_source != "old-inputs":
+            return
+        task = context.task
+        order = torch.randperm(task.n_train, generator=context.generator)
+        self.inputs_ = reservoir_update(
+            self.inputs_ or {}, {"x": task.train_x[order].to(context.device)},
+            n_seen=self.n_seen_, capacity=self.params.revision_size, generator=context.generator,
+        )
+        self.n_seen_ += task.n_train
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.inputs_:
+            return {}
+        return {"inputs": self.inputs_, "n_seen": self.n_seen_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            check_state_keys(self, state, {"inputs", "n_seen"})
+            self.inputs_, self.n_seen_ = dict(state["inputs"]), int(state["n_seen"])
+            if buffer_length(self.inputs_) == 0:
+                self.inputs_ = None

@@ -1,0 +1,273 @@
+"""Methods with an episodic memory of old examples: experience replay, A-GEM, DER++.
+
+Buffer items keep their raw uint8 input, label and head index (and, for DER++, the
+logits the model gave when the item was stored); they are prepared (normalised,
+augmented) like any training batch when replayed. In multi-head streams every replayed
+item is scored by its own head, with one ``model.features`` pass over the whole batch
+(:func:`~forgetlab.strategies.losses.grouped_cross_entropy`).
+
+Example:
+    >>> import torch
+    >>> agem_project(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])).tolist()
+    [1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext, check_state_keys, to_device
+from forgetlab.strategies.losses import grouped_cross_entropy
+from forgetlab.strategies.memory import (
+    BUFFER_KINDS,
+    buffer_length,
+    class_balanced_update,
+    reservoir_update,
+    sample_indices,
+)
+
+
+class _BufferStrategy(Strategy):
+    """Shared buffer handling: device moves, end-of-task filling, state round trip."""
+
+    buffer_: dict[str, torch.Tensor] | None = None
+    n_seen_: int = 0
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        if self.buffer_:
+            self.buffer_ = to_device(self.buffer_, context.device)
+
+    def fill_from_task(self, context: StrategyContext) -> None:
+        """Offer the finished task's training examples to the buffer (``params.buffer`` rule)."""
+        task = context.task
+        order = torch.randperm(task.n_train, generator=context.generator)
+        new = {
+            "x": task.train_x[order].to(context.device),
+            "y": task.train_y[order].to(context.device),
+            "head": torch.full((task.n_train,), task.head_index, dtype=torch.long, device=context.device),
+        }
+        if self.params.buffer == "class-balanced":
+            self.buffer_ = class_balanced_update(
+                self.buffer_ or {}, new, capacity=self.params.buffer_size, generator=context.generator
+            )
+        else:
+            self.buffer_ = reservoir_update(
+                self.buffer_ or {}, new, n_seen=self.n_seen_, capacity=self.params.buffer_size,
+                generator=context.generator,
+            )
+        self.n_seen_ += task.n_train
+
+    def draw(self, n: int, context: StrategyContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` random buffer items: their indices, prepared inputs, labels, head indices."""
+        assert self.buffer_ is not None
+        index = sample_indices(buffer_length(self.buffer_), n, context.generator).to(self.buffer_["y"].device)
+        return index, context.prepare(self.buffer_["x"][index]), self.buffer_["y"][index], self.buffer_["head"][index]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if not self.buffer_ else {"buffer": self.buffer_, "n_seen": self.n_seen_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            check_state_keys(self, state, {"buffer", "n_seen"})
+            self.buffer_, self.n_seen_ = dict(state["buffer"]), int(state["n_seen"])
+
+
+# -------------------------------------------------------------------- replay -----
+
+@dataclass(frozen=True)
+class ReplayParams(HyperParams):
+    """Attributes:
+        buffer_size: examples kept from the old tasks, in total.
+        fraction: share ``r`` of buffer examples in every training batch.
+        buffer: ``reservoir`` (a uniform sample of all old examples) or
+            ``class-balanced`` (the same number per (head, class)).
+    """
+
+    owner: ClassVar[str] = "Replay"
+    buffer_size: int = 1000
+    fraction: float = 0.5
+    buffer: str = "reservoir"
+
+    def validate(self) -> None:
+        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
+        self.check(0 <= self.fraction < 1, "fraction", "in [0, 1)")
+        self.check_choice("buffer", BUFFER_KINDS)
+
+
+class Replay(_BufferStrategy):
+    """Experience replay: a batch of B new examples gets ``round(B r / (1 - r))`` buffer
+    examples, so that they are the fraction ``r`` of the combined batch; the loss is the
+    mean cross-entropy over all of them, each on its own head. The buffer is filled from
+    each task's training set when the task ends.
+
+    Example:
+        >>> Replay(ReplayParams(buffer="class-balanced")).params.buffer_size
+        1000
+    """
+
+    name = "replay"
+    title = "experience replay from a buffer of old examples"
+    params_type = ReplayParams
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        if not self.buffer_ or self.params.fraction == 0:
+            return super().batch_loss(model, batch, context)
+        n = batch.targets.shape[0]
+        n_memory = max(1, round(n * self.params.fraction / (1 - self.params.fraction)))
+        _, x, y, heads = self.draw(n_memory, context)
+        current = torch.full((n,), batch.head_index, dtype=torch.long, device=heads.device)
+        features = model.features(torch.cat([batch.inputs, x]))
+        return grouped_cross_entropy(features, torch.cat([batch.targets, y]), torch.cat([current, heads]), model)
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.fill_from_task(context)
+
+
+# --------------------------------------------------------------------- A-GEM -----
+
+@dataclass(frozen=True)
+class AGEMParams(HyperParams):
+    """Attributes:
+        buffer_size: examples kept from the old tasks, in total.
+        memory_batch_size: buffer examples drawn for each step's reference gradient.
+        buffer: ``reservoir`` or ``class-balanced`` (see Replay).
+    """
+
+    owner: ClassVar[str] = "AGEM"
+    buffer_size: int = 1000
+    memory_batch_size: int = 256
+    buffer: str = "reservoir"
+
+    def validate(self) -> None:
+        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
+        self.check(self.memory_batch_size >= 1, "memory_batch_size", ">= 1")
+        self.check_choice("buffer", BUFFER_KINDS)
+
+
+def agem_project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """A-GEM's projection (Chaudhry et al. 2019): if ``g . g_ref < 0``, return
+    ``g - (g . g_ref / g_ref . g_ref) g_ref``, else ``g`` unchanged (flat vectors)."""
+    dot = torch.dot(gradient, reference)
+    if dot >= 0:
+        return gradient
+    return gradient - (dot / torch.dot(reference, reference)) * reference
+
+
+class AGEM(_BufferStrategy):
+    """Averaged Gradient Episodic Memory: after ``backward()``, the gradient is projected so
+    that it does not increase the loss on a random batch of buffer examples (to first order).
+
+    Example:
+        >>> AGEM().params.memory_batch_size
+        256
+    """
+
+    name = "agem"
+    title = "Averaged GEM: project gradients that would raise the memory loss"
+    params_type = AGEMParams
+
+    def after_backward(self, model: nn.Module, batch: Batch, context: StrategyContext) -> None:
+        if not self.buffer_:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        _, x, y, heads = self.draw(self.params.memory_batch_size, context)
+        memory_loss = grouped_cross_entropy(model.features(x), y, heads, model)
+        reference = torch.autograd.grad(memory_loss, params, allow_unused=True)
+        flat_grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        flat_ref = torch.cat([(r if r is not None else torch.zeros_like(p)).flatten() for p, r in zip(params, reference)])
+        projected = agem_project(flat_grad, flat_ref)
+        if projected is flat_grad:
+            return
+        offset = 0
+        for p in params:
+            p.grad = projected[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.fill_from_task(context)
+
+
+# ---------------------------------------------------------------------- DER++ -----
+
+@dataclass(frozen=True)
+class DERppParams(HyperParams):
+    """Attributes:
+        buffer_size: examples kept (reservoir over every example trained on, current task included).
+        alpha: weight of the logit-matching term.
+        beta: weight of the replayed-label term.
+        memory_batch_size: buffer examples drawn for each of the two terms.
+    """
+
+    owner: ClassVar[str] = "DER++"
+    buffer_size: int = 1000
+    alpha: float = 0.5
+    beta: float = 0.5
+    memory_batch_size: int = 128
+
+    def validate(self) -> None:
+        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
+        self.check(self.alpha >= 0, "alpha", ">= 0")
+        self.check(self.beta >= 0, "beta", ">= 0")
+        self.check(self.memory_batch_size >= 1, "memory_batch_size", ">= 1")
+
+
+def logit_mse(model: nn.Module, features: torch.Tensor, stored: torch.Tensor, heads: torch.Tensor, head_sizes: tuple[int, ...]) -> torch.Tensor:
+    """Mean squared error between each item's current logits (its own head) and the
+    ``stored`` logits (padded to the widest head), over all real logit entries."""
+    total, count = features.new_zeros(()), 0
+    for head in heads.unique().tolist():
+        mask = heads == head
+        size = head_sizes[head]
+        total = total + F.mse_loss(model.heads[head](features[mask]), stored[mask, :size], reduction="sum")
+        count += int(mask.sum()) * size
+    return total / count
+
+
+class DERpp(_BufferStrategy):
+    """Dark Experience Replay++ (Buzzega et al. 2020):
+    ``L + alpha MSE(f(x'), z') + beta CE(f(x''), y'')`` with ``(x', z')`` and ``(x'', y'')``
+    two independent buffer batches; the buffer is a reservoir over every training example
+    seen, stored with the logits ``z`` the model gave it at that step.
+
+    Example:
+        >>> DERpp().params.alpha
+        0.5
+    """
+
+    name = "derpp"
+    title = "Dark Experience Replay++ (replay logits and labels)"
+    params_type = DERppParams
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        n = batch.targets.shape[0]
+        head_sizes = context.stream.head_sizes
+        if not self.buffer_:
+            logits = model(batch.inputs, batch.head_index)
+            loss = F.cross_entropy(logits, batch.targets)
+        else:
+            m = self.params.memory_batch_size
+            index1, x1, _, heads1 = self.draw(m, context)
+            _, x2, y2, heads2 = self.draw(m, context)
+            features = model.features(torch.cat([batch.inputs, x1, x2]))
+            logits = model.heads[batch.head_index](features[:n])
+            loss = (
+                F.cross_entropy(logits, batch.targets)
+                + self.params.alpha * logit_mse(model, features[n : n + m], self.buffer_["logits"][index1], heads1, head_sizes)
+                + self.params.beta * grouped_cross_entropy(features[n + m :], y2, heads2, model)
+            )
+        stored = logits.detach().new_zeros((n, max(head_sizes)))
+        stored[:, : logits.shape[1]] = logits.detach()
+        new = {
+            "x": batch.raw, "y": batch.targets, "logits": stored,
+            "head": torch.full((n,), batch.head_index, dtype=torch.long, device=batch.targets.device),
+        }
+        self.buffer_ = reservoir_update(
+            self.buffer_ or {}, new, n_seen=self.n_seen_, capacity=self.params.buffer_size, generator=context.generator
+        )
+        self.n_seen_ += n
+        return loss
