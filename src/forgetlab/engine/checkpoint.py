@@ -5,7 +5,8 @@ config, so :func:`load_model` can rebuild the model without any other file.
 
 Example:
     >>> import forgetlab, tempfile
-    >>> result = forgetlab.run(forgetlab.RunConfig(), store=tempfile.mkdtemp())
+    >>> config = forgetlab.RunConfig(train=forgetlab.TrainConfig(epochs=1))
+    >>> result = forgetlab.run(config, store=tempfile.mkdtemp())
     >>> model, config = load_model(result.run_dir / "checkpoints" / "task-1.pt")
     >>> config.model.name, model.head_sizes
     ('mlp', (5, 5))

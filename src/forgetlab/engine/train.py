@@ -135,9 +135,9 @@ def train_stream(
 
     Example:
         >>> import forgetlab
-        >>> from forgetlab.config import RunConfig, resolve
+        >>> from forgetlab.config import RunConfig, apply_overrides, resolve
         >>> from forgetlab.api import build_model_for, build_stream_for
-        >>> cfg = resolve(RunConfig())
+        >>> cfg = resolve(apply_overrides(RunConfig(), ["train.epochs=2"]))
         >>> stream = build_stream_for(cfg)
         >>> model = build_model_for(cfg, stream)
         >>> result = train_stream(model, stream, cfg.train)
