@@ -53,6 +53,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
+
+    analyze = commands.add_parser("analyze", help="compare two checkpoints block by block (CKA, subspace)")
+    measures = analyze.add_subparsers(dest="measure", metavar="MEASURE", parser_class=_Parser, required=True)
+    for measure, text in (("cka", "linear CKA (debiased and biased)"), ("subspace", "top-k subspace similarity")):
+        sub = measures.add_parser(measure, help=f"{text} of every block, checkpoint A vs B")
+        sub.add_argument("checkpoint_a", metavar="A.pt")
+        sub.add_argument("checkpoint_b", metavar="B.pt")
+        sub.add_argument("--dataset", help="read the inputs from this dataset (default: A's)")
+        sub.add_argument("--task", type=int, default=1, help="whose test inputs to use (1-based; default 1)")
+        sub.add_argument("--blocks", help="comma-separated block names (default: all shared blocks)")
+        sub.add_argument("--pool", action="store_true", help="average-pool conv maps instead of flattening")
+        sub.add_argument("--max-samples", type=int, default=0, help="use at most this many inputs (0 = all)")
+        if measure == "subspace":
+            sub.add_argument("--k", type=int, default=10, help="number of principal directions (default 10)")
+        sub.add_argument("--data-dir", help="folder with the dataset files")
+        sub.add_argument("--download", action="store_true", help="download missing dataset files")
+        sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
     return parser
 
 
@@ -129,6 +146,31 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_analyze(args: argparse.Namespace) -> int:
+    from forgetlab.analysis.compare import compare_checkpoints, format_rows
+    from forgetlab.analysis.tables import plot_block_similarity
+
+    rows = compare_checkpoints(
+        args.checkpoint_a,
+        args.checkpoint_b,
+        measure=args.measure,
+        dataset=args.dataset,
+        task=args.task,
+        blocks=[b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None,
+        k=getattr(args, "k", 10),
+        pool=args.pool,
+        data_dir=args.data_dir,
+        download=args.download,
+        max_samples=args.max_samples,
+    )
+    print(f"{args.measure} of {args.checkpoint_a} vs {args.checkpoint_b} on task {args.task}'s test inputs "
+          f"(n = {rows[0].n_samples})")
+    print(format_rows(rows))
+    paths = plot_block_similarity(rows, args.out or f"forgetlab-{args.measure}")
+    print("figure: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _command_list(args: argparse.Namespace) -> int:
     from forgetlab.data.sources import list_sources
     from forgetlab.data.streams import list_streams
@@ -153,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"run": _command_run, "list": _command_list}
+    handlers = {"run": _command_run, "list": _command_list, "analyze": _command_analyze}
     try:
         return handlers[args.command](args)
     except ForgetlabError as exc:

@@ -1,0 +1,105 @@
+"""Compare two forgetlab checkpoints block by block (what ``forgetlab analyze`` runs).
+
+The inputs are one task's test split of the checkpoint's own stream (task 1 by default),
+optionally from another dataset of the same shape, normalised as in training.
+
+Example:
+    >>> import forgetlab, tempfile
+    >>> config = forgetlab.RunConfig(train=forgetlab.TrainConfig(epochs=1))
+    >>> run = forgetlab.run(config, store=tempfile.mkdtemp())
+    >>> folder = run.run_dir / "checkpoints"
+    >>> rows = compare_checkpoints(folder / "task-1.pt", folder / "task-2.pt", measure="cka")
+    >>> sorted({row.block for row in rows})
+    ['fc1', 'fc2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from forgetlab.analysis.tables import BlockSimilarity, cka_table, subspace_table
+from forgetlab.data.augment import BatchTransform
+from forgetlab.errors import ConfigError, IncompatibleError
+
+MEASURES = ("cka", "subspace")
+
+
+def compare_checkpoints(
+    path_a: str | Path,
+    path_b: str | Path,
+    *,
+    measure: str = "cka",
+    dataset: str | None = None,
+    task: int = 1,
+    blocks: Sequence[str] | None = None,
+    k: int = 10,
+    pool: bool = False,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    max_samples: int = 0,
+    batch_size: int = 256,
+) -> list[BlockSimilarity]:
+    """Per-block similarity of checkpoint A vs checkpoint B on task ``task``'s test inputs.
+
+    Args:
+        measure: ``cka`` (debiased and biased linear CKA) or ``subspace`` (top-``k``).
+        dataset: read the inputs from this dataset instead of checkpoint A's.
+        task: 1-based task of checkpoint A's stream whose test inputs are used.
+        blocks: block names (default: every block the two models share).
+        pool: average-pool conv maps instead of flattening them.
+        max_samples: use at most this many inputs (0 = all).
+    """
+    from forgetlab.api import build_stream_for
+    from forgetlab.engine.checkpoint import load_model
+
+    if measure not in MEASURES:
+        raise ConfigError(f"The 'measure' parameter must be one of {', '.join(MEASURES)}. Got {measure!r} instead.")
+    model_a, config_a = load_model(path_a)
+    model_b, _ = load_model(path_b)
+    if model_a.input_shape != model_b.input_shape:
+        raise IncompatibleError(
+            f"The checkpoints take different inputs: {model_a.input_shape} vs {model_b.input_shape}."
+        )
+    if dataset is not None:
+        config_a = replace(config_a, stream=replace(config_a.stream, dataset=dataset))
+    stream = build_stream_for(config_a, data_dir=data_dir, download=download)
+    if not 1 <= task <= stream.n_tasks:
+        raise ConfigError(f"The 'task' parameter must be in [1, {stream.n_tasks}]. Got {task} instead.")
+    chosen = stream.tasks[task - 1]
+    inputs = chosen.test_x[:max_samples] if max_samples > 0 else chosen.test_x
+    if tuple(inputs.shape[1:]) != model_a.input_shape:
+        raise IncompatibleError(
+            f"Inputs of shape {tuple(inputs.shape[1:])} do not fit models that take {model_a.input_shape}."
+        )
+    transform = BatchTransform(stream.mean, stream.std, augment=False)
+
+    def prepare(x):
+        return transform(x, train=False)
+
+    head = chosen.head_index if chosen.head_index < model_a.n_heads else 0
+    label_a, label_b = Path(path_a).stem, Path(path_b).stem
+    if label_a == label_b:
+        label_a, label_b = str(path_a), str(path_b)
+    if measure == "cka":
+        return cka_table(
+            model_a, model_b, inputs, blocks, condition=f"{label_a} vs {label_b}", pool=pool,
+            batch_size=batch_size, prepare=prepare, head_index=head,
+        )
+    return subspace_table(
+        {label_a: model_a, label_b: model_b}, inputs, k, blocks, pool=pool,
+        batch_size=batch_size, prepare=prepare, head_index=head,
+    )
+
+
+def format_rows(rows: Sequence[BlockSimilarity]) -> str:
+    """A per-block text table: one column per measure."""
+    measures = list(dict.fromkeys(row.measure for row in rows))
+    blocks = list(dict.fromkeys(row.block for row in rows))
+    values = {(row.block, row.measure): row.value for row in rows}
+    width = max(len(b) for b in blocks) + 2
+    lines = [f"{'block':<{width}}" + "".join(f"{m:>22}" for m in measures)]
+    for block in blocks:
+        lines.append(f"{block:<{width}}" + "".join(f"{values[(block, m)]:>22.4f}" for m in measures))
+    return "\n".join(lines)
