@@ -109,10 +109,38 @@ def evaluate_task(
     return correct / max(int(x.shape[0]), 1)
 
 
-def _progress(total: int, description: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+class _Bar:
+    """A tqdm bar (or nothing, when disabled) usable as a context manager."""
 
-    return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True, unit="step")
+    def __init__(self, total: int, description: str, enabled: bool, unit: str) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, unit=unit)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def wrap(self, items: list[Any]) -> Any:
+        for item in items:
+            yield item
+            self.update()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _progress(total: int, description: str, enabled: bool, unit: str = "step") -> _Bar:
+    return _Bar(total, description, enabled, unit)
 
 
 def train_stream(
@@ -166,9 +194,10 @@ def train_stream(
     def evaluate_all() -> tuple[float, ...]:
         nonlocal eval_seconds
         tick = time.perf_counter()
-        accuracies = tuple(
-            evaluate_task(model, x, y, head, transform, config.eval_batch_size) for x, y, head in test_sets
-        )
+        with _progress(len(test_sets), "evaluating", progress, unit="task") as bar:
+            accuracies = tuple(
+                evaluate_task(model, x, y, head, transform, config.eval_batch_size) for x, y, head in bar.wrap(test_sets)
+            )
         eval_seconds += time.perf_counter() - tick
         return accuracies
 
