@@ -15,14 +15,16 @@ Example:
     3
 """
 
-from forgetlab.user.diagnosis import BlockDiagnosis, Diagnosis, ResetResult, accuracy, diagnose, reset_analysis, weight_change
+from forgetlab.user.diagnosis import BlockDiagnosis, Diagnosis, ResetResult, accuracy, diagnose, predict, reset_analysis, weight_change
+from forgetlab.user.finetuning import FINETUNE_METHODS, FinetuneResult, finetune, make_params
+from forgetlab.user.report import write_report
 from forgetlab.user.load import check_state_dict, import_model_class, load_user_model, read_model_file, save_user_model
 from forgetlab.user.userdata import UserData, as_inputs, check_fits, load_user_data, split_data, user_data
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
 __all__ = [
-    "BlockDiagnosis", "Diagnosis", "ResetResult", "UserData", "WrappedModel", "accuracy", "as_inputs",
+    "FINETUNE_METHODS", "BlockDiagnosis", "Diagnosis", "FinetuneResult", "finetune", "make_params", "predict", "ResetResult", "UserData", "WrappedModel", "accuracy", "as_inputs",
     "check_fits", "check_state_dict", "diagnose", "import_model_class", "load_user_data", "load_user_model",
     "read_model_file", "reset_analysis", "save_user_model", "split_data", "user_data", "weight_change",
-    "wrap_model",
+    "wrap_model", "write_report",
 ]

@@ -43,7 +43,7 @@ from forgetlab.errors import ConfigError, IncompatibleError
 from forgetlab.user.userdata import UserData, as_inputs, check_fits
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
-__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "reset_analysis", "weight_change"]
+__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,23 @@ def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
             logits = model(as_inputs(data.x[start : start + batch_size]).to(device))
             correct += int((logits.argmax(1).cpu() == data.y[start : start + batch_size]).sum())
     return correct / max(data.n_samples, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels ``(N,)`` (argmax of the logits) of ``model`` (eval mode; modes
+    restored) on inputs ``x`` (uint8 scaled to [0, 1], else float32).
+
+    Example:
+        >>> predict(nn.Sequential(nn.Linear(2, 3)), torch.zeros(4, 2)).shape
+        torch.Size([4])
+    """
+    device = next(model.parameters()).device
+    out = []
+    with eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            out.append(model(as_inputs(x[start : start + batch_size]).to(device)).argmax(1).cpu())
+    return torch.cat(out)
 
 
 def weight_change(old: nn.Module, new: nn.Module, blocks: Sequence[str] | None = None) -> dict[str, float | None]:
