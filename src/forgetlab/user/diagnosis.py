@@ -273,7 +273,7 @@ def diagnose(
     ``old`` / ``new``: the same architecture (WrappedModels, or any modules, wrapped with
     ``blocks``). ``data``: the old task's labelled data; the similarity measures use its
     first ``max_samples`` inputs. ``k``: subspace dimension (lowered per block to the
-    rank of its activations). ``pool``: average conv maps over space before CKA/subspace.
+    rank of its activations and to half its width: a subspace of the whole space is trivially 1). ``pool``: average conv maps over space before CKA/subspace.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"The 'k' parameter must be an integer >= 1. Got {k!r}.")
@@ -322,7 +322,7 @@ def _rank(x: torch.Tensor) -> int:
 
 
 def _subspace(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[float | None, int]:
-    k_used = min(k, _rank(a), _rank(b))
+    k_used = min(k, _rank(a), _rank(b), a.shape[1] // 2)  # k = n_features would give 1 trivially
     if k_used < 1:
         return None, 0
     return subspace_similarity(a, b, k_used), k_used
