@@ -9,6 +9,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+torch.set_num_threads(1)  # tiny models: one thread is fastest, above all on a shared machine
+
 
 class ResidualMLP(nn.Module):
     """A small residual MLP: stem -> two residual blocks -> classifier (10 outputs)."""
