@@ -224,8 +224,7 @@ def load_user_model(
             )
         check_state_dict(net, state, str(path))
         net.load_state_dict(state)
-    net.eval()
-    return wrap_model(net, blocks=blocks, head=head, input_shape=input_shape)
+    return wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
