@@ -4,8 +4,6 @@ Everything works on whole batches on the training device; no per-sample Python.
 
 Example:
     >>> import torch
-
-from forgetlab.errors import ConfigError
     >>> prepare = BatchTransform(mean=(0.5,), std=(0.25,), augment=False)
     >>> round(prepare(torch.full((2, 1, 4, 4), 255, dtype=torch.uint8), train=True)[0, 0, 0, 0].item(), 4)
     2.0
@@ -16,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from forgetlab.errors import ConfigError
 
 
 class BatchTransform:
