@@ -51,7 +51,7 @@ def digits_tasks(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def train_plain(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 15, lr: float = 1e-3, seed: int = 0) -> nn.Module:
+def train_plain(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, lr: float = 1e-3, seed: int = 0) -> nn.Module:
     """The user's own training loop: Adam, batches of 64, cross-entropy."""
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)

@@ -36,7 +36,7 @@ def main(out_dir: Path) -> dict[str, dict[str, float]]:
     model = load_user_model(out_dir / "old.pt", module=ResidualMLP(), input_shape=(64,))
     new_data, old_data = load_user_data(out_dir / "new.npz"), load_user_data(out_dir / "old.npz")
     summary = {}
-    for method, params in (("naive", None), ("pseudo-rehearsal", None), ("ewc", {"lam": 1e5, "fisher_samples": 200})):
+    for method, params in (("naive", None), ("pseudo-rehearsal", None), ("ewc", {"lam": 2e4, "fisher_samples": 200})):
         result = finetune(model, new_data, method=method, params=params, old_data=old_data, epochs=5)
         print(result.format_report(), end="\n\n")
         save_user_model(result.model, out_dir / f"finetuned-{method}.pt", {"method": method, **result.to_dict()})
