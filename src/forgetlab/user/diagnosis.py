@@ -13,17 +13,7 @@ For the old task's data (``data``) and optionally the new task's (``new_data``):
 
 Analyses run on copies or under hooks that are removed afterwards: neither model changes.
 
-Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> from forgetlab.user import WrappedModel, user_data
-    >>> torch.manual_seed(0) and None
-    >>> old = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
-    >>> new = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
-    >>> data = user_data(torch.randn(50, 4), torch.arange(50) % 2)
-    >>> result = diagnose(old, new, data, k=2)
-    >>> [row.block for row in result.blocks], len(result.resets)
-    (['0', '1', '2'], 6)
+See :func:`diagnose` for an example.
 """
 
 from __future__ import annotations
@@ -273,7 +263,20 @@ def diagnose(
     ``old`` / ``new``: the same architecture (WrappedModels, or any modules, wrapped with
     ``blocks``). ``data``: the old task's labelled data; the similarity measures use its
     first ``max_samples`` inputs. ``k``: subspace dimension (lowered per block to the
-    rank of its activations and to half its width: a subspace of the whole space is trivially 1). ``pool``: average conv maps over space before CKA/subspace.
+    rank of its activations and to half its width: a subspace of the whole space is
+    trivially 1). ``pool``: average conv maps over space before CKA / subspace.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from forgetlab.user import WrappedModel, user_data
+        >>> torch.manual_seed(0) and None
+        >>> old = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> new = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> data = user_data(torch.randn(50, 4), torch.arange(50) % 2)
+        >>> result = diagnose(old, new, data, k=2)
+        >>> [row.block for row in result.blocks], len(result.resets)
+        (['0', '1', '2'], 6)
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"The 'k' parameter must be an integer >= 1. Got {k!r}.")

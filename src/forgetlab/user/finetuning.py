@@ -26,16 +26,7 @@ naive              nothing (the baseline that forgets)
 it, it is the agreement with the original model's predictions on the old task's
 inputs (100% before fine-tuning, by construction): the report says which.
 
-Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> from forgetlab.user import WrappedModel, user_data
-    >>> _ = torch.manual_seed(0)
-    >>> model = WrappedModel(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 4)))
-    >>> new = user_data(torch.randn(40, 4), torch.arange(40) % 2 + 2)
-    >>> result = finetune(model, new, method="pseudo-rehearsal", epochs=2)
-    >>> result.before["old"], result.old_task_kind
-    (1.0, 'agreement with the original model')
+See :func:`finetune` for an example.
 """
 
 from __future__ import annotations
@@ -159,6 +150,17 @@ def finetune(
     (``test_fraction``). ``params``: the method's hyperparameters (a dataclass, or a
     mapping of overrides); pseudo-rehearsal defaults to ``revision_source="old-inputs"``
     with every old-task input as revision pool. ``model`` is never changed.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from forgetlab.user import WrappedModel, user_data
+        >>> _ = torch.manual_seed(0)
+        >>> model = WrappedModel(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 4)))
+        >>> new = user_data(torch.randn(40, 4), torch.arange(40) % 2 + 2)
+        >>> result = finetune(model, new, method="pseudo-rehearsal", epochs=2)
+        >>> result.before["old"], result.old_task_kind
+        (1.0, 'agreement with the original model')
     """
     if method not in FINETUNE_METHODS:
         raise unknown_name("finetune method", method, FINETUNE_METHODS)
