@@ -103,3 +103,23 @@ def test_wrong_data_shape_is_refused(pair):
     old, new, _, _ = pair
     with pytest.raises(IncompatibleError, match=r"bad: inputs of shape \(6, 5\) do not fit the model"):
         diagnose(old, new, user_data(torch.zeros(8, 6, 5), torch.zeros(8, dtype=torch.long), "bad"))
+
+
+def test_weight_change_matches_an_independent_computation():
+    import numpy as np
+
+    torch.manual_seed(3)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    change = weight_change(a, b)
+    for name in ("0", "2"):
+        old = np.concatenate([p.detach().numpy().ravel() for p in a.get_submodule(name).parameters()])
+        new = np.concatenate([p.detach().numpy().ravel() for p in b.get_submodule(name).parameters()])
+        assert change[name] == pytest.approx(np.linalg.norm(new - old) / np.linalg.norm(old), rel=1e-6)
+    assert change["1"] is None  # ReLU: no parameters
+    data = user_data(torch.randn(30, 3), torch.arange(30) % 2)
+    table = diagnose(a, b, data, k=2).format_table()
+    assert any(line.startswith("1 ") and " - " in line for line in table.splitlines())
