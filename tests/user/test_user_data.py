@@ -116,3 +116,23 @@ def test_split_is_seeded_and_disjoint():
     assert not set(train.x[:, 0].tolist()) & set(test.x[:, 0].tolist())
     with pytest.raises(ConfigError, match="'test_fraction' parameter must be in \\(0, 1\\). Got 1.5"):
         split_data(data, 1.5)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(st.sampled_from([np.float32, np.float64, np.uint8, np.int64, np.bool_]), hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),
+    y=hnp.arrays(st.sampled_from([np.int64, np.float64, np.int8]), hnp.array_shapes(min_dims=0, max_dims=2, max_side=4)),
+)
+def test_any_arrays_give_user_data_or_a_data_error(x, y):
+    try:
+        data = user_data(x, y, "fuzz")
+    except DataError as exc:
+        assert str(exc).startswith("fuzz")
+        return
+    assert data.x.shape[0] == data.y.shape[0] > 0 and data.y.dtype == torch.int64
+    assert data.x.dtype in (torch.uint8, torch.float32) and bool(torch.isfinite(data.x.float()).all())
