@@ -5,6 +5,8 @@
     forgetlab run --set train.lr=0.01 --set stream.head=single --json
     forgetlab run --method ewc --set method.lam=100
     forgetlab list
+    forgetlab diagnose old.pt new.pt --data old.npz --new-data new.npz --report diag/
+    forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
 """
 
 from __future__ import annotations
@@ -70,7 +72,51 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", help="folder with the dataset files")
         sub.add_argument("--download", action="store_true", help="download missing dataset files")
         sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
+    _add_user_parsers(commands)
     return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-class", metavar="MODULE:CLASS", help="architecture of a plain state_dict file, e.g. mynet:Net")
+    parser.add_argument("--model-args", metavar="JSON", help="keyword arguments of --model-class, e.g. '{\"width\": 64}'")
+    parser.add_argument("--blocks", metavar="A,B,...", help="block module paths, input side first (default: top-level children)")
+    parser.add_argument("--head", metavar="PATH", help="the final linear layer's module path (default: the last nn.Linear)")
+    parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
+    parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
+    parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+
+
+def _add_user_parsers(commands) -> None:
+    diagnose = commands.add_parser(
+        "diagnose", help="compare two checkpoints of your model on the old task: per-block change, CKA, reset analysis"
+    )
+    diagnose.add_argument("old", metavar="OLD", help="the model before fine-tuning (state_dict, whole model, or forgetlab checkpoint)")
+    diagnose.add_argument("new", metavar="NEW", help="the model after (a state_dict takes OLD's architecture)")
+    diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder")
+    diagnose.add_argument("--new-data", help="the new task's labelled data (adds new-task accuracies)")
+    diagnose.add_argument("--k", type=int, default=10, help="subspace dimension (default 10)")
+    diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000)")
+    diagnose.add_argument("--pool", action="store_true", help="average conv maps over space before CKA / subspace")
+    diagnose.add_argument("--report", metavar="DIR", help="write report.html (+ PNG/SVG figures, diagnosis.json) there")
+    _add_model_options(diagnose)
+
+    finetune = commands.add_parser("finetune", help="fine-tune your model on new data while keeping its old behaviour")
+    finetune.add_argument("model", metavar="MODEL", help="your trained model (state_dict, whole model, or forgetlab checkpoint)")
+    finetune.add_argument("--new-data", required=True, help="the new labelled data: .npz (x, y), .csv, or image folder")
+    finetune.add_argument("--method", default="pseudo-rehearsal", help="pseudo-rehearsal (default), ewc, l2, replay, lwf, naive")
+    finetune.add_argument("--old-data", help="labelled old-task data: true old-task accuracy; EWC / replay use it")
+    finetune.add_argument("--revision-data", help="inputs the original model labels for pseudo-rehearsal (labels ignored)")
+    finetune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="a method hyperparameter, e.g. --set lam=1000 or --set mode=alternate (repeatable)")
+    finetune.add_argument("--epochs", type=int, default=5, help="epochs over the new data (default 5)")
+    finetune.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    finetune.add_argument("--optimizer", default="adam", help="adam (default) or sgd")
+    finetune.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    finetune.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the new (and old) data (default 0.2)")
+    finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    finetune.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    finetune.add_argument("--out", required=True, help="where to save the fine-tuned state_dict (+ OUT.json metadata)")
+    _add_model_options(finetune)
 
 
 def _config_from_args(args: argparse.Namespace):  # -> RunConfig
@@ -188,6 +234,76 @@ def _command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model_args(args: argparse.Namespace, path: str, architecture=None):  # -> WrappedModel
+    from forgetlab.errors import ConfigError
+    from forgetlab.user import load_user_model
+
+    model_args = None
+    if args.model_args:
+        try:
+            model_args = json.loads(args.model_args)
+        except ValueError as exc:
+            raise ConfigError(f"The --model-args option must be a JSON object. Got {args.model_args!r} ({exc}).") from None
+        if not isinstance(model_args, dict):
+            raise ConfigError(f"The --model-args option must be a JSON object. Got {args.model_args!r}.")
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+    return load_user_model(
+        path, module=architecture, model_class=args.model_class, model_args=model_args, blocks=blocks, head=args.head,
+    )
+
+
+def _command_diagnose(args: argparse.Namespace) -> int:
+    from forgetlab.user import diagnose, load_user_data, write_report
+
+    old = _load_model_args(args, args.old)
+    new = _load_model_args(args, args.new, architecture=old.module)
+    if old.input_shape is not None and new.input_shape is None:
+        new.input_shape = old.input_shape
+    if not args.blocks and new.block_names != old.block_names:
+        new = type(new)(new.module, blocks=old.block_names, head=old.head_name, input_shape=old.input_shape)
+    data = load_user_data(args.data, label_column=args.label_column, image_size=args.image_size)
+    new_data = load_user_data(args.new_data, label_column=args.label_column, image_size=args.image_size) if args.new_data else None
+    result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples, pool=args.pool)
+    print(result.format_table())
+    if args.report:
+        print(f"report: {write_report(result, args.report)}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _command_finetune(args: argparse.Namespace) -> int:
+    from forgetlab.errors import ConfigError
+    from forgetlab.user import finetune, load_user_data, save_user_model
+
+    params = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"The --set option must look like KEY=VALUE (e.g. lam=100). Got {item!r}.")
+        params[key.strip()] = _parse_value(value.strip())
+    model = _load_model_args(args, args.model)
+    load = lambda path: load_user_data(path, label_column=args.label_column, image_size=args.image_size) if path else None  # noqa: E731
+    result = finetune(
+        model, load(args.new_data), method=args.method, params=params, old_data=load(args.old_data),
+        revision_data=load(args.revision_data), epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+        batch_size=args.batch_size, test_fraction=args.test_fraction, seed=args.seed, device=args.device,
+    )
+    print(result.format_report())
+    path = save_user_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
+    print(f"saved: {path} (state_dict) and {path}.json")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forgetlab`` command; returns the exit status."""
     parser = _parser()
@@ -195,7 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"run": _command_run, "list": _command_list, "analyze": _command_analyze}
+    handlers = {
+        "run": _command_run,
+        "list": _command_list,
+        "analyze": _command_analyze,
+        "diagnose": _command_diagnose,
+        "finetune": _command_finetune,
+    }
     try:
         return handlers[args.command](args)
     except ForgetlabError as exc:

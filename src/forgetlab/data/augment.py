@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from forgetlab.errors import ConfigError
+
 
 class BatchTransform:
     """Normalise uint8 batches ``(B, C, H, W)``; when training with ``augment``, also
@@ -22,6 +24,15 @@ class BatchTransform:
 
     Randomness comes only from the ``generator`` passed to ``__call__`` (on the
     batch's device), so runs are reproducible.
+
+    Empty ``mean`` and ``std`` mean "inputs as given": uint8 batches of any shape are
+    scaled to [0, 1], float batches pass unchanged (as float32); ``augment`` must then be
+    False. User data for ``forgetlab.user`` (features or images) goes through this mode.
+
+    Example:
+        >>> as_given = BatchTransform((), (), augment=False)
+        >>> as_given(torch.tensor([[255, 0]], dtype=torch.uint8), train=True).tolist()
+        [[1.0, 0.0]]
     """
 
     def __init__(
@@ -35,6 +46,12 @@ class BatchTransform:
     ) -> None:
         self.augment = augment
         self.pad = pad
+        self.as_given = len(mean) == 0 and len(std) == 0
+        if self.as_given:
+            if augment:
+                raise ConfigError("The 'augment' parameter of BatchTransform must be False when mean and std are empty (inputs as given). Got True.")
+            self.scale = self.shift = torch.zeros(())
+            return
         channels = len(mean)
         std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
@@ -50,6 +67,8 @@ class BatchTransform:
     def __call__(
         self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
+        if self.as_given:
+            return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if train and self.augment:
             x = random_crop_flip(x, self.pad, generator)
         return torch.addcmul(self.shift, x.float(), self.scale)

@@ -22,7 +22,7 @@ from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
-from forgetlab.errors import ForgetlabError
+from forgetlab.errors import ConfigError, ForgetlabError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
 
@@ -153,6 +153,7 @@ def train_stream(
     checkpoint_dir: Path | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
     progress: bool = False,
+    start_task: int = 0,
 ) -> TrainResult:
     """Train ``model`` on every task of ``stream`` in order; evaluate all tasks as it goes.
 
@@ -160,6 +161,13 @@ def train_stream(
     are already there, resumes after the last one (same result as an uninterrupted run).
     ``strategy`` (default: naive fine-tuning) is called as ``forgetlab.strategies.base``
     documents; its state and its generator are part of every checkpoint.
+
+    ``start_task`` > 0 declares the first ``start_task`` tasks already learned by
+    ``model`` (e.g. a user's trained model whose old task is given as data): they are
+    not trained; the strategy's ``before_task`` and ``after_task`` run on each of them
+    in order (so it builds its anchors, importances or buffers from their data and the
+    model as it is), their rows of ``R`` are the initial accuracies, and training
+    starts at task ``start_task``.
 
     Example:
         >>> import forgetlab
@@ -222,6 +230,14 @@ def train_stream(
         start_time -= float(payload.get("elapsed_seconds", 0.0))
     else:
         initial = np.array(evaluate_all())
+        if not 0 <= start_task < n_tasks:
+            raise ConfigError(f"The 'start_task' parameter must be in [0, {n_tasks - 1}]. Got {start_task}.")
+        for task_index in range(start_task):
+            context = StrategyContext(stream, task_index, device, transform, strategy_generator, augment_generator)
+            strategy.before_task(model, context)
+            strategy.after_task(model, context)
+            R[task_index] = initial
+        first_task = start_task
 
     for task_index in range(first_task, n_tasks):
         task: Task = stream.tasks[task_index]

@@ -1,0 +1,331 @@
+"""Diagnose forgetting between two checkpoints of one model: OLD (before) and NEW (after).
+
+For the old task's data (``data``) and optionally the new task's (``new_data``):
+
+* accuracy of OLD and NEW;
+* per block: relative weight change ``||w_new - w_old|| / ||w_old||`` (parameters of the
+  block), linear CKA (debiased, and biased as in Kornblith et al. 2019) and top-``k``
+  PCA subspace similarity between OLD's and NEW's activations on the old task's inputs;
+* a reset analysis: copies of NEW with some blocks rewound to OLD's weights (buffers,
+  e.g. BatchNorm statistics, too): each block alone, the first ``j`` blocks
+  (bottom-up) and the last ``j`` blocks (top-down), with their old-task (and new-task)
+  accuracy. Which rewind recovers the old skill, at what cost on the new task?
+
+Analyses run on copies or under hooks that are removed afterwards: neither model changes.
+
+See :func:`diagnose` for an example.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from forgetlab.analysis import cka_table, collect_activations, subspace_similarity
+from forgetlab.analysis.activations import eval_mode
+from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.user.userdata import UserData, as_inputs, check_fits
+from forgetlab.user.wrap import WrappedModel, wrap_model
+
+__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change"]
+
+
+@dataclass(frozen=True)
+class BlockDiagnosis:
+    """One row of the diagnosis table (similarities on the old task's inputs; ``None``
+    where a measure is undefined, e.g. a block without parameters has no weight change)."""
+
+    block: str
+    weight_change: float | None
+    cka_debiased: float
+    cka: float
+    subspace_similarity: float | None
+    subspace_k: int
+    old_accuracy_after_reset: float
+    new_accuracy_after_reset: float | None
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """Accuracy of NEW with ``blocks`` rewound to OLD. ``kind``: ``block`` (one block),
+    ``bottom-up`` (the first blocks) or ``top-down`` (the last blocks)."""
+
+    kind: str
+    blocks: tuple[str, ...]
+    old_accuracy: float
+    new_accuracy: float | None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "block":
+            return self.blocks[0]
+        return f"{self.kind} {len(self.blocks)} ({self.blocks[0]}..{self.blocks[-1]})"
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` returns; :meth:`format_table` renders it for a terminal."""
+
+    old_task: dict[str, float]
+    new_task: dict[str, float] | None
+    blocks: list[BlockDiagnosis]
+    resets: list[ResetResult]
+    n_samples: int
+    k: int
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        out = asdict(self)
+        out["resets"] = [{**asdict(r), "blocks": list(r.blocks), "label": r.label} for r in self.resets]
+        return out
+
+    def format_table(self) -> str:
+        """The diagnosis as text tables (accuracies in percent)."""
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{100 * value:.1f}%"
+
+        def num(value: float | None) -> str:
+            return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+        lines = [
+            f"old-task accuracy ({self.sources.get('data', 'data')}, {self.n_samples} examples): "
+            f"OLD {pct(self.old_task['old'])}  NEW {pct(self.old_task['new'])}"
+        ]
+        if self.new_task is not None:
+            lines.append(
+                f"new-task accuracy ({self.sources.get('new_data', 'new data')}): "
+                f"OLD {pct(self.new_task['old'])}  NEW {pct(self.new_task['new'])}"
+            )
+        header = ["block", "weight change", "CKA debiased (biased)", f"subspace sim (k<={self.k})", "old acc if reset"]
+        if self.new_task is not None:
+            header.append("new acc if reset")
+        rows = []
+        for b in self.blocks:
+            row = [
+                b.block, num(b.weight_change), f"{num(b.cka_debiased)} ({num(b.cka)})",
+                num(b.subspace_similarity) + (f" k={b.subspace_k}" if b.subspace_similarity is not None else ""),
+                pct(b.old_accuracy_after_reset),
+            ]
+            if self.new_task is not None:
+                row.append(pct(b.new_accuracy_after_reset))
+            rows.append(row)
+        lines += ["", _render(header, rows)]
+        prefix_rows = [
+            [r.label, pct(r.old_accuracy)] + ([pct(r.new_accuracy)] if self.new_task is not None else [])
+            for r in self.resets
+            if r.kind != "block"
+        ]
+        if prefix_rows:
+            head = ["rewound to OLD", "old acc"] + (["new acc"] if self.new_task is not None else [])
+            lines += ["", _render(head, prefix_rows)]
+        return "\n".join(lines)
+
+
+def _render(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    fmt = lambda cells: "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _check_pair(old: WrappedModel, new: WrappedModel) -> None:
+    a, b = old.module.state_dict(), new.module.state_dict()
+    if set(a) != set(b) or any(tuple(a[k].shape) != tuple(b[k].shape) for k in a):
+        missing = sorted(set(a) - set(b))[:10]
+        extra = sorted(set(b) - set(a))[:10]
+        shapes = [f"{k}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in a if k in b and a[k].shape != b[k].shape][:10]
+        raise IncompatibleError(
+            "OLD and NEW must be the same architecture: NEW lacks keys "
+            f"{missing}, has extra keys {extra}, shape mismatches (OLD vs NEW) {shapes}."
+        )
+    if old.block_names != new.block_names:
+        raise IncompatibleError(f"OLD and NEW must name the same blocks. Got {list(old.block_names)} and {list(new.block_names)}.")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
+    """Accuracy of ``model`` (eval mode; modes restored) on ``data``.
+
+    Example:
+        >>> from forgetlab.user import WrappedModel, user_data
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> accuracy(WrappedModel(net), user_data(torch.zeros(4, 2), [0, 0, 0, 0])) in (0.0, 1.0)
+        True
+    """
+    device = next(model.parameters()).device
+    correct = 0
+    with eval_mode(model):
+        for start in range(0, data.n_samples, batch_size):
+            logits = model(as_inputs(data.x[start : start + batch_size]).to(device))
+            correct += int((logits.argmax(1).cpu() == data.y[start : start + batch_size]).sum())
+    return correct / max(data.n_samples, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels ``(N,)`` (argmax of the logits) of ``model`` (eval mode; modes
+    restored) on inputs ``x`` (uint8 scaled to [0, 1], else float32).
+
+    Example:
+        >>> predict(nn.Sequential(nn.Linear(2, 3)), torch.zeros(4, 2)).shape
+        torch.Size([4])
+    """
+    device = next(model.parameters()).device
+    out = []
+    with eval_mode(model):
+        for start in range(0, x.shape[0], batch_size):
+            out.append(model(as_inputs(x[start : start + batch_size]).to(device)).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def weight_change(old: nn.Module, new: nn.Module, blocks: Sequence[str] | None = None) -> dict[str, float | None]:
+    """``{block: ||w_new - w_old|| / ||w_old||}`` over each block's parameters (``None``
+    for a block without parameters; ``inf`` when OLD's weights are all zero).
+
+    Example:
+        >>> a = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> b = copy.deepcopy(a)
+        >>> with torch.no_grad():
+        ...     _ = b[0].weight.mul_(2.0)
+        >>> change = weight_change(a, b)
+        >>> 0 < change["0"] < 1, change["1"]
+        (True, None)
+    """
+    old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
+    _check_pair(old_w, new_w)
+    out: dict[str, float | None] = {}
+    for name in old_w.block_names:
+        pairs = list(zip(old_w.blocks[name].parameters(), new_w.blocks[name].parameters()))
+        if not pairs:
+            out[name] = None
+            continue
+        diff = math.sqrt(sum(float((b.detach().double() - a.detach().double()).square().sum()) for a, b in pairs))
+        norm = math.sqrt(sum(float(a.detach().double().square().sum()) for a, _ in pairs))
+        out[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
+    return out
+
+
+def _rewound(old: WrappedModel, new: WrappedModel, blocks: Sequence[str]) -> WrappedModel:
+    model = copy.deepcopy(new)
+    for name in blocks:
+        model.blocks[name].load_state_dict(old.blocks[name].state_dict())
+    return model
+
+
+def reset_analysis(
+    old: nn.Module, new: nn.Module, data: UserData, new_data: UserData | None = None, blocks: Sequence[str] | None = None
+) -> list[ResetResult]:
+    """Accuracy of copies of NEW with blocks rewound to OLD: each block, then the first
+    ``j`` (bottom-up) and the last ``j`` (top-down) blocks, ``j >= 2``. Neither model changes.
+
+    Example:
+        >>> from forgetlab.user import user_data
+        >>> a = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> rows = reset_analysis(a, copy.deepcopy(a), user_data(torch.randn(8, 2), torch.arange(8) % 2))
+        >>> [(r.kind, len(r.blocks)) for r in rows]
+        [('block', 1), ('block', 1), ('block', 1), ('bottom-up', 2), ('bottom-up', 3), ('top-down', 2)]
+    """
+    old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
+    _check_pair(old_w, new_w)
+    names = old_w.block_names
+    sets: list[tuple[str, tuple[str, ...]]] = [("block", (name,)) for name in names]
+    sets += [("bottom-up", names[:j]) for j in range(2, len(names) + 1)]
+    sets += [("top-down", names[-j:]) for j in range(2, len(names))]  # all blocks = bottom-up n
+    results = []
+    for kind, chosen in sets:
+        model = _rewound(old_w, new_w, chosen)
+        results.append(
+            ResetResult(kind, tuple(chosen), accuracy(model, data), None if new_data is None else accuracy(model, new_data))
+        )
+    return results
+
+
+def diagnose(
+    old: nn.Module,
+    new: nn.Module,
+    data: UserData,
+    new_data: UserData | None = None,
+    *,
+    blocks: Sequence[str] | None = None,
+    k: int = 10,
+    max_samples: int = 2000,
+    pool: bool = False,
+    batch_size: int = 256,
+) -> Diagnosis:
+    """The full diagnosis of OLD vs NEW (see the module docstring).
+
+    ``old`` / ``new``: the same architecture (WrappedModels, or any modules, wrapped with
+    ``blocks``). ``data``: the old task's labelled data; the similarity measures use its
+    first ``max_samples`` inputs. ``k``: subspace dimension (lowered per block to the
+    rank of its activations and to half its width: a subspace of the whole space is
+    trivially 1). ``pool``: average conv maps over space before CKA / subspace.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from forgetlab.user import WrappedModel, user_data
+        >>> torch.manual_seed(0) and None
+        >>> old = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> new = WrappedModel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+        >>> data = user_data(torch.randn(50, 4), torch.arange(50) % 2)
+        >>> result = diagnose(old, new, data, k=2)
+        >>> [row.block for row in result.blocks], len(result.resets)
+        (['0', '1', '2'], 6)
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"The 'k' parameter must be an integer >= 1. Got {k!r}.")
+    if not isinstance(max_samples, int) or max_samples < 3:
+        raise ConfigError(f"The 'max_samples' parameter must be an integer >= 3. Got {max_samples!r}.")
+    old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
+    _check_pair(old_w, new_w)
+    for d in (data, new_data):
+        if d is not None:
+            check_fits(d, old_w)
+    if data.n_samples < 3:
+        raise ConfigError(f"{data.source}: the similarity measures need at least 3 examples. Got {data.n_samples}.")
+    names = old_w.block_names
+    inputs = as_inputs(data.x[:max_samples])
+    cka_rows = cka_table(old_w.module, new_w.module, inputs, names, condition="OLD vs NEW", pool=pool, batch_size=batch_size)
+    cka = {(r.block, r.measure): r.value for r in cka_rows}
+    acts_old = collect_activations(old_w.module, inputs, names, pool=pool, batch_size=batch_size)
+    acts_new = collect_activations(new_w.module, inputs, names, pool=pool, batch_size=batch_size)
+    changes = weight_change(old_w, new_w)
+    resets = reset_analysis(old_w, new_w, data, new_data)
+    single = {r.blocks[0]: r for r in resets if r.kind == "block"}
+    rows = []
+    for name in names:
+        sim, k_used = _subspace(acts_old[name], acts_new[name], k)
+        rows.append(
+            BlockDiagnosis(
+                name, changes[name], cka[(name, "linear_cka_debiased")], cka[(name, "linear_cka")], sim, k_used,
+                single[name].old_accuracy, single[name].new_accuracy,
+            )
+        )
+    return Diagnosis(
+        old_task={"old": accuracy(old_w, data), "new": accuracy(new_w, data)},
+        new_task=None if new_data is None else {"old": accuracy(old_w, new_data), "new": accuracy(new_w, new_data)},
+        blocks=rows,
+        resets=resets,
+        n_samples=int(inputs.shape[0]),
+        k=k,
+        sources={"data": data.source, **({"new_data": new_data.source} if new_data is not None else {})},
+    )
+
+
+def _rank(x: torch.Tensor) -> int:
+    x = x.double() - x.double().mean(0)
+    s = torch.linalg.svdvals(x)
+    return int((s > 1e-6 * s[0]).sum()) if s.numel() and float(s[0]) > 0 else 0
+
+
+def _subspace(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[float | None, int]:
+    k_used = min(k, _rank(a), _rank(b), a.shape[1] // 2)  # k = n_features would give 1 trivially
+    if k_used < 1:
+        return None, 0
+    return subspace_similarity(a, b, k_used), k_used

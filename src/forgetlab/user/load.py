@@ -1,0 +1,267 @@
+"""Load a user's trained model: a ``state_dict`` file, a whole saved model, or a forgetlab checkpoint.
+
+Three kinds of file are recognised by their content:
+
+* a forgetlab checkpoint (it carries its config, so nothing else is needed);
+* a whole model saved with ``torch.save(model)``: unpickling it imports the model's
+  class, so its module must be importable (on ``PYTHONPATH``), and it runs that code:
+  load only files you trust;
+* a ``state_dict`` (a dict of tensors, also under a ``state_dict`` /
+  ``model_state_dict`` / ``model_state`` key): the architecture comes from an instance
+  you pass (``module=``), or from ``model_class="package.module:ClassName"`` built with
+  ``model_args`` (a dict of keyword arguments). It is read with ``weights_only=True``.
+
+A state_dict that does not fit the model raises :class:`IncompatibleError` listing the
+missing keys, the unexpected keys and every shape mismatch with both shapes.
+
+Example:
+    >>> import tempfile, os, torch
+    >>> from torch import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.pt")
+    >>> torch.save(nn.Linear(4, 2).state_dict(), path)
+    >>> model = load_user_model(path, module=nn.Sequential(nn.Linear(4, 2)))
+    Traceback (most recent call last):
+    ...
+    forgetlab.errors.IncompatibleError: State dict in '...net.pt' does not fit Sequential: missing keys ['0.bias', '0.weight']; unexpected keys ['bias', 'weight'].
+    >>> load_user_model(path, module=nn.Linear(4, 2), blocks=[""]).n_outputs
+    2
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import pickle
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from forgetlab.errors import ConfigError, DataError, IncompatibleError
+from forgetlab.user.wrap import WrappedModel, wrap_model
+
+__all__ = ["check_state_dict", "import_model_class", "load_user_model", "read_model_file", "save_user_model"]
+
+STATE_KEYS = ("state_dict", "model_state_dict", "model_state")
+
+
+def import_model_class(spec: str) -> type[nn.Module]:
+    """The class named by ``"package.module:ClassName"`` (the current folder is importable).
+
+    Example:
+        >>> import_model_class("torch.nn:Linear").__name__
+        'Linear'
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ConfigError(f"The 'model_class' parameter must look like 'package.module:ClassName'. Got {spec!r}.")
+    module_name, class_name = spec.split(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"The 'model_class' parameter names module {module_name!r}, which cannot be imported ({exc}). "
+            "Run from the folder that holds it or add that folder to PYTHONPATH."
+        ) from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(
+            f"The 'model_class' parameter names {class_name!r} in {module_name!r}, which is "
+            f"{'missing' if cls is None else 'not an nn.Module class'}."
+        )
+    return cls
+
+
+def read_model_file(path: str | Path) -> Any:
+    """The object stored in ``path``: a state_dict (read with ``weights_only=True``), a whole
+    ``nn.Module``, or a forgetlab checkpoint dict. Unreadable files raise :class:`DataError`.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "bad.pt")
+        >>> _ = open(path, "wb").write(b"not a model")
+        >>> read_model_file(path)
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.DataError: Model file '...bad.pt' cannot be read: it is not a torch.save file or it is truncated/corrupted (UnpicklingError: ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Model file {str(path)!r} does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_error = exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise _unreadable(path, exc) from None
+    if "Weights only load failed" not in str(first_error):
+        raise _unreadable(path, first_error)
+    # A pickled object other than tensors: a whole model, or a forgetlab checkpoint.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise DataError(
+            f"Model file {str(path)!r} is a whole saved model whose class cannot be imported ({exc}). Put the "
+            "module that defines the class on PYTHONPATH (or run from its folder), or save "
+            "model.state_dict() instead and pass --model-class package.module:ClassName."
+        ) from None
+    except Exception as exc:  # noqa: BLE001
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    detail = str(exc).split(". ")[0].splitlines()[0] if str(exc) else ""
+    return DataError(
+        f"Model file {str(path)!r} cannot be read: it is not a torch.save file or it is truncated/corrupted "
+        f"({type(exc).__name__}: {detail})."
+    )
+
+
+def _as_state_dict(payload: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(payload, Mapping):
+        if payload and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+            return dict(payload)
+        for key in STATE_KEYS:
+            if key in payload and isinstance(payload[key], Mapping):
+                return _as_state_dict(payload[key])
+    return None
+
+
+def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`IncompatibleError` unless ``state`` has exactly ``module``'s keys and shapes.
+
+    Example:
+        >>> from torch import nn
+        >>> check_state_dict(nn.Linear(4, 2), nn.Linear(4, 3).state_dict(), "b.pt")
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.IncompatibleError: State dict in 'b.pt' does not fit Linear: shape mismatches weight: checkpoint (3, 4) vs model (2, 4), bias: checkpoint (3,) vs model (2,).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+        if shapes:
+            parts.append(f"shape mismatches {', '.join(shapes[:20])}")
+        raise IncompatibleError(f"State dict in {source!r} does not fit {type(module).__name__}: {'; '.join(parts)}.")
+
+
+def load_user_model(
+    path: str | Path,
+    *,
+    module: nn.Module | None = None,
+    model_class: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    blocks: Sequence[str] | None = None,
+    head: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> WrappedModel:
+    """Load the model in ``path`` (see the module docstring) as a :class:`WrappedModel` in eval mode.
+
+    ``module`` (an instance, copied, never changed) or ``model_class`` give the
+    architecture of a plain state_dict; they are ignored for whole models and forgetlab
+    checkpoints. A ``path.json`` sidecar written by :func:`save_user_model` supplies
+    ``blocks``, ``head`` and ``input_shape`` defaults.
+
+    Example:
+        >>> import tempfile, os, torch
+        >>> from torch import nn
+        >>> path = os.path.join(tempfile.mkdtemp(), "whole.pt")
+        >>> torch.save(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), path)
+        >>> load_user_model(path).block_names
+        ('0', '1', '2')
+    """
+    from forgetlab.engine.checkpoint import CHECKPOINT_FORMAT, load_model
+
+    path = Path(path)
+    payload = read_model_file(path)
+    meta = _read_sidecar(path)
+    blocks = blocks if blocks is not None else meta.get("blocks")
+    head = head if head is not None else meta.get("head")
+    input_shape = input_shape if input_shape is not None else meta.get("input_shape")
+    if isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT:
+        net, _ = load_model(path)
+    elif isinstance(payload, nn.Module):
+        net = payload
+    else:
+        state = _as_state_dict(payload)
+        if state is None:
+            raise DataError(
+                f"Model file {str(path)!r} holds a {type(payload).__name__} that is neither a state_dict (a dict of "
+                "tensors), a whole nn.Module, nor a forgetlab checkpoint."
+            )
+        if module is not None:
+            net = copy.deepcopy(module)
+        elif model_class is not None:
+            cls = import_model_class(model_class)
+            try:
+                net = cls(**dict(model_args or {}))
+            except TypeError as exc:
+                raise ConfigError(
+                    f"The 'model_args' parameter {dict(model_args or {})} cannot build {cls.__name__}: {exc}."
+                ) from None
+        else:
+            raise ConfigError(
+                f"Model file {str(path)!r} is a state_dict, which does not say which architecture it belongs to: "
+                "pass the model class (--model-class package.module:ClassName, with --model-args JSON if its "
+                "constructor needs arguments) or save the whole model with torch.save(model)."
+            )
+        check_state_dict(net, state, str(path))
+        net.load_state_dict(state)
+    return wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Metadata file {str(sidecar)!r} is not valid JSON ({exc}).") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model.module.state_dict()`` to ``path`` (it loads back into the user's own
+    class) and ``path.json`` with the blocks, head, input shape, class and ``metadata``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from torch import nn
+        >>> path = save_user_model(WrappedModel(nn.Sequential(nn.Linear(4, 2))), os.path.join(tempfile.mkdtemp(), "m.pt"))
+        >>> sorted(torch.load(path, weights_only=True))
+        ['0.bias', '0.weight']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cls = type(model.module)
+    meta = {
+        "format": "forgetlab-user-model",
+        "model_class": f"{cls.__module__}:{cls.__qualname__}",
+        "blocks": list(model.block_names),
+        "head": model.head_name,
+        "input_shape": None if model.input_shape is None else list(model.input_shape),
+        **dict(metadata or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.module.state_dict(), tmp)
+    os.replace(tmp, path)
+    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,62 @@
+"""The examples/ scripts run offline and show what they claim (CI runs them here).
+
+Both scripts start together (two processes, one torch thread each) to halve the wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SCRIPTS = ("finetune_digits.py", "diagnose_digits.py")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    started = {}
+    for script in SCRIPTS:
+        out_dir = tmp_path_factory.mktemp(script.split(".")[0])
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / script), str(out_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        started[script] = (process, out_dir)
+    results = {}
+    try:
+        for script, (process, out_dir) in started.items():
+            stdout, stderr = process.communicate(timeout=300)
+            results[script] = (process.returncode, stdout, stderr, out_dir)
+    finally:
+        for process, _ in started.values():
+            if process.poll() is None:
+                process.kill()
+    return results
+
+
+def _output(runs, script):
+    code, stdout, stderr, out_dir = runs[script]
+    assert code == 0, stderr[-3000:]
+    return stdout, out_dir
+
+
+def test_finetune_example_keeps_the_old_skill(runs):
+    out, out_dir = _output(runs, "finetune_digits.py")
+    after = {m: float(old) for m, old in re.findall(r"^\s+(naive|pseudo-rehearsal|ewc)\s+([\d.]+)% /", out, re.M)}
+    assert set(after) == {"naive", "pseudo-rehearsal", "ewc"}, out
+    assert after["naive"] < 20 and after["pseudo-rehearsal"] > 80 and after["ewc"] > after["naive"] + 20, out
+    assert (out_dir / "finetuned-pseudo-rehearsal.pt").is_file()
+
+
+def test_diagnose_example_writes_the_report(runs):
+    out, out_dir = _output(runs, "diagnose_digits.py")
+    assert "old acc if reset" in out and "res1" in out
+    assert (out_dir / "report" / "report.html").is_file()
+    old_new = re.search(r"old-task accuracy .*OLD ([\d.]+)%\s+NEW ([\d.]+)%", out)
+    assert old_new and float(old_new.group(1)) > 90 > float(old_new.group(2)) + 50, out

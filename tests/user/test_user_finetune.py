@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+
+import pytest
+import torch
+from user_models import TinyTransformer, token_data
+
+import forgetlab.strategies.distillation as distillation
+from forgetlab.config import TrainConfig
+from forgetlab.data.augment import BatchTransform
+from forgetlab.data.streams import Task, TaskStream
+from forgetlab.engine.train import train_stream
+from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.strategies import Strategy
+from forgetlab.user import FINETUNE_METHODS, WrappedModel, finetune, make_params, user_data
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    net = TinyTransformer()
+    x, y = token_data(48, n_classes=2, seed=1)  # old task: classes 0, 1
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(30):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    net.eval()
+    x_new, y_new = token_data(40, n_classes=2, seed=2)
+    return net, user_data(x, y, "old"), user_data(x_new, y_new + 2, "new")  # new task: classes 2, 3
+
+
+def _state(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", FINETUNE_METHODS)
+def test_every_method_runs_and_leaves_the_original_alone(setup, method):
+    net, old, new = setup
+    before = _state(net)
+    params = {"fisher_samples": 16} if method == "ewc" else None
+    result = finetune(WrappedModel(net), new, method=method, params=params, old_data=old, epochs=1, batch_size=16)
+    assert result.method == method and result.old_task_kind == "accuracy"
+    assert 0 <= result.after["old"] <= 1 and 0 <= result.after["new"] <= 1
+    assert result.before["new"] == 0.0  # the old model never predicts classes 2, 3
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in result.model.module.state_dict().items())
+    assert "before" in result.format_report()
+
+
+def test_pseudo_rehearsal_teacher_is_frozen_and_never_updated(setup, monkeypatch):
+    net, _, new = setup
+    teachers = []
+
+    def spy(model):
+        teacher = original(model)
+        teachers.append((teacher, _state(teacher)))
+        return teacher
+
+    original = distillation.frozen_copy
+    monkeypatch.setattr(distillation, "frozen_copy", spy)
+    result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", epochs=2, batch_size=16)
+    assert len(teachers) == 1
+    teacher, state = teachers[0]
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in teacher.module.state_dict().items())
+    # no old data: old-task accuracy = agreement with the original model on the new inputs (spaCy's choice)
+    assert result.before["old"] == 1.0 and result.old_task_kind == "agreement with the original model"
+
+
+def test_revision_data_and_noise_sources(setup):
+    net, old, new = setup
+    revision = user_data(old.x, torch.zeros_like(old.y), "revision")  # labels are ignored
+    result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", revision_data=revision, epochs=1)
+    assert result.params.revision_size == old.n_samples and "revision" in result.old_task_source
+    result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", params={"revision_source": "noise"}, epochs=1)
+    assert result.params.revision_source == "noise"
+
+
+def test_errors(setup):
+    net, old, new = setup
+    with pytest.raises(ConfigError, match="Unknown finetune method 'ewk'.*Did you mean 'ewc'"):
+        finetune(WrappedModel(net), new, method="ewk")
+    with pytest.raises(ConfigError, match="Unknown hyperparameter 'lamda' for method 'ewc'. Did you mean 'lam'"):
+        make_params("ewc", {"lamda": 1.0})
+    with pytest.raises(ConfigError, match="'lam' parameter of EWC must be >= 0"):
+        make_params("ewc", {"lam": -1.0})
+    with pytest.raises(ConfigError, match="must not be 'user' in finetune"):
+        finetune(WrappedModel(net), new, params={"revision_source": "user", "revision_path": "x.npz"})
+    with pytest.raises(IncompatibleError, match="labels go up to 5 but the model has 4 outputs"):
+        finetune(WrappedModel(net), user_data(new.x, new.y + 2, "bigger"))
+    with pytest.raises(IncompatibleError, match=r"wrong: inputs of shape \(6, 3\) do not fit the model"):
+        finetune(WrappedModel(net), user_data(torch.zeros(8, 6, 3), torch.zeros(8, dtype=torch.long), "wrong"))
+
+
+def test_as_given_transform():
+    transform = BatchTransform((), (), augment=False)
+    x = torch.tensor([[0.5, -2.0]])
+    assert torch.equal(transform(x, train=True), x)
+    assert transform(torch.tensor([[255]], dtype=torch.uint8), train=False).tolist() == [[1.0]]
+    with pytest.raises(ConfigError, match="'augment' parameter of BatchTransform must be False"):
+        BatchTransform((), (), augment=True)
+
+
+class Recorder(Strategy):
+    """Records every hook call and the weights the model has at each task's ``after_task``."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.weights = [], {}
+
+    def before_task(self, model, context):
+        self.calls.append(("before_task", context.task_index))
+
+    def after_task(self, model, context):
+        self.calls.append(("after_task", context.task_index))
+        self.weights[context.task_index] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_train_stream_start_task_runs_hooks_without_training():
+    torch.manual_seed(0)
+    net = WrappedModel(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(20, 3)
+    y = (x[:, 0] > 0).long()
+    task = lambda name, labels: Task(name, x, labels, x, labels, 0, (0, 1))  # noqa: E731
+    stream = TaskStream("t", (task("a", y), task("b", 1 - y)), (2,), (3,), (), (), False, ("0", "1"))
+    strategy = Recorder()
+    result = train_stream(net, stream, TrainConfig(lr=0.01, epochs=2, batch_size=8), strategy=strategy, start_task=1)
+    assert strategy.calls == [("before_task", 0), ("after_task", 0), ("before_task", 1), ("after_task", 1)]
+    assert all(torch.equal(original[k], v) for k, v in strategy.weights[0].items())  # task 0: not trained
+    assert not all(torch.equal(original[k], v) for k, v in strategy.weights[1].items())
+    assert list(result.accuracy_matrix[0]) == list(result.initial_accuracy)
+    assert len(result.curves) == 2 and all(point.task_index == 1 for point in result.curves)
+    with pytest.raises(ConfigError, match=r"'start_task' parameter must be in \[0, 1\]. Got 2"):
+        train_stream(net, stream, TrainConfig(lr=0.01, epochs=1), start_task=2)
