@@ -176,7 +176,12 @@ def run(
             checkpoint_dir=checkpoint_dir,
             checkpoint_extra={
                 "config": resolved.to_dict(),
-                "model_spec": {"input_shape": list(stream.input_shape), "head_sizes": list(stream.head_sizes)},
+                "model_spec": {
+                    "input_shape": list(stream.input_shape),
+                    "head_sizes": list(stream.head_sizes),
+                    "mean": list(stream.mean),  # the input normalisation the model was trained with
+                    "std": list(stream.std),
+                },
             },
             progress=progress,
         )
