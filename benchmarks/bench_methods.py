@@ -32,6 +32,7 @@ import torch
 import forgetlab
 from forgetlab.config import MethodConfig, ModelConfig, RunConfig, StreamConfig, TrainConfig
 from forgetlab.store import ResultStore
+from forgetlab.strategies import format_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"task-IL": "multi", "class-IL": "single"}
@@ -92,6 +93,15 @@ def run_shard(args: argparse.Namespace, rows) -> None:
         print(f"[{args.shard}] {label:<42} {setting:<8} seed {seed}: ACC {100 * result.metrics['acc']:.1f}% ({how})", flush=True)
 
 
+def _shown(task_params: MethodConfig, class_params: MethodConfig) -> str:
+    """All hyperparameters for task-IL, then the class-IL ones that differ."""
+    text = format_params(task_params.params) or "-"
+    if class_params != task_params:
+        other = format_params(class_params.params).split()
+        text += "; class-IL: " + " ".join(item for item in other if item not in text.split())
+    return text
+
+
 def report(args: argparse.Namespace, rows) -> str:
     """The markdown section with every finished cell."""
     store = ResultStore(args.store)
@@ -99,14 +109,15 @@ def report(args: argparse.Namespace, rows) -> str:
         "## Methods",
         "",
         "`benchmarks/bench_methods.py` (issue 5). Split MNIST, 5 tasks x 2 classes, MLP 2x400 ReLU, "
-        f"Adam lr 1e-3, {args.steps} steps of batch 128 per task, fresh optimizer per task, no augmentation. "
-        "Task-IL = one 2-way head per task (multi-head); class-IL = one shared 10-way head (single-head). "
-        "ACC = mean test accuracy over the 5 tasks after the last one, in %, mean ± sample std over n seeds "
-        "(seeds 0, 1, 2 drive initialisation, data order and the methods' sampling). "
-        "Date 2026-11-21; machine: 2-core shared CPU (other jobs running), torch "
-        f"{torch.__version__}, one thread per run, two runs in parallel.",
+        f"Adam lr 1e-3, {args.steps} steps of batch 128 per task, fresh optimizer per task, inputs standardised, "
+        "no augmentation. Task-IL = one 2-way head per task (multi-head); class-IL = one shared 10-way head "
+        "(single-head). ACC = mean test accuracy over the 5 tasks after the last one, in %; with n > 1 seeds, "
+        "mean ± sample std. n = seeds finished per setting (the seed drives initialisation, data order and the "
+        "methods' sampling). Date 2026-11-21; machine: 2-core shared CPU (other jobs running), torch "
+        f"{torch.__version__}, one thread per run, two runs in parallel; wall seconds per run depend mostly on "
+        "the machine's load at the time (naive took 484 s, SI 178 s), so they are not a cost comparison.",
         "",
-        "| method | task-IL ACC | class-IL ACC | n | s / run | hyperparameters (task-IL; class-IL if different) |",
+        "| method | task-IL ACC | class-IL ACC | n | wall s / run | hyperparameters |",
         "|---|---|---|---|---|---|",
     ]
     for label, method, task_params, class_params in rows:
@@ -130,12 +141,11 @@ def report(args: argparse.Namespace, rows) -> str:
                 cols.append(f"{values[0]:.1f}")
             else:
                 cols.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
-        n = "/".join(str(len(accs[s])) for s in SETTINGS)
-        full_task = MethodConfig.from_dict({"name": method, **task_params}).to_dict()
-        full_class = MethodConfig.from_dict({"name": method, **class_params}).to_dict()
-        shown = " ".join(f"{k}={v}" for k, v in full_task.items() if k != "name") or "-"
-        if full_class != full_task:
-            shown += "; " + " ".join(f"{k}={v}" for k, v in full_class.items() if k != "name" and full_task.get(k) != v)
+        counts = {len(accs[s]) for s in SETTINGS}
+        n = str(counts.pop()) if len(counts) == 1 else "/".join(str(len(accs[s])) for s in SETTINGS)
+        shown = _shown(
+            MethodConfig.from_dict({"name": method, **task_params}), MethodConfig.from_dict({"name": method, **class_params})
+        )
         lines.append(f"| {label} | {cols[0]} | {cols[1]} | {n} | {statistics.mean(seconds):.0f} | {shown} |")
     return "\n".join(lines) + "\n"
 

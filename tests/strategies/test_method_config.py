@@ -172,3 +172,14 @@ def test_resume_after_interruption_gives_the_straight_result(method, tmp_path, m
     assert not resumed.from_store
     np.testing.assert_array_equal(resumed.accuracy_matrix, straight.accuracy_matrix)
     assert [c.accuracies for c in resumed.curves] == [c.accuracies for c in straight.curves]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_method_and_hyperparameter_is_documented(name):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "METHODS.md").read_text()
+    heading = next(line for line in text.splitlines() if line.startswith(f"## {name}"))
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    for item in dataclasses.fields(STRATEGIES[name].params_type):
+        assert item.name in section, f"{name}.{item.name} is not documented in docs/METHODS.md"
