@@ -152,6 +152,12 @@ class AGEMParams(HyperParams):
 def agem_project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """A-GEM's projection (Chaudhry et al. 2019): if ``g . g_ref < 0``, return
     ``g - (g . g_ref / g_ref . g_ref) g_ref``, else ``g`` unchanged (flat vectors)."""
+    # The projection is invariant to the scale of g_ref: rescale it to max |.| = 1 first, so
+    # that a tiny reference (its squared norm underflowing to 0) cannot produce inf / nan.
+    largest = reference.abs().max()
+    if not largest > 0:
+        return gradient
+    reference = reference / largest
     dot = torch.dot(gradient, reference)
     if dot >= 0:
         return gradient
