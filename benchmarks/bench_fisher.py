@@ -89,7 +89,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# bench_fisher  {datetime.date.today()}  {platform.machine()}  {os.cpu_count()} CPUs  "
           f"torch {torch.__version__}  threads={args.threads}  samples={args.samples}  "
-          f"batch={args.batch_size}  repeats={args.repeats}")
+          f"batch={args.batch_size}  repeats={args.repeats}  load average at start {os.getloadavg()[0]:.1f}")
     header = f"{'model':<38} {'params':>8} {'method':<15} {'median s':>9} {'peak MiB':>9} {'vs exact':>9}"
     print(header)
     print("-" * len(header))
@@ -127,6 +127,7 @@ def main() -> None:
         print(f"{'':<38} exact vs vmap max relative difference {worst:.1e}; "
               f"exact / batch-gradient Fisher trace = {scale:.0f} (batch size {args.batch_size})")
         ratios.append((label.split(" ")[0], ratio_batch, ratio_vmap))
+    print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print()
     text = "; ".join(f"{name}: exact = {rb:.2f}x batch-gradient, vmap = {rv:.1f}x exact" for name, rb, rv in ratios)
     ok_b = all(rb <= 1.5 for _, rb, _ in ratios)

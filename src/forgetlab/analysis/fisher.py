@@ -9,10 +9,11 @@ Methods:
 
 * ``"exact"`` (default): exact per-sample squared gradients from one forward and one
   backward pass per batch, with per-layer tricks: ``nn.Linear`` (Σ_i g_i² a_i²ᵀ as one
-  GEMM), ``nn.Conv2d`` (unfold, per-sample weight gradients one layer and a few
-  samples at a time), ``nn.BatchNorm1d/2d`` affine parameters (with running stats).
-  Every other trainable parameter (other layer types, weights shared between several
-  calls, Conv2d with groups or non-zero padding modes) falls back to per-sample
+  GEMM), ``nn.Conv2d`` (per-sample weight gradients of one layer at a time as a single
+  grouped-convolution weight gradient, samples as groups), ``nn.BatchNorm1d/2d`` affine
+  parameters (with running stats). Every other trainable parameter (other layer types,
+  weights shared between several calls, Conv2d with ``padding="same"`` or non-zero
+  padding modes) falls back to per-sample
   gradients with ``torch.func.vmap`` restricted to those parameters, and to a plain
   per-sample loop if vmap cannot trace the model: slower, equally exact.
 * ``"batch_gradient"``: the cheap approximation ``Σ_b (n_b/N) (∂ mean_{i in b} loss_i / ∂θ)²``,
@@ -28,7 +29,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from forgetlab.analysis._checks import check_positive_int
@@ -91,7 +91,7 @@ def _supported(module: nn.Module) -> bool:
         return True
     if isinstance(module, nn.Conv2d):
         padding_ok = module.padding == "valid" or not isinstance(module.padding, str)
-        return module.groups == 1 and module.padding_mode == "zeros" and padding_ok
+        return module.padding_mode == "zeros" and padding_ok
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return module.affine and module.running_mean is not None and module.running_var is not None
     return False
@@ -119,17 +119,29 @@ def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict
 
 
 def _conv_squares(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample weight gradients as ONE grouped-convolution weight gradient: the batch
+    becomes the group dimension (samples x groups), so every sample's gradient comes out
+    of the backend's convolution kernel instead of an unfold + batched matmul."""
     padding = 0 if module.padding == "valid" else module.padding
-    columns = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
-    g3 = g.reshape(g.shape[0], g.shape[1], -1)  # (B, out, L)
+    weight = torch.zeros_like(module.weight, dtype=g.dtype)
+    out_channels, in_per_group = module.weight.shape[0], module.weight.shape[1]
     step = max(1, _CONV_CHUNK_ELEMENTS // max(1, module.weight.numel()))
-    weight = torch.zeros(module.weight.shape[0], columns.shape[1], dtype=g.dtype, device=g.device)
-    for start in range(0, g3.shape[0], step):
-        per_sample = torch.bmm(g3[start : start + step], columns[start : start + step].transpose(1, 2))
-        weight += per_sample.square().sum(0)
-    out = {"weight": weight.reshape(module.weight.shape)}
+    for start in range(0, a.shape[0], step):
+        ai, gi = a[start : start + step], g[start : start + step]
+        n = ai.shape[0]
+        per_sample = torch.nn.grad.conv2d_weight(
+            ai.reshape(1, n * ai.shape[1], *ai.shape[2:]),
+            (n * out_channels, in_per_group, *module.weight.shape[2:]),
+            gi.reshape(1, n * out_channels, *gi.shape[2:]),
+            stride=module.stride,
+            padding=padding,
+            dilation=module.dilation,
+            groups=n * module.groups,
+        )
+        weight += per_sample.reshape(n, *module.weight.shape).square().sum(0)
+    out = {"weight": weight}
     if module.bias is not None:
-        out["bias"] = g3.sum(2).square().sum(0)
+        out["bias"] = g.sum((2, 3)).square().sum(0)
     return out
 
 
