@@ -203,6 +203,7 @@ def _exact_batch(
     head_index: int,
     generator: torch.Generator | None,
     trainable: dict[str, nn.Parameter],
+    clone_outputs: set[nn.Module],
 ) -> dict[str, torch.Tensor]:
     uses: dict[int, int] = {}
     for module in model.modules():
@@ -215,11 +216,15 @@ def _exact_batch(
         # gradient sums over the modules, which the per-layer tricks cannot see.
         if _supported(module) and any(p.requires_grad for p in own) and all(uses[id(p)] == 1 for p in own):
             owners[module] = prefix
-    records: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in owners}
+    records: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor, int]]] = {m: [] for m in owners}
 
-    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        records[module].append((inputs[0].detach(), output))
-        return output.clone()  # later in-place ops (ReLU(inplace=True), +=) must not touch `output`
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if module in clone_outputs:
+            # A later in-place op (ReLU(inplace=True), +=) would otherwise overwrite `output`.
+            records[module].append((inputs[0].detach(), output, output._version))
+            return output.clone()
+        records[module].append((inputs[0].detach(), output, output._version))
+        return None
 
     handles = [module.register_forward_hook(hook) for module in owners]
     try:
@@ -227,6 +232,13 @@ def _exact_batch(
     finally:
         for handle in handles:
             handle.remove()
+    modified = {m for m, rec in records.items() if any(out._version != version for _, out, version in rec)}
+    if modified:  # seen once per call: clone these outputs from now on and redo the batch
+        clone_outputs.update(modified)
+        return _exact_batch(
+            model, x, targets, kind=kind, head_index=head_index, generator=generator,
+            trainable=trainable, clone_outputs=clone_outputs,
+        )
     labels = _labels(logits, targets, kind, generator)
     loss = _nll_sum(logits, labels)
     once = [m for m in owners if len(records[m]) == 1 and records[m][0][1].requires_grad]
@@ -327,6 +339,7 @@ def diagonal_fisher(
     if not trainable:
         raise ConfigError(f"{type(model).__name__} has no parameter with requires_grad=True: its Fisher is empty.")
     sums = {n: torch.zeros_like(p, dtype=_F64) for n, p in trainable.items()}
+    clone_outputs: set[nn.Module] = set()
     n_samples = 0
     target_device = model_device(model, device)
     with eval_mode(model), torch.enable_grad():
@@ -334,7 +347,8 @@ def diagonal_fisher(
             n = x.shape[0]
             if method == "exact":
                 squares = _exact_batch(
-                    model, x, y, kind=kind, head_index=head_index, generator=generator, trainable=trainable
+                    model, x, y, kind=kind, head_index=head_index, generator=generator,
+                    trainable=trainable, clone_outputs=clone_outputs,
                 )
             elif method == "vmap":
                 logits = _call(model, x, head_index)
