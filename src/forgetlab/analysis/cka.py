@@ -1,8 +1,11 @@
 """Centered kernel alignment (CKA) between two representations (SPEC §3, §7).
 
-Representations are ``(n_samples, n_features)`` tensors of the same samples. Everything
-is accumulated in float64; float32 inputs are multiplied in float32 in row chunks (at
-most a few thousand rows per product) and each chunk's product is added into float64.
+Representations are ``(n_samples, n_features)`` tensors of the same samples. Rows are
+shifted by the first batch's mean before any product; float32 inputs are multiplied in
+float32 in row chunks of about 2**26 elements, up to 8 chunk products are summed in
+place (BLAS beta = 1), then added into float64 totals; every sum, norm and the final
+ratio is float64. ``XᵀX`` and ``YᵀY`` use a symmetric rank-k update (half a GEMM's
+flops) on CPU for >= 1,024 features.
 
 * :func:`linear_cka` — exact linear CKA, biased (Kornblith et al. 2019) or debiased
   (unbiased HSIC of Song et al. 2007). Feature-space form (``XᵀX``-type products,
