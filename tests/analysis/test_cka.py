@@ -55,10 +55,17 @@ def test_float32_inputs_are_exact_to_1e6_even_with_a_large_mean():
     for debiased in (False, True):
         truth = linear_cka(T(x).double(), T(y).double(), debiased=debiased)
         assert linear_cka(T(x), T(y), debiased=debiased) == pytest.approx(truth, abs=1e-6)
-    # A naive float32 computation without centring first is far off: the test can fail.
+    # Products formed before centring (then corrected by n·mean·meanᵀ) in float32 are far
+    # off on the same data: the 1e-6 check above has teeth.
     xs, ys = T(x), T(y)
-    naive_x = xs - xs.mean(0)
-    assert naive_x.dtype == torch.float32
+    n = xs.shape[0]
+
+    def centred_by_correction(a, b):
+        return a.T @ b - n * torch.outer(a.mean(0), b.mean(0))
+
+    sxy, sxx, syy = centred_by_correction(xs, ys), centred_by_correction(xs, xs), centred_by_correction(ys, ys)
+    naive = float(sxy.double().square().sum() / (sxx.double().square().sum() * syy.double().square().sum()).sqrt())
+    assert abs(naive - linear_cka(T(x).double(), T(y).double())) > 1e-4
 
 
 def test_syrk_path_matches_gemm_path():
@@ -236,3 +243,32 @@ def test_symmetric_product_helpers(cols):
     v = torch.randn(cols, dtype=torch.float64)
     assert sym_frob2(upper) == pytest.approx(float(full.square().sum()), rel=1e-12)
     assert sym_quadratic(upper, v) == pytest.approx(float(v @ full @ v), rel=1e-10)
+
+
+def test_many_chunks_and_flushes_give_the_same_value(monkeypatch):
+    from forgetlab.analysis import cka
+
+    monkeypatch.setattr(cka, "_CHUNK_ELEMENTS", 1 << 16)  # 59 rows per chunk at p = 1100
+    monkeypatch.setattr(cka, "_CHUNKS_PER_FLUSH", 3)
+    rng = np.random.default_rng(13)
+    x = (rng.normal(size=(700, 1100)) + 5.0).astype(np.float32)
+    y = (x[:, :40] @ rng.normal(size=(40, 30)) + rng.normal(size=(700, 30))).astype(np.float32)
+    for debiased in (False, True):
+        truth = reference_linear_cka(x, y, debiased)
+        assert linear_cka(T(x), T(y), debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
+    acc = LinearCKAAccumulator()
+    acc.update(T(x[:300]), T(y[:300]))
+    acc.update(T(x[300:]).double(), T(y[300:]).double())  # dtype change between batches
+    assert acc.compute(debiased=True) == pytest.approx(reference_linear_cka(x, y, True), abs=1e-6)
+
+
+def test_in_place_syrk_accumulation():
+    from forgetlab.analysis._linalg import gram_upper, gram_upper_add_
+
+    m1, m2 = torch.randn(50, 1030), torch.randn(40, 1030)
+    acc = gram_upper(m1).contiguous()
+    address = acc.data_ptr()
+    gram_upper_add_(acc, m2)
+    assert acc.data_ptr() == address
+    expected = torch.triu(m1.T @ m1 + m2.T @ m2)
+    assert torch.allclose(acc, expected, rtol=1e-4, atol=1e-3)

@@ -49,14 +49,17 @@ def assert_same(ours, reference, rtol=1e-9):  # float64: far inside the 1e-6 tar
 
 
 class Custom(nn.Module):
-    """Layer types without a per-layer trick: LayerNorm, grouped conv, a raw parameter,
-    tied weights, a Linear applied to a sequence, an in-place ReLU after a conv."""
+    """Layer types without a per-layer trick (LayerNorm, a conv with padding='same', a raw
+    parameter, tied weights) next to tricky supported ones (grouped, strided, dilated
+    convs; a Linear applied to a sequence; an in-place ReLU after a conv)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(2, 4, 3, padding=1)
         self.act = nn.ReLU(inplace=True)
-        self.grouped = nn.Conv2d(4, 4, 3, groups=2, padding="same")
+        self.grouped = nn.Conv2d(4, 4, 3, groups=2, padding="same")  # 'same': fallback
+        self.dilated = nn.Conv2d(4, 6, 3, groups=2, padding=2, dilation=2, stride=2)  # trick
+        self.pointwise = nn.Conv2d(6, 4, 1)
         self.norm = nn.LayerNorm(4)
         self.token = nn.Linear(4, 4)
         self.scale = nn.Parameter(torch.tensor(1.5))
@@ -67,7 +70,7 @@ class Custom(nn.Module):
 
     def forward(self, x):
         h = self.act(self.conv(x))
-        h = self.grouped(h)  # (B, 4, H, W)
+        h = self.pointwise(self.dilated(self.grouped(h)))  # (B, 4, H', W')
         seq = h.flatten(2).transpose(1, 2)  # (B, HW, 4)
         seq = self.token(self.norm(seq)).relu()
         pooled = seq.mean(1) * self.scale

@@ -62,12 +62,6 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, *, min_samples: int = 2) -> Non
         )
 
 
-def check_finite(value: torch.Tensor, name: str) -> None:
-    """Raise ``NumericalError`` if ``value`` holds NaN or infinity."""
-    if not bool(torch.isfinite(value).all()):
-        raise NumericalError(f"The {name!r} parameter contains NaN or infinite values.")
-
-
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum`` or a ``ConfigError`` naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -16,10 +16,13 @@ import torch
 SYRK_MIN_COLUMNS = 1024
 
 
+def _use_syrk(m: torch.Tensor) -> bool:
+    return m.device.type == "cpu" and m.shape[1] >= SYRK_MIN_COLUMNS and m.dtype in (torch.float32, torch.float64)
+
+
 def gram_upper(m: torch.Tensor) -> torch.Tensor:
     """Upper triangle of ``mᵀm`` (strictly lower part zero), for ``m`` of shape ``(rows, cols)``."""
-    cols = m.shape[1]
-    if m.device.type == "cpu" and cols >= SYRK_MIN_COLUMNS and m.dtype in (torch.float32, torch.float64):
+    if _use_syrk(m):
         from scipy.linalg import blas
 
         m = m.contiguous()
@@ -29,6 +32,25 @@ def gram_upper(m: torch.Tensor) -> torch.Tensor:
         c = syrk(1.0, m.numpy().T, trans=0, lower=1)
         return torch.from_numpy(c.T)  # syrk leaves the other triangle at zero
     return (m.T @ m).triu_()
+
+
+def gram_upper_add_(acc: torch.Tensor, m: torch.Tensor) -> None:
+    """``acc += upper(mᵀm)`` in place, in ``acc``'s dtype (BLAS beta = 1: no temporary).
+
+    ``acc`` must be a contiguous ``(cols, cols)`` tensor of ``m``'s dtype, device and
+    upper-triangular; it stays upper-triangular.
+    """
+    if _use_syrk(m):
+        from scipy.linalg import blas
+
+        m = m.contiguous()
+        syrk = blas.ssyrk if m.dtype == torch.float32 else blas.dsyrk
+        c = acc.numpy().T  # Fortran-ordered view: its lower triangle is acc's upper one
+        out = syrk(1.0, m.numpy().T, beta=1.0, c=c, trans=0, lower=1, overwrite_c=1)
+        if out.ctypes.data != c.ctypes.data:  # pragma: no cover - BLAS wrapper copied
+            acc.copy_(torch.from_numpy(out.T))
+        return
+    acc.add_((m.T @ m).triu_())
 
 
 def symmetrize_upper(upper: torch.Tensor) -> torch.Tensor:
