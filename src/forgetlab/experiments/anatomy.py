@@ -119,6 +119,7 @@ def base_config(profile: AnatomyProfile, seed: int, *, dataset: str | None = Non
         f"stream.train_per_task={profile.train_per_task}", f"stream.test_per_task={profile.test_per_task}",
         f"model.name={model}", f"train.epochs={profile.epochs}", f"train.batch_size={profile.batch_size}",
         f"train.lr_schedule={profile.lr_schedule}", f"train.seed={seed}",
+        f"train.eval_every_steps={profile.eval_every_steps}",
     ]
     if same_family and profile.width is not None:
         overrides.append(f"model.width={profile.width}")
@@ -509,7 +510,28 @@ def reproduce_anatomy(
     base_config(profile, 0, dataset=dataset, model=model)  # validate early
     ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress)
     results: dict[str, list[dict[str, Any]]] = {}
-    computed = []
+    computed: list[tuple[str, int]] = []
+    threads = torch.get_num_threads()
+    if profile.torch_threads:
+        torch.set_num_threads(profile.torch_threads)
+    try:
+        _run_analyses(ctx, names, n_seeds, results, computed, log)
+    finally:
+        torch.set_num_threads(threads)
+    path = None
+    if report:
+        from forgetlab.report import build_report
+
+        groups = {analysis_key(n, profile, dataset, model, None) for n in names}
+        path = build_report(store, report_dir or store.root / "reports" / "anatomy", groups=groups)
+    return Reproduction(results, computed, path, time.perf_counter() - start)
+
+
+def _run_analyses(
+    ctx: AnatomyContext, names: Sequence[str], n_seeds: int, results: dict[str, list[dict[str, Any]]],
+    computed: list[tuple[str, int]], log: Callable[[str], None] | None,
+) -> None:
+    profile, store, dataset, model = ctx.profile, ctx.store, ctx.dataset, ctx.model
     for name in names:
         for seed in range(n_seeds):
             key = analysis_key(name, profile, dataset, model, seed)
@@ -529,10 +551,3 @@ def reproduce_anatomy(
                 if log:
                     log(f"{name} (seed {seed}) done in {stored['seconds']:.0f} s")
             results.setdefault(name, []).append(stored)
-    path = None
-    if report:
-        from forgetlab.report import build_report
-
-        groups = {analysis_key(n, profile, dataset, model, None) for n in names}
-        path = build_report(store, report_dir or store.root / "reports" / "anatomy", groups=groups)
-    return Reproduction(results, computed, path, time.perf_counter() - start)
