@@ -105,9 +105,9 @@ PROFILES: dict[str, AnatomyProfile] = {
     ),
     # Tests only: scikit-learn digits and a small MLP; every analysis in seconds.
     "tiny": AnatomyProfile(
-        name="tiny", dataset="digits", model="mlp", width=32, depth=3, epochs=2, lr=0.05, batch_size=32,
-        train_per_task=200, test_per_task=100, n_seeds=1, subspace_k=3, fisher_samples=64,
-        ewc_lams=(10.0,), si_cs=(1.0,), replay_fractions=(0.3,), replay_buffer=100, mixup_alphas=(0.0, 0.5, 1.0),
+        name="tiny", dataset="digits", model="mlp", width=32, depth=3, epochs=1, lr=0.1, batch_size=32,
+        train_per_task=150, test_per_task=60, n_seeds=1, subspace_k=3, fisher_samples=32,
+        ewc_lams=(10.0,), si_cs=(1.0,), replay_fractions=(0.3,), replay_buffer=100, mixup_alphas=(0.0, 1.0),
         class_pair_variants=(("similar", ("0+1", "2+3")), ("dissimilar", ("0+1", "7+9"))),
         eval_every_steps=1_000_000, torch_threads=1,
     ),
