@@ -45,7 +45,7 @@ from forgetlab.config import MethodConfig, RunConfig, apply_overrides, resolve
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
-from forgetlab.engine.train import evaluate_task, per_class_accuracy
+from forgetlab.engine.train import DivergedError, evaluate_task, per_class_accuracy
 from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile
 from forgetlab.experiments.sweep import execute, expand
@@ -335,15 +335,21 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     naive_measures = measure(naive)
     out["blocks"] = list(ctx.model_after(naive, 0).block_names)
     out["naive"] = naive_measures
+    nan = float("nan")
+    diverged = {"task1_accuracy": nan, "task2_accuracy": nan, "cka_debiased": [nan] * len(out["blocks"]),
+                "cka_biased": [nan] * len(out["blocks"]), "diverged": True}
     for method, (key, values, extra) in grids.items():
         method_base = apply_overrides(base, [f"method.name={method}", *extra])
-        results = ctx.execute(expand(method_base, {f"method.{key}": list(values)}))
-        out["methods"][method] = {
-            "parameter": key,
-            "values": [float(v) for v in values],
-            "points": [measure(r) for r in results],
-        }
-        out["run_ids"] += [r.run_id for r in results]
+        points = []
+        for config in expand(method_base, {f"method.{key}": list(values)}):
+            try:
+                (result,) = ctx.execute([config])
+            except DivergedError:  # too strong a penalty for the learning rate: a point, not a crash
+                points.append(dict(diverged))
+                continue
+            points.append(measure(result))
+            out["run_ids"].append(result.run_id)
+        out["methods"][method] = {"parameter": key, "values": [float(v) for v in values], "points": points}
     return out
 
 

@@ -35,7 +35,9 @@ class AnatomyProfile:
         pool: average-pool conv maps before CKA / subspace (default: flattened, SPEC §3).
         fisher_samples: examples per task for EWC's Fisher and the trace overlap.
         ewc_lams, si_cs, replay_fractions: mitigation grids (EWC lambda with the exact
-            per-sample empirical Fisher; SI c; replay fraction r of each batch).
+            per-sample empirical Fisher; SI c; replay fraction r of each batch). A run
+            that diverges (too strong a penalty for the learning rate; ``quick``: EWC
+            lambda = 100 at lr 0.05) is reported as a diverged point (NaN), not a crash.
         replay_buffer: replay buffer size.
         mixup_alphas: mixing fractions of the mixup-fraction sweep.
         class_pair_variants: ``(label, class_sets)`` of the class-pairs analysis; empty =
@@ -91,7 +93,7 @@ PROFILES: dict[str, AnatomyProfile] = {
     "quick": AnatomyProfile(
         name="quick", dataset="cifar10", model="vgg", width=8, depth=3, epochs=4, lr=0.05,
         batch_size=64, train_per_task=5000, test_per_task=1000, n_seeds=1, subspace_k=10,
-        fisher_samples=500, ewc_lams=(10.0, 100.0, 1000.0), si_cs=(0.1, 1.0, 10.0),
+        fisher_samples=500, ewc_lams=(1.0, 3.0, 10.0), si_cs=(0.1, 1.0, 10.0),
         replay_fractions=(0.1, 0.3, 0.5), replay_buffer=1000, mixup_alphas=(0.0, 0.1, 0.25, 0.5, 1.0),
         eval_every_steps=1_000_000, torch_threads=1,
     ),
