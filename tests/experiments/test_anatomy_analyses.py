@@ -118,3 +118,25 @@ def test_task2_only_needs_a_split_stream():
 
     with pytest.raises(IncompatibleError, match="split"):
         task2_only_config(resolve(apply_overrides(RunConfig(), ["stream.stream=one-vs-rest"])))
+
+
+def test_a_diverged_mitigation_run_is_a_nan_point(tmp_path, monkeypatch):
+    import math
+
+    from forgetlab.engine.train import DivergedError
+    from forgetlab.experiments.anatomy import AnatomyContext, mitigation_analysis
+    from forgetlab.store import ResultStore
+
+    original = AnatomyContext.execute
+
+    def execute(self, configs):
+        if any(c.method.name == "ewc" for c in configs):
+            raise DivergedError("Training diverged on task 2 at step 3: loss is nan.")
+        return original(self, configs)
+
+    monkeypatch.setattr(AnatomyContext, "execute", execute)
+    ctx = AnatomyContext(get_profile("tiny"), ResultStore(tmp_path), "digits", "mlp")
+    out = mitigation_analysis(ctx, 0)
+    point = out["methods"]["ewc"]["points"][0]
+    assert point["diverged"] and math.isnan(point["task1_accuracy"])
+    assert not out["methods"]["si"]["points"][0].get("diverged")

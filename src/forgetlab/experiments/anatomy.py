@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 import forgetlab
-from forgetlab.config import MethodConfig, RunConfig, apply_overrides, resolve
+from forgetlab.config import RunConfig, apply_overrides, resolve
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
@@ -265,8 +265,6 @@ def task2_only_config(config: RunConfig) -> RunConfig:
             f"The task-2-only model is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
             f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
         )
-    from forgetlab.data.sources import load_source  # noqa: F401  (class count comes from the stream)
-
     order = config.stream.class_order or tuple(range(_n_classes(config)))
     second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
     return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
