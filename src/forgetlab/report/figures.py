@@ -50,6 +50,8 @@ def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: s
     if isinstance(x[0], str):
         ax.set_xticks(positions)
         ax.set_xticklabels(x, rotation=30, ha="right")
+    elif all(isinstance(v, int) for v in x):
+        ax.set_xticks(positions)
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:
