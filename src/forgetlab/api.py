@@ -21,6 +21,7 @@ import torch
 import forgetlab
 from forgetlab.config import RunConfig, resolve
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
+from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.train import CurvePoint, DivergedError, train_stream
 from forgetlab.errors import ConfigError
 from forgetlab.metrics import summary
@@ -119,6 +120,7 @@ def run(
     store: str | Path | ResultStore | None = None,
     rerun: bool = False,
     progress: bool = False,
+    start_from: str | Path | None = None,
 ) -> RunResult:
     """Train ``config`` task by task (or read it back from the store) and return the result.
 
@@ -134,6 +136,12 @@ def run(
         store: result store folder or object (default ``$FORGETLAB_STORE`` or ``./forgetlab-results``).
         rerun: train even if the store holds a finished result.
         progress: show progress bars.
+        start_from: a task-boundary checkpoint of another run with the same stream, model
+            and training config whose tasks so far this run would have trained identically
+            (prefix reuse: see :func:`forgetlab.engine.train.train_stream`); used only
+            when this run has no checkpoint of its own yet, and recorded in the store
+            (:meth:`ResultStore.reuse_source`). The caller vouches for the equivalence;
+            :func:`forgetlab.experiments.execute` finds and checks sources itself.
     """
     resolved = resolve(config)
     run_id = resolved.run_id()
@@ -163,6 +171,10 @@ def run(
     if rerun:
         for old in checkpoint_dir.glob("task-*.pt"):
             old.unlink()
+    source_payload = None
+    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
+        source_payload = read_checkpoint(start_from)
+        store.record_reuse(run_id, str(Path(start_from)), int(source_payload["task_index"]) + 1)
     torch.manual_seed(resolved.train.seed)
     model = build_model_for(resolved, stream)
     start = time.perf_counter()
@@ -184,6 +196,7 @@ def run(
                 },
             },
             progress=progress,
+            start_from=source_payload,
         )
     except DivergedError as exc:
         store.fail(run_id, str(exc))

@@ -7,6 +7,8 @@
     forgetlab list
     forgetlab diagnose old.pt new.pt --data old.npz --new-data new.npz --report diag/
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
+    forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
+    forgetlab report --store forgetlab-results
 """
 
 from __future__ import annotations
@@ -117,6 +119,56 @@ def _add_user_parsers(commands) -> None:
     finetune.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     finetune.add_argument("--out", required=True, help="where to save the fine-tuned state_dict (+ OUT.json metadata)")
     _add_model_options(finetune)
+    _add_reproduce_parsers(commands)
+    return parser
+
+
+def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
+    reproduce = commands.add_parser(
+        "reproduce", help="run a paper's experiments end to end (runs, analyses, figures, HTML report)"
+    )
+    reproduce.add_argument("experiment", choices=["anatomy"], help="anatomy: Ramasesh et al., ICLR 2021")
+    reproduce.add_argument("--profile", default="quick", help="quick (CPU, < 30 min), paper (GPU) or tiny (tests)")
+    reproduce.add_argument("--only", help="comma-separated analyses: freeze,reset,cka,subspace,mitigation,class_pairs,mixup")
+    reproduce.add_argument("--model", help="model family (vgg, resnet, densenet, mlp); default: the profile's")
+    reproduce.add_argument("--dataset", help="cifar10 (split), cifar10-shift, cifar100-shift, fashion-mnist, mnist, digits")
+    reproduce.add_argument("--seeds", type=int, help="number of seeds (error bands); default: the profile's")
+    reproduce.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    reproduce.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
+    reproduce.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
+    reproduce.add_argument("--report-dir", help="where the figures and anatomy.html go (default <store>/reports/anatomy)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+
+    report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
+    report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
+    report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
+
+
+def _command_reproduce(args: argparse.Namespace) -> int:
+    from forgetlab.experiments import reproduce_anatomy
+
+    quiet = args.quiet
+    out = reproduce_anatomy(
+        args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
+        device=args.device, data_dir=args.data_dir, progress=sys.stderr.isatty() and not quiet,
+        report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
+    computed = len(out.computed)
+    total = sum(len(v) for v in out.results.values())
+    print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
+          f"in {out.wall_seconds:.0f} s")
+    print(f"report: {out.report}")
+    return 0
+
+
+def _command_report(args: argparse.Namespace) -> int:
+    from forgetlab.report import build_report
+    from forgetlab.store import ResultStore, default_store_dir
+
+    store = ResultStore(args.store or default_store_dir())
+    path = build_report(store, args.out or store.root / "reports" / "anatomy")
+    print(f"report: {path}")
+    return 0
 
 
 def _config_from_args(args: argparse.Namespace):  # -> RunConfig
@@ -317,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "analyze": _command_analyze,
         "diagnose": _command_diagnose,
         "finetune": _command_finetune,
+        "reproduce": _command_reproduce,
+        "report": _command_report,
     }
     try:
         return handlers[args.command](args)

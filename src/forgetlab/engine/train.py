@@ -154,6 +154,7 @@ def train_stream(
     checkpoint_extra: dict[str, Any] | None = None,
     progress: bool = False,
     start_task: int = 0,
+    start_from: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on every task of ``stream`` in order; evaluate all tasks as it goes.
 
@@ -168,6 +169,15 @@ def train_stream(
     in order (so it builds its anchors, importances or buffers from their data and the
     model as it is), their rows of ``R`` are the initial accuracies, and training
     starts at task ``start_task``.
+
+    ``start_from`` (a checkpoint payload of *another* run, see :func:`read_checkpoint`)
+    adopts that run's trained prefix when ``checkpoint_dir`` holds no checkpoint yet:
+    model, optimizer, RNG states, accuracy rows and curves are loaded, the strategy's
+    ``after_task`` is called for the adopted last task (EWC computes its Fisher, replay
+    fills its buffer) and training continues with the next task. It is only exact for
+    a *prefix-neutral* method (one that does nothing during those tasks but
+    ``after_task``; see :data:`forgetlab.strategies.PREFIX_NEUTRAL`) and a source
+    trained with the same stream, model and training config by a strategy without state.
 
     Example:
         >>> import forgetlab
@@ -210,10 +220,14 @@ def train_stream(
         return accuracies
 
     found = latest_checkpoint(checkpoint_dir, n_tasks) if checkpoint_dir is not None else None
-    if found is not None:
-        payload = read_checkpoint(found[1])
+    adopted = found is None and start_from is not None
+    if found is not None or adopted:
+        payload = read_checkpoint(found[1]) if found is not None else start_from
+        if adopted:
+            found = (int(payload["task_index"]), None)
         model.load_state_dict(payload["model_state"])
-        strategy.load_state_dict(payload["strategy_state"])
+        if not adopted:
+            strategy.load_state_dict(payload["strategy_state"])
         optimizer = make_optimizer(model, config)
         optimizer.load_state_dict(payload["optimizer_state"])
         data_generator.set_state(payload["rng"]["data"])
@@ -238,6 +252,40 @@ def train_stream(
             strategy.after_task(model, context)
             R[task_index] = initial
         first_task = start_task
+
+    def save(task_index: int) -> None:
+        if checkpoint_dir is None:
+            return
+        assert optimizer is not None
+        save_checkpoint(
+            checkpoint_path(checkpoint_dir, task_index),
+            {
+                **(checkpoint_extra or {}),
+                "task_index": task_index,
+                "global_step": global_step,
+                "model_state": model.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "strategy_state": strategy.state_dict(),
+                "accuracy_matrix": R.tolist(),
+                "initial_accuracy": initial.tolist(),
+                "curves": [dataclasses.asdict(point) for point in curves],
+                "rng": {
+                    "data": data_generator.get_state(),
+                    "augment": augment_generator.get_state(),
+                    "strategy": strategy_generator.get_state(),
+                    "torch": torch.get_rng_state(),
+                },
+                "eval_seconds": eval_seconds,
+                "elapsed_seconds": time.perf_counter() - start_time,
+            },
+        )
+
+    if adopted:
+        # The adopted prefix ends with the source's after_task (a no-op for a stateless
+        # source); run this strategy's own end-of-task step, then checkpoint as our own.
+        last = first_task - 1
+        strategy.after_task(model, StrategyContext(stream, last, device, transform, strategy_generator, augment_generator))
+        save(last)
 
     for task_index in range(first_task, n_tasks):
         task: Task = stream.tasks[task_index]
@@ -295,29 +343,7 @@ def train_stream(
             R[task_index] = curves[-1].accuracies
         else:
             R[task_index] = evaluate_all()
-        if checkpoint_dir is not None:
-            save_checkpoint(
-                checkpoint_path(checkpoint_dir, task_index),
-                {
-                    **(checkpoint_extra or {}),
-                    "task_index": task_index,
-                    "global_step": global_step,
-                    "model_state": model.state_dict(),
-                    "optimizer_state": optimizer.state_dict(),
-                    "strategy_state": strategy.state_dict(),
-                    "accuracy_matrix": R.tolist(),
-                    "initial_accuracy": initial.tolist(),
-                    "curves": [dataclasses.asdict(point) for point in curves],
-                    "rng": {
-                        "data": data_generator.get_state(),
-                        "augment": augment_generator.get_state(),
-                        "strategy": strategy_generator.get_state(),
-                        "torch": torch.get_rng_state(),
-                    },
-                    "eval_seconds": eval_seconds,
-                    "elapsed_seconds": time.perf_counter() - start_time,
-                },
-            )
+        save(task_index)
     total = time.perf_counter() - start_time
     return TrainResult(
         accuracy_matrix=R,

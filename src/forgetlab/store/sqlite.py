@@ -6,6 +6,10 @@ Layout under the store root::
     runs/<run_id>/config.json the resolved config
     runs/<run_id>/checkpoints/task-<i>.pt
 
+Besides runs, the database holds ``reuse`` (a run that started from another run's
+task-boundary checkpoint instead of training those tasks) and ``analyses`` (JSON
+results of analyses such as the Anatomy sweeps, keyed by name + key).
+
 A run is keyed by the hash of its resolved config (:meth:`RunConfig.run_id`).
 
 Example:
@@ -62,6 +66,19 @@ CREATE TABLE IF NOT EXISTS curves (
     eval_task INTEGER NOT NULL,
     accuracy REAL NOT NULL,
     PRIMARY KEY (run_id, point, eval_task)
+);
+CREATE TABLE IF NOT EXISTS reuse (
+    run_id TEXT PRIMARY KEY,
+    source_checkpoint TEXT NOT NULL,
+    n_tasks INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS analyses (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (name, key)
 );
 """
 
@@ -230,3 +247,40 @@ class ResultStore:
         """``(run_id, status)`` of every run, oldest first."""
         with self._connect() as db:
             return db.execute("SELECT run_id, status FROM runs ORDER BY created").fetchall()
+
+    def record_reuse(self, run_id: str, source_checkpoint: str, n_tasks: int) -> None:
+        """Note that ``run_id`` adopted its first ``n_tasks`` tasks from ``source_checkpoint``."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO reuse (run_id, source_checkpoint, n_tasks, created) VALUES (?, ?, ?, ?)",
+                (run_id, source_checkpoint, n_tasks, time.time()),
+            )
+
+    def reuse_source(self, run_id: str) -> tuple[str, int] | None:
+        """``(source checkpoint, n_tasks adopted)`` if ``run_id`` reused a prefix, else ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT source_checkpoint, n_tasks FROM reuse WHERE run_id=?", (run_id,)).fetchone()
+        return (row[0], int(row[1])) if row else None
+
+    def put_analysis(self, name: str, key: str, value: Any) -> None:
+        """Store an analysis result (JSON-serialisable) under ``(name, key)``, replacing any."""
+        text = json.dumps(value, sort_keys=True)
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO analyses (name, key, value, created) VALUES (?, ?, ?, ?)",
+                (name, key, text, time.time()),
+            )
+
+    def get_analysis(self, name: str, key: str) -> Any | None:
+        """The stored analysis result, or ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM analyses WHERE name=? AND key=?", (name, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list_analyses(self, prefix: str = "") -> list[tuple[str, str, Any]]:
+        """``(name, key, value)`` of every stored analysis whose name starts with ``prefix``, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT name, key, value FROM analyses WHERE name LIKE ? ORDER BY created", (prefix + "%",)
+            ).fetchall()
+        return [(name, key, json.loads(value)) for name, key, value in rows]

@@ -41,6 +41,14 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+#: Methods that do nothing during the first task except in ``after_task`` (checked hook by
+#: hook): their run's task-1 training equals a naive run's, so a sweep may start them from
+#: the naive run's task-1 checkpoint (:func:`forgetlab.experiments.execute`). Not here: SI
+#: (path integral accumulated while training), DER++ (stores logits while training),
+#: pseudo-rehearsal (prepares its revision pool in task 1's ``before_task``).
+PREFIX_NEUTRAL: frozenset[str] = frozenset({"naive", "freeze", "l2", "ewc", "mas", "lwf", "replay", "agem"})
+
+
 def strategy_class(name: str) -> type[Strategy]:
     """The registered strategy called ``name``; an unknown name lists the valid ones."""
     if name not in STRATEGIES:
@@ -79,6 +87,6 @@ def list_methods() -> dict[str, str]:
 __all__ = [
     "AGEM", "AGEMParams", "Batch", "DERpp", "DERppParams", "EWC", "EWCParams", "Freeze", "FreezeParams",
     "HyperParams", "L2", "L2Params", "LwF", "LwFParams", "MAS", "MASParams", "Naive", "NaiveParams",
-    "PseudoRehearsal", "PseudoRehearsalParams", "Replay", "ReplayParams", "SI", "SIParams", "STRATEGIES",
+    "PREFIX_NEUTRAL", "PseudoRehearsal", "PseudoRehearsalParams", "Replay", "ReplayParams", "SI", "SIParams", "STRATEGIES",
     "Strategy", "StrategyContext", "create_strategy", "format_params", "list_methods", "strategy_class",
 ]

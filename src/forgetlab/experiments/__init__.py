@@ -1,0 +1,34 @@
+"""Experiments: sweeps of runs and the Anatomy of Catastrophic Forgetting reproduction.
+
+Example:
+    >>> from forgetlab.experiments import ANALYSES
+    >>> ANALYSES[:3]
+    ('freeze', 'reset', 'cka')
+"""
+
+from forgetlab.experiments.anatomy import (
+    ANALYSES,
+    ANALYSIS_FUNCTIONS,
+    AnatomyContext,
+    Reproduction,
+    base_config,
+    class_pairs_analysis,
+    cka_analysis,
+    freeze_sweep,
+    mitigation_analysis,
+    mixup_analysis,
+    reproduce_anatomy,
+    reset_blocks,
+    reset_sweep,
+    subspace_analysis,
+    task2_only_config,
+)
+from forgetlab.experiments.profiles import PROFILES, AnatomyProfile, get_profile
+from forgetlab.experiments.sweep import execute, expand, prefix_key, prefix_source
+
+__all__ = [
+    "ANALYSES", "ANALYSIS_FUNCTIONS", "AnatomyContext", "AnatomyProfile", "PROFILES", "Reproduction",
+    "base_config", "class_pairs_analysis", "cka_analysis", "execute", "expand", "freeze_sweep", "get_profile",
+    "mitigation_analysis", "mixup_analysis", "prefix_key", "prefix_source", "reproduce_anatomy",
+    "reset_blocks", "reset_sweep", "subspace_analysis", "task2_only_config",
+]

@@ -1,0 +1,565 @@
+"""The Anatomy of Catastrophic Forgetting experiments (SPEC §3, §6), one function per analysis.
+
+Every analysis is a sweep of runs expanded from one base config (:func:`base_config`),
+executed through :func:`forgetlab.experiments.execute` (finished runs come from the
+result store; prefix-neutral runs reuse the naive run's task-1 checkpoint), followed by
+measurements on the runs' task-boundary checkpoints. Each returns a JSON-ready dict that
+:func:`reproduce_anatomy` stores in the result store's ``analyses`` table, so a finished
+analysis is never recomputed and :func:`forgetlab.report.build_report` rebuilds the
+report from the store alone.
+
+Choices (documented in ``docs/REPRODUCTION.md``):
+
+- Representations are measured on task 1's test inputs (the stream's ``test_per_task``
+  subsample), in eval mode, conv maps flattened unless the profile says ``pool``.
+- The task-2-only model of the subspace analysis is a one-task run on task 2's classes
+  (``split`` streams: ``class_order`` = task 2's classes, ``n_tasks=1``).
+- Reset sweep: blocks are rewound to their post-task-1 weights (BatchNorm statistics too,
+  unless ``rewind_bn_stats=False``); heads are never rewound (task 1's head is untouched
+  by task 2 in a multi-head model; a shared head keeps its post-task-2 weights).
+
+Example:
+    >>> import tempfile
+    >>> from forgetlab.store import ResultStore
+    >>> out = reproduce_anatomy("tiny", store=ResultStore(tempfile.mkdtemp()), only=["freeze"], report=False)
+    >>> sorted(out.results)
+    ['freeze']
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import forgetlab
+from forgetlab.config import RunConfig, apply_overrides, resolve
+from forgetlab.data.augment import BatchTransform
+from forgetlab.data.streams import TaskStream
+from forgetlab.engine.checkpoint import checkpoint_path, load_model
+from forgetlab.engine.train import DivergedError, evaluate_task, per_class_accuracy
+from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
+from forgetlab.experiments.profiles import AnatomyProfile, get_profile
+from forgetlab.experiments.sweep import execute, expand
+from forgetlab.store import ResultStore, default_store_dir
+
+ANALYSES = ("freeze", "reset", "cka", "subspace", "mitigation", "class_pairs", "mixup")
+ANALYSIS_VERSION = 1
+
+# --dataset value -> (data source, stream)
+DATASETS: dict[str, tuple[str, str]] = {
+    "cifar10": ("cifar10", "split"),
+    "cifar10-shift": ("cifar10", "cifar10-shift"),
+    "cifar100-shift": ("cifar100", "cifar100-shift"),
+    "fashion-mnist": ("fashion-mnist", "split"),
+    "mnist": ("mnist", "split"),
+    "digits": ("digits", "split"),
+}
+
+
+@dataclass
+class AnatomyContext:
+    """Where and how the analyses run: the profile, the dataset and model choice, the store."""
+
+    profile: AnatomyProfile
+    store: ResultStore
+    dataset: str
+    model: str
+    device: str = "auto"
+    data_dir: str | Path | None = None
+    progress: bool = False
+    _streams: dict[str, TaskStream] = field(default_factory=dict)
+
+    def execute(self, configs: Sequence[RunConfig]) -> list[Any]:
+        """Run (or read back) configs through the sweep executor."""
+        return execute(configs, self.store, device=self.device, data_dir=self.data_dir, progress=self.progress)
+
+    def stream(self, config: RunConfig) -> TaskStream:
+        """The config's task stream (cached per stream config and seed)."""
+        resolved = resolve(config)
+        key = json.dumps([resolved.to_dict()["stream"], resolved.train.seed], sort_keys=True)
+        if key not in self._streams:
+            self._streams[key] = forgetlab.api.build_stream_for(resolved, data_dir=self.data_dir)
+        return self._streams[key]
+
+    def model_after(self, result: Any, task_index: int) -> torch.nn.Module:
+        """The run's model at the end of task ``task_index`` (0-based), in eval mode, on the CPU."""
+        model, _ = load_model(checkpoint_path(result.run_dir / "checkpoints", task_index))
+        return model
+
+
+def base_config(profile: AnatomyProfile, seed: int, *, dataset: str | None = None, model: str | None = None) -> RunConfig:
+    """The naive two-task run every analysis starts from.
+
+    Example:
+        >>> from forgetlab.experiments.profiles import PROFILES
+        >>> cfg = base_config(PROFILES["tiny"], seed=1)
+        >>> cfg.stream.dataset, cfg.model.name, cfg.train.seed
+        ('digits', 'mlp', 1)
+    """
+    dataset = dataset or profile.dataset
+    if dataset not in DATASETS:
+        raise ConfigError(
+            f"The 'dataset' parameter must be one of {', '.join(map(repr, DATASETS))}. "
+            f"Got {dataset!r} instead.{did_you_mean(dataset, DATASETS)}"
+        )
+    source, stream = DATASETS[dataset]
+    model = model or profile.model
+    same_family = model == profile.model
+    overrides = [
+        f"stream.dataset={source}", f"stream.stream={stream}", "stream.n_tasks=2",
+        f"stream.train_per_task={profile.train_per_task}", f"stream.test_per_task={profile.test_per_task}",
+        f"model.name={model}", f"train.epochs={profile.epochs}", f"train.batch_size={profile.batch_size}",
+        f"train.lr_schedule={profile.lr_schedule}", f"train.seed={seed}",
+        f"train.eval_every_steps={profile.eval_every_steps}",
+    ]
+    if same_family and profile.width is not None:
+        overrides.append(f"model.width={profile.width}")
+    if same_family and profile.depth is not None:
+        overrides.append(f"model.depth={profile.depth}")
+    if profile.batch_norm is not None:
+        overrides.append(f"model.batch_norm={str(profile.batch_norm).lower()}")
+    if profile.lr is not None:
+        overrides.append(f"train.lr={profile.lr}")
+    return resolve(apply_overrides(RunConfig(), overrides))
+
+
+def _prepare(stream: TaskStream) -> Callable[[torch.Tensor], torch.Tensor]:
+    transform = BatchTransform(stream.mean, stream.std, augment=False)
+    return lambda x: transform(x, train=False)
+
+
+def _task1_inputs(stream: TaskStream) -> torch.Tensor:
+    return stream.tasks[0].test_x
+
+
+def _rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(row) for row in rows]
+
+
+def _r(result: Any) -> list[list[float]]:
+    return [[float(v) for v in row] for row in result.accuracy_matrix]
+
+
+# ---------------------------------------------------------------- the analyses -----
+
+def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Freeze blocks 1..k after task 1 (k = 0..L), train task 2: task-2 and task-1 accuracy vs k.
+
+    Task 1 is trained once (the naive run); every freeze run starts from its checkpoint.
+    """
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    (naive,) = ctx.execute([base])
+    blocks = list(ctx.model_after(naive, 0).block_names)
+    configs = expand(base, {"method.name": ["freeze"], "method.n_blocks": list(range(len(blocks) + 1))})
+    results = ctx.execute(configs)
+    return {
+        "blocks": blocks,
+        "k": list(range(len(blocks) + 1)),
+        "task2_accuracy": [r.accuracy_matrix[1, 1].item() for r in results],
+        "task1_accuracy": [r.accuracy_matrix[1, 0].item() for r in results],
+        "task1_before_task2": float(naive.accuracy_matrix[0, 0]),
+        "naive_task2_accuracy": float(naive.accuracy_matrix[1, 1]),
+        "run_ids": [naive.run_id, *(r.run_id for r in results)],
+    }
+
+
+def reset_blocks(after: torch.nn.Module, before: torch.nn.Module, blocks: Sequence[str], *, rewind_bn_stats: bool = True) -> torch.nn.Module:
+    """A copy of ``after`` whose named ``blocks`` hold ``before``'s weights (and BatchNorm
+    running statistics when ``rewind_bn_stats``). Neither model is changed.
+
+    Example:
+        >>> from forgetlab.models import create_model
+        >>> a = create_model("mlp", input_shape=(1, 8, 8), head_sizes=(2,), width=4, depth=2)
+        >>> b = create_model("mlp", input_shape=(1, 8, 8), head_sizes=(2,), width=4, depth=2)
+        >>> m = reset_blocks(a, b, ["fc2"])
+        >>> new, old = m.blocks["fc2"].state_dict(), b.blocks["fc2"].state_dict()
+        >>> all(torch.equal(new[k], old[k]) for k in new)
+        True
+    """
+    model = copy.deepcopy(after)
+    for name in blocks:
+        if name not in model.blocks:
+            raise IncompatibleError(f"Unknown block {name!r}. The model's blocks: {', '.join(model.blocks)}.")
+        state = before.blocks[name].state_dict()
+        if not rewind_bn_stats:
+            keep = model.blocks[name].state_dict()
+            state = {k: (keep[k] if k.endswith(("running_mean", "running_var", "num_batches_tracked")) else v)
+                     for k, v in state.items()}
+        model.blocks[name].load_state_dict(state)
+    return model
+
+
+def reset_sweep(ctx: AnatomyContext, seed: int, *, rewind_bn_stats: bool = True) -> dict[str, Any]:
+    """After task 2, rewind N consecutive blocks (N = 1..L) to their post-task-1 weights,
+    top-down (head side first) and bottom-up; task-1 accuracy vs N. No training beyond the
+    naive run."""
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    (naive,) = ctx.execute([base])
+    stream = ctx.stream(base)
+    before, after = ctx.model_after(naive, 0), ctx.model_after(naive, 1)
+    blocks = list(after.block_names)
+    task = stream.tasks[0]
+    transform = BatchTransform(stream.mean, stream.std, augment=False)
+
+    def accuracy(model: torch.nn.Module) -> float:
+        return evaluate_task(model, task.test_x, task.test_y, task.head_index, transform, 500)
+
+    n_values = list(range(1, len(blocks) + 1))
+    return {
+        "blocks": blocks,
+        "n": n_values,
+        "top_down": [accuracy(reset_blocks(after, before, blocks[len(blocks) - n:], rewind_bn_stats=rewind_bn_stats)) for n in n_values],
+        "bottom_up": [accuracy(reset_blocks(after, before, blocks[:n], rewind_bn_stats=rewind_bn_stats)) for n in n_values],
+        "task1_before_task2": accuracy(before),
+        "task1_after_task2": accuracy(after),
+        "rewind_bn_stats": rewind_bn_stats,
+        "run_ids": [naive.run_id],
+    }
+
+
+def cka_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Linear CKA per block, task-1 model vs task-1-then-2 model, on task-1 test inputs
+    (debiased and biased), and the full block x block CKA matrix (debiased)."""
+    from forgetlab.analysis import cka_matrix, cka_table
+
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    (naive,) = ctx.execute([base])
+    stream = ctx.stream(base)
+    before, after = ctx.model_after(naive, 0), ctx.model_after(naive, 1)
+    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    rows = cka_table(before, after, inputs, condition="task1 vs task1_then_2", pool=ctx.profile.pool, prepare=prepare)
+    matrix = cka_matrix(before, after, inputs, pool=ctx.profile.pool, prepare=prepare)
+    blocks = list(before.block_names)
+    return {
+        "blocks": blocks,
+        "cka_debiased": [r.value for r in rows if r.measure == "linear_cka_debiased"],
+        "cka_biased": [r.value for r in rows if r.measure == "linear_cka"],
+        "matrix": matrix.values.tolist(),
+        "matrix_measure": matrix.measure,
+        "n_samples": rows[0].n_samples,
+        "run_ids": [naive.run_id],
+    }
+
+
+def task2_only_config(config: RunConfig) -> RunConfig:
+    """A one-task run on task 2's classes only (``split`` streams), for the task-2-only model.
+
+    Example:
+        >>> cfg = task2_only_config(resolve(RunConfig()))
+        >>> cfg.stream.class_order, cfg.stream.n_tasks
+        ((5, 6, 7, 8, 9), 1)
+    """
+    import numpy as np
+
+    if config.stream.stream != "split" or config.stream.n_tasks != 2:
+        raise IncompatibleError(
+            f"The task-2-only model is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
+            f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
+        )
+    order = config.stream.class_order or tuple(range(_n_classes(config)))
+    second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
+    return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
+
+
+def _n_classes(config: RunConfig) -> int:
+    return {"cifar100": 100}.get(config.stream.dataset, 10)
+
+
+def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Top-k subspace similarity per block in the paper's three conditions: (task 1,
+    task-2-only), (task 1, task 1 then 2), (task-2-only, task 1 then 2), on task-1 test inputs."""
+    from forgetlab.analysis import collect_activations, pca_basis
+    from forgetlab.analysis.subspace import similarity_of_bases
+
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    naive, only2 = ctx.execute([base, task2_only_config(base)])
+    stream = ctx.stream(base)
+    models = {"task1": ctx.model_after(naive, 0), "task2_only": ctx.model_after(only2, 0),
+              "task1_then_2": ctx.model_after(naive, 1)}
+    # Activations held in memory (n x p per block and model), bases by SVD of the centred
+    # data: O(n² p) where the scatter route of subspace_table costs O(p³) per block
+    # (minutes at p = 4,096 flattened conv features on a loaded CPU).
+    inputs, prepare, k = _task1_inputs(stream), _prepare(stream), ctx.profile.subspace_k
+    acts = {label: collect_activations(m, inputs, pool=ctx.profile.pool, prepare=prepare, batch_size=250)
+            for label, m in models.items()}
+    blocks = list(acts["task1"])
+    bases = {(label, b): pca_basis(acts[label][b], k) for label in models for b in blocks}
+    pairs = [("task1", "task2_only"), ("task1", "task1_then_2"), ("task2_only", "task1_then_2")]
+    return {
+        "blocks": blocks,
+        "k": k,
+        "conditions": {f"{a} vs {b}": [similarity_of_bases(bases[(a, blk)], bases[(b, blk)]) for blk in blocks]
+                       for a, b in pairs},
+        "task2_only_accuracy": float(only2.accuracy_matrix[0, 0]),
+        "run_ids": [naive.run_id, only2.run_id],
+    }
+
+
+def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Grids of EWC lambda, SI c and replay r: task-1 accuracy after task 2 and per-block
+    CKA (debiased and biased) between each run's own task-1 and task-2 checkpoints."""
+    from forgetlab.analysis import cka_table
+
+    profile = ctx.profile
+    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
+    (naive,) = ctx.execute([base])
+    stream = ctx.stream(base)
+    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    grids = {
+        "ewc": ("lam", profile.ewc_lams, [f"method.fisher_samples={profile.fisher_samples}"]),
+        "si": ("c", profile.si_cs, []),
+        "replay": ("fraction", profile.replay_fractions, [f"method.buffer_size={profile.replay_buffer}"]),
+    }
+    out: dict[str, Any] = {"methods": {}, "run_ids": [naive.run_id]}
+
+    def measure(result: Any) -> dict[str, Any]:
+        rows = cka_table(ctx.model_after(result, 0), ctx.model_after(result, 1), inputs, pool=profile.pool, prepare=prepare)
+        return {
+            "task1_accuracy": float(result.accuracy_matrix[1, 0]),
+            "task2_accuracy": float(result.accuracy_matrix[1, 1]),
+            "cka_debiased": [r.value for r in rows if r.measure == "linear_cka_debiased"],
+            "cka_biased": [r.value for r in rows if r.measure == "linear_cka"],
+        }
+
+    naive_measures = measure(naive)
+    out["blocks"] = list(ctx.model_after(naive, 0).block_names)
+    out["naive"] = naive_measures
+    nan = float("nan")
+    diverged = {"task1_accuracy": nan, "task2_accuracy": nan, "cka_debiased": [nan] * len(out["blocks"]),
+                "cka_biased": [nan] * len(out["blocks"]), "diverged": True}
+    for method, (key, values, extra) in grids.items():
+        method_base = apply_overrides(base, [f"method.name={method}", *extra])
+        points = []
+        for config in expand(method_base, {f"method.{key}": list(values)}):
+            try:
+                (result,) = ctx.execute([config])
+            except DivergedError:  # too strong a penalty for the learning rate: a point, not a crash
+                points.append(dict(diverged))
+                continue
+            points.append(measure(result))
+            out["run_ids"].append(result.run_id)
+        out["methods"][method] = {"parameter": key, "values": [float(v) for v in values], "points": points}
+    return out
+
+
+CLASS_PAIR_PRESETS = (
+    ("{ship,truck} -> {plane,car} (similar)", "two", "similar"),
+    ("{ship,truck} -> {cat,horse} (dissimilar)", "two", "dissimilar"),
+    ("{deer,dog,ship,truck} -> {plane,car}", "four", "similar"),
+    ("{deer,dog,ship,truck} -> {cat,horse}", "four", "dissimilar"),
+)
+
+
+def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Class-pairs semantics: per-class task-1 accuracy after task 1 and after task 2 (and
+    their difference, the per-class forgetting) for each task-2 choice."""
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    pairs_base = apply_overrides(base, ["stream.stream=class-pairs", "stream.head=auto"])
+    variants: list[tuple[str, RunConfig]] = []
+    if ctx.profile.class_pair_variants:
+        for label, sets in ctx.profile.class_pair_variants:
+            variants.append((label, apply_overrides(pairs_base, ["stream.class_sets=" + ",".join(sets)])))
+    else:
+        if pairs_base.stream.dataset != "cifar10":
+            raise IncompatibleError(
+                "The class-pairs presets name CIFAR-10 classes; with another dataset give the profile's "
+                "class_pair_variants."
+            )
+        for label, task1, task2 in CLASS_PAIR_PRESETS:
+            variants.append((label, apply_overrides(pairs_base, [f"stream.pairs_task1={task1}", f"stream.pairs_task2={task2}"])))
+    results = ctx.execute([resolve(cfg) for _, cfg in variants])
+    out: dict[str, Any] = {"variants": [], "run_ids": [r.run_id for r in results]}
+    for (label, cfg), result in zip(variants, results):
+        stream = ctx.stream(cfg)
+        transform = BatchTransform(stream.mean, stream.std, augment=False)
+        task = stream.tasks[0]
+        before = per_class_accuracy(ctx.model_after(result, 0), task, transform)
+        after = per_class_accuracy(ctx.model_after(result, 1), task, transform)
+        names = [stream.class_names[c] for c in before]
+        out["variants"].append({
+            "label": label,
+            "task2": stream.tasks[1].name,
+            "classes": names,
+            "before": [before[c] for c in before],
+            "after": [after[c] for c in before],
+            "forgetting": [before[c] - after[c] for c in before],
+            "task1_accuracy": [float(result.accuracy_matrix[0, 0]), float(result.accuracy_matrix[1, 0])],
+        })
+    return out
+
+
+def mixup_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
+    """Mixup-fraction sweep: forgetting of task 1 vs alpha, with the trace overlap of the
+    task-1 model's diagonal Fisher on task 1 vs task 2 data next to it."""
+    from forgetlab.analysis import task_similarity
+
+    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    source = {"cifar100": "cifar100"}.get(base.stream.dataset, base.stream.dataset)
+    mix_base = apply_overrides(base, [f"stream.dataset={source}", "stream.stream=mixup-fraction", "stream.head=auto"])
+    configs = [resolve(c) for c in expand(mix_base, {"stream.mixup_alpha": list(ctx.profile.mixup_alphas)})]
+    results = ctx.execute(configs)
+    forgetting, overlap, task1_after = [], [], []
+    n = ctx.profile.fisher_samples
+    for cfg, result in zip(configs, results):
+        stream = ctx.stream(cfg)
+        t1, t2 = stream.tasks[0], stream.tasks[1]
+        model = ctx.model_after(result, 0)
+        overlap.append(task_similarity(
+            model, t1.train_x[:n], t2.train_x[:n], targets_a=t1.train_y[:n], targets_b=t2.train_y[:n],
+            head_indices=(t1.head_index, t2.head_index), prepare=_prepare(stream),
+        ))
+        forgetting.append(float(result.accuracy_matrix[0, 0] - result.accuracy_matrix[1, 0]))
+        task1_after.append(float(result.accuracy_matrix[1, 0]))
+    return {
+        "alpha": [float(a) for a in ctx.profile.mixup_alphas],
+        "forgetting": forgetting,
+        "trace_overlap": overlap,
+        "task1_after_task2": task1_after,
+        "task1_before_task2": [float(r.accuracy_matrix[0, 0]) for r in results],
+        "run_ids": [r.run_id for r in results],
+    }
+
+
+ANALYSIS_FUNCTIONS: dict[str, Callable[[AnatomyContext, int], dict[str, Any]]] = {
+    "freeze": freeze_sweep,
+    "reset": reset_sweep,
+    "cka": cka_analysis,
+    "subspace": subspace_analysis,
+    "mitigation": mitigation_analysis,
+    "class_pairs": class_pairs_analysis,
+    "mixup": mixup_analysis,
+}
+
+
+# ---------------------------------------------------------------- orchestration -----
+
+@dataclass
+class Reproduction:
+    """What :func:`reproduce_anatomy` returns.
+
+    Attributes:
+        results: analysis name -> list of per-seed results (the stored JSON values).
+        computed: ``(analysis, seed)`` pairs computed in this call (others came from the store).
+        report: path of the HTML report, or ``None``.
+        wall_seconds: time of this call.
+    """
+
+    results: dict[str, list[dict[str, Any]]]
+    computed: list[tuple[str, int]]
+    report: Path | None
+    wall_seconds: float
+
+
+def parse_only(only: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"freeze,reset"`` -> ``("freeze", "reset")`` checked against :data:`ANALYSES`; ``None`` = all.
+
+    Example:
+        >>> parse_only("reset, freeze")
+        ('freeze', 'reset')
+    """
+    if only is None or only == "" or only == ():
+        return ANALYSES
+    names = [n.strip().replace("-", "_") for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
+    for name in names:
+        if name not in ANALYSES:
+            raise ConfigError(
+                f"The 'only' parameter must list analyses among {', '.join(ANALYSES)}. "
+                f"Got {name!r} instead.{did_you_mean(name, ANALYSES)}"
+            )
+    return tuple(a for a in ANALYSES if a in names)
+
+
+def analysis_key(name: str, profile: AnatomyProfile, dataset: str, model: str, seed: int | None) -> str:
+    """Store key of one analysis result (``seed=None``: the group of all seeds)."""
+    payload = json.dumps(
+        {"v": ANALYSIS_VERSION, "analysis": name, "profile": dataclasses.asdict(profile), "dataset": dataset,
+         "model": model, "seed": seed},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def reproduce_anatomy(
+    profile: str | AnatomyProfile = "quick",
+    *,
+    store: str | Path | ResultStore | None = None,
+    only: str | Sequence[str] | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    seeds: int | None = None,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+    progress: bool = False,
+    report: bool = True,
+    report_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Reproduction:
+    """Run the Anatomy analyses (all, or ``only`` some) for ``seeds`` seeds, store every run
+    and every analysis result, and (with ``report``) write figures + one HTML report.
+
+    Finished analyses and runs are read back from the store; an interrupted call resumes
+    when called again. ``report_dir`` defaults to ``<store>/reports/anatomy``.
+    """
+    start = time.perf_counter()
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    if not isinstance(store, ResultStore):
+        store = ResultStore(store if store is not None else default_store_dir())
+    names = parse_only(only)
+    dataset = dataset or profile.dataset
+    model = model or profile.model
+    n_seeds = seeds if seeds is not None else profile.n_seeds
+    if n_seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter must be >= 1. Got {n_seeds} instead.")
+    base_config(profile, 0, dataset=dataset, model=model)  # validate early
+    ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress)
+    results: dict[str, list[dict[str, Any]]] = {}
+    computed: list[tuple[str, int]] = []
+    threads = torch.get_num_threads()
+    if profile.torch_threads:
+        torch.set_num_threads(profile.torch_threads)
+    try:
+        _run_analyses(ctx, names, n_seeds, results, computed, log)
+    finally:
+        torch.set_num_threads(threads)
+    path = None
+    if report:
+        from forgetlab.report import build_report
+
+        groups = {analysis_key(n, profile, dataset, model, None) for n in names}
+        path = build_report(store, report_dir or store.root / "reports" / "anatomy", groups=groups)
+    return Reproduction(results, computed, path, time.perf_counter() - start)
+
+
+def _run_analyses(
+    ctx: AnatomyContext, names: Sequence[str], n_seeds: int, results: dict[str, list[dict[str, Any]]],
+    computed: list[tuple[str, int]], log: Callable[[str], None] | None,
+) -> None:
+    profile, store, dataset, model = ctx.profile, ctx.store, ctx.dataset, ctx.model
+    for name in names:
+        for seed in range(n_seeds):
+            key = analysis_key(name, profile, dataset, model, seed)
+            stored = store.get_analysis(f"anatomy/{name}", key)
+            if stored is None:
+                tick = time.perf_counter()
+                if log:
+                    log(f"{name} (seed {seed}) ...")
+                data = ANALYSIS_FUNCTIONS[name](ctx, seed)
+                stored = {
+                    "analysis": name, "seed": seed, "group": analysis_key(name, profile, dataset, model, None),
+                    "profile": dataclasses.asdict(profile), "dataset": dataset, "model": model,
+                    "seconds": time.perf_counter() - tick, "data": data,
+                }
+                store.put_analysis(f"anatomy/{name}", key, stored)
+                computed.append((name, seed))
+                if log:
+                    log(f"{name} (seed {seed}) done in {stored['seconds']:.0f} s")
+            results.setdefault(name, []).append(stored)

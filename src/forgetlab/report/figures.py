@@ -1,0 +1,224 @@
+"""Matplotlib figures of the Anatomy analyses (Agg backend; PNG + SVG; mean ± std over seeds).
+
+Each ``plot_*`` takes the per-seed ``data`` dicts of one analysis (as stored by
+:func:`forgetlab.experiments.reproduce_anatomy`) and a path stem; it writes
+``<stem>.png`` and ``<stem>.svg`` and returns both paths.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> data = [{"k": [0, 1], "task2_accuracy": [0.9, 0.8], "task1_accuracy": [0.2, 0.5], "blocks": ["a"]}]
+    >>> [p.suffix for p in plot_freeze(data, pathlib.Path(tempfile.mkdtemp()) / "freeze")]
+    ['.png', '.svg']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) std over the first axis; std is 0 for one seed.
+
+    Example:
+        >>> m, s = mean_std([[1.0, 2.0], [3.0, 2.0]])
+        >>> m.tolist(), s.tolist()
+        ([2.0, 2.0], [1.0, 0.0])
+    """
+    array = np.asarray(values, dtype=float)
+    return array.mean(axis=0), array.std(axis=0)
+
+
+def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: str, **style: Any) -> None:
+    mean, std = mean_std(values)
+    positions = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x, dtype=float)
+    line = ax.plot(positions, mean, marker="o", label=label, **style)[0]
+    if len(values) > 1:
+        ax.fill_between(positions, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if isinstance(x[0], str):
+        ax.set_xticks(positions)
+        ax.set_xticklabels(x, rotation=30, ha="right")
+    elif all(isinstance(v, int) for v in x):
+        ax.set_xticks(positions)
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=90)
+    fig.savefig(paths[1])
+    _plt().close(fig)
+    return paths
+
+
+def _seeds_note(data: Sequence[Any]) -> str:
+    return f"(mean ± std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
+
+
+def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Task-2 and task-1 accuracy vs number of frozen blocks k."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    k = data[0]["k"]
+    _band(ax, k, [d["task2_accuracy"] for d in data], "task 2 accuracy")
+    _band(ax, k, [d["task1_accuracy"] for d in data], "task 1 accuracy (after task 2)")
+    ax.set_xlabel("blocks frozen after task 1 (k)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Freeze sweep {_seeds_note(data)}", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, stem)
+
+
+def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Task-1 accuracy after resetting N blocks, top-down vs bottom-up."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    n = data[0]["n"]
+    _band(ax, n, [d["top_down"] for d in data], "top-down (head side first)")
+    _band(ax, n, [d["bottom_up"] for d in data], "bottom-up (input side first)")
+    ax.axhline(float(np.mean([d["task1_before_task2"] for d in data])), color="grey", ls="--", lw=1, label="after task 1")
+    ax.axhline(float(np.mean([d["task1_after_task2"] for d in data])), color="black", ls=":", lw=1, label="after task 2")
+    ax.set_xlabel("blocks reset to post-task-1 weights (N)")
+    ax.set_ylabel("task 1 accuracy")
+    ax.set_title(f"Reset sweep {_seeds_note(data)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, stem)
+
+
+def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Per-block CKA before vs after task 2 (debiased; biased dashed)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    blocks = data[0]["blocks"]
+    _band(ax, blocks, [d["cka_debiased"] for d in data], "linear CKA (debiased)")
+    _band(ax, blocks, [d["cka_biased"] for d in data], "linear CKA (biased)", ls="--")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("CKA(task 1 model, task 1 then 2)")
+    ax.set_title(f"CKA by block, task-1 test inputs {_seeds_note(data)}", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, stem)
+
+
+def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Block x block CKA heatmap (task-1 model rows, task-1-then-2 model columns), seed mean."""
+    plt = _plt()
+    values = np.mean([d["matrix"] for d in data], axis=0)
+    blocks = data[0]["blocks"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="magma")
+    ax.set_xticks(range(len(blocks)))
+    ax.set_xticklabels(blocks, rotation=30, ha="right")
+    ax.set_yticks(range(len(blocks)))
+    ax.set_yticklabels(blocks)
+    ax.set_xlabel("after task 2")
+    ax.set_ylabel("after task 1")
+    for i in range(len(blocks)):
+        for j in range(len(blocks)):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if values[i, j] < 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("Block-pair CKA (debiased)", fontsize=9)
+    return _save(fig, stem)
+
+
+def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Subspace similarity per block, three conditions."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    blocks = data[0]["blocks"]
+    for condition in data[0]["conditions"]:
+        _band(ax, blocks, [d["conditions"][condition] for d in data], condition)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel(f"subspace similarity (k={data[0]['k']})")
+    ax.set_title(f"Subspace similarity {_seeds_note(data)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, stem)
+
+
+def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Per method: task-1 accuracy vs strength, and per-block CKA for each strength."""
+    plt = _plt()
+    methods = list(data[0]["methods"])
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6), squeeze=False)
+    blocks = data[0]["blocks"]
+    for column, method in enumerate(methods):
+        info = data[0]["methods"][method]
+        values = info["values"]
+        ax = axes[0][column]
+        acc = [[p["task1_accuracy"] for p in d["methods"][method]["points"]] for d in data]
+        mean, std = mean_std(acc)
+        ax.errorbar(range(len(values)), mean, yerr=std if len(data) > 1 else None, marker="o")
+        ax.axhline(float(np.mean([d["naive"]["task1_accuracy"] for d in data])), color="grey", ls="--", lw=1, label="naive")
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels([f"{v:g}" for v in values])
+        ax.set_xlabel(f"{method} {info['parameter']}")
+        ax.set_ylabel("task 1 accuracy after task 2")
+        ax.legend(fontsize=7)
+        ax = axes[1][column]
+        _band(ax, blocks, [d["naive"]["cka_debiased"] for d in data], "naive", color="grey", ls="--")
+        for index, value in enumerate(values):
+            _band(ax, blocks, [d["methods"][method]["points"][index]["cka_debiased"] for d in data], f"{info['parameter']}={value:g}")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("CKA before/after task 2 (debiased)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Mitigation vs representation {_seeds_note(data)}", fontsize=9)
+    return _save(fig, stem)
+
+
+def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Per-class forgetting of task 1's classes for each task-2 choice."""
+    plt = _plt()
+    variants = data[0]["variants"]
+    fig, axes = plt.subplots(1, len(variants), figsize=(2.8 * len(variants), 3.2), squeeze=False, sharey=True)
+    for index, variant in enumerate(variants):
+        ax = axes[0][index]
+        forgetting = [d["variants"][index]["forgetting"] for d in data]
+        mean, std = mean_std(forgetting)
+        ax.bar(range(len(mean)), mean, yerr=std if len(data) > 1 else None, color="tab:red", alpha=0.8)
+        ax.set_xticks(range(len(mean)))
+        ax.set_xticklabels(variant["classes"], rotation=30, ha="right", fontsize=8)
+        ax.set_title(variant["label"], fontsize=7)
+        ax.axhline(0, color="black", lw=0.5)
+    axes[0][0].set_ylabel("per-class forgetting (acc. drop)")
+    fig.suptitle(f"Class-pair semantics {_seeds_note(data)}", fontsize=9)
+    return _save(fig, stem)
+
+
+def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Forgetting vs mixup fraction alpha, with trace overlap on a second axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    alpha = data[0]["alpha"]
+    _band(ax, alpha, [d["forgetting"] for d in data], "forgetting of task 1", color="tab:red")
+    ax.set_xlabel("mixup fraction alpha (0 = task 1 again)")
+    ax.set_ylabel("forgetting (acc. drop)", color="tab:red")
+    twin = ax.twinx()
+    _band(twin, alpha, [d["trace_overlap"] for d in data], "trace overlap", color="tab:blue", ls="--")
+    twin.set_ylabel("trace overlap (Fisher)", color="tab:blue")
+    ax.set_title(f"Mixup-fraction sweep {_seeds_note(data)}", fontsize=9)
+    return _save(fig, stem)
+
+
+PLOTS = {
+    "freeze": [("freeze", plot_freeze)],
+    "reset": [("reset", plot_reset)],
+    "cka": [("cka", plot_cka), ("cka_matrix", plot_cka_matrix)],
+    "subspace": [("subspace", plot_subspace)],
+    "mitigation": [("mitigation", plot_mitigation)],
+    "class_pairs": [("class_pairs", plot_class_pairs)],
+    "mixup": [("mixup", plot_mixup)],
+}

@@ -1,0 +1,206 @@
+"""One self-contained HTML report of the Anatomy analyses, rebuilt from the result store alone.
+
+The report holds the figures (PNG embedded as base64; the SVG files sit beside it), a
+table per analysis, the exact config (JSON) of every run it used, and the software
+versions. Nothing but the store is read.
+
+Example:
+    >>> import tempfile
+    >>> from forgetlab.store import ResultStore
+    >>> path = build_report(ResultStore(tempfile.mkdtemp()), tempfile.mkdtemp())
+    >>> path.name
+    'anatomy.html'
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from forgetlab.report.figures import PLOTS, mean_std
+from forgetlab.store import ResultStore
+
+TITLES = {
+    "freeze": "Freeze sweep (SPEC §3; finding 1)",
+    "reset": "Reset sweep (finding 3)",
+    "cka": "CKA by block before/after task 2 (finding 2)",
+    "subspace": "Subspace similarity, three conditions (finding 4)",
+    "mitigation": "Mitigation vs representation (finding 5)",
+    "class_pairs": "Class-pair semantics",
+    "mixup": "Mixup-fraction sweep and trace overlap (finding 6)",
+}
+ORDER = tuple(TITLES)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of python, torch, numpy, matplotlib, forgetlab and the platform.
+
+    Example:
+        >>> sorted(software_versions())[:3]
+        ['forgetlab', 'matplotlib', 'numpy']
+    """
+    import matplotlib
+    import numpy
+    import torch
+
+    import forgetlab
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "matplotlib": matplotlib.__version__,
+        "forgetlab": forgetlab.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _pm(values: Iterable[float]) -> str:
+    mean, std = mean_std([[v] for v in values])
+    return f"{mean[0]:.3f}" + (f" ± {std[0]:.3f}" if len(list(values)) > 1 else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _column(data: list[dict[str, Any]], *path: Any) -> list[str]:
+    """Per-position mean ± std over seeds of ``data[seed][path...]`` (a list)."""
+    values = []
+    for d in data:
+        item: Any = d
+        for key in path:
+            item = item[key]
+        values.append(item)
+    mean, std = mean_std(values)
+    return [f"{m:.3f}" + (f" ± {s:.3f}" if len(data) > 1 else "") for m, s in zip(mean, std)]
+
+
+def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
+    """The HTML table of one analysis (means ± std over seeds)."""
+    first = data[0]
+    if name == "freeze":
+        t2, t1 = _column(data, "task2_accuracy"), _column(data, "task1_accuracy")
+        return _table(["k (blocks frozen)", "task 2 acc.", "task 1 acc. after task 2"], [[k, a, b] for k, a, b in zip(first["k"], t2, t1)])
+    if name == "reset":
+        td, bu = _column(data, "top_down"), _column(data, "bottom_up")
+        rows = [[n, a, b] for n, a, b in zip(first["n"], td, bu)]
+        rows.append(["(after task 1)", _pm([d["task1_before_task2"] for d in data]), ""])
+        rows.append(["(after task 2, no reset)", _pm([d["task1_after_task2"] for d in data]), ""])
+        return _table(["N blocks reset", "top-down: task 1 acc.", "bottom-up: task 1 acc."], rows)
+    if name == "cka":
+        deb, bia = _column(data, "cka_debiased"), _column(data, "cka_biased")
+        return _table(["block", "CKA debiased", "CKA biased"], [[b, x, y] for b, x, y in zip(first["blocks"], deb, bia)])
+    if name == "subspace":
+        conditions = list(first["conditions"])
+        cols = [_column(data, "conditions", c) for c in conditions]
+        return _table(["block", *conditions], [[b, *(c[i] for c in cols)] for i, b in enumerate(first["blocks"])])
+    if name == "mitigation":
+        rows = [["naive", "", _pm([d["naive"]["task1_accuracy"] for d in data]),
+                 _pm([d["naive"]["task2_accuracy"] for d in data]), *_column(data, "naive", "cka_debiased")]]
+        for method, info in first["methods"].items():
+            for index, value in enumerate(info["values"]):
+                points = [d["methods"][method]["points"][index] for d in data]
+                rows.append([method, f"{info['parameter']}={value:g}", _pm([p["task1_accuracy"] for p in points]),
+                             _pm([p["task2_accuracy"] for p in points]),
+                             *_column(points, "cka_debiased")])
+        return _table(["method", "strength", "task 1 acc.", "task 2 acc.", *(f"CKA {b}" for b in first["blocks"])], rows)
+    if name == "class_pairs":
+        rows = []
+        for index, variant in enumerate(first["variants"]):
+            points = [d["variants"][index] for d in data]
+            before, after, forget = _column(points, "before"), _column(points, "after"), _column(points, "forgetting")
+            for c, cls in enumerate(variant["classes"]):
+                rows.append([variant["label"], cls, before[c], after[c], forget[c]])
+        return _table(["variant", "task-1 class", "acc. after task 1", "acc. after task 2", "forgetting"], rows)
+    if name == "mixup":
+        f, o = _column(data, "forgetting"), _column(data, "trace_overlap")
+        return _table(["alpha", "forgetting of task 1", "trace overlap"], [[a, x, y] for a, x, y in zip(first["alpha"], f, o)])
+    return f"<pre>{html.escape(json.dumps(data, indent=1)[:5000])}</pre>"
+
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f0f0f0; }
+img { max-width: 100%; }
+details pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+"""
+
+
+def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups: Iterable[str] | None = None) -> Path:
+    """Write ``anatomy.html`` (+ one PNG and SVG per figure) into ``out_dir`` from the
+    store's ``anatomy/*`` analyses (only the given analysis ``groups`` if set); return its path."""
+    if not isinstance(store, ResultStore):
+        store = ResultStore(store)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = set(groups) if groups is not None else None
+    by_name: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, _, value in store.list_analyses("anatomy/"):
+        if wanted is not None and value["group"] not in wanted:
+            continue
+        by_name.setdefault(value["analysis"], {}).setdefault(value["group"], []).append(value)
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>forgetlab: Anatomy of Catastrophic Forgetting</title>",
+             f"<style>{STYLE}</style></head><body>",
+             "<h1>Anatomy of Catastrophic Forgetting: reproduction report</h1>",
+             "<p>Built by <code>forgetlab report</code> from the result store "
+             f"<code>{html.escape(str(store.root))}</code> alone. Accuracies are fractions; "
+             "values are mean ± std over seeds where there are several.</p>"]
+    run_ids: list[str] = []
+    if not by_name:
+        parts.append("<p><b>The store holds no Anatomy analyses yet.</b> Run <code>forgetlab reproduce anatomy</code>.</p>")
+    for name in sorted(by_name, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
+        for group, entries in by_name[name].items():
+            entries = sorted(entries, key=lambda v: v["seed"])
+            data = [e["data"] for e in entries]
+            meta = entries[0]
+            parts.append(f"<h2>{html.escape(TITLES.get(name, name))}</h2>")
+            parts.append(
+                f"<p>profile <code>{html.escape(meta['profile']['name'])}</code>, dataset "
+                f"<code>{html.escape(meta['dataset'])}</code>, model <code>{html.escape(meta['model'])}</code>, "
+                f"seeds {[e['seed'] for e in entries]}, computed in {sum(e['seconds'] for e in entries):.0f} s.</p>"
+            )
+            for figure_name, plot in PLOTS.get(name, []):
+                stem = out_dir / f"{figure_name}-{group[:8]}"
+                png, _svg = plot(data, stem)
+                encoded = base64.b64encode(png.read_bytes()).decode()
+                parts.append(f"<img alt='{figure_name}' src='data:image/png;base64,{encoded}'>")
+            parts.append(analysis_table(name, data))
+            for d in data:
+                run_ids += [r for r in d.get("run_ids", []) if r not in run_ids]
+    parts.append("<h2>Runs and their exact configs</h2>")
+    rows = []
+    configs = []
+    for run_id in run_ids:
+        stored = store.get(run_id)
+        if stored is None:
+            continue
+        reuse = store.reuse_source(run_id)
+        cfg = stored.config
+        rows.append([run_id, stored.status, cfg["stream"]["stream"], cfg["method"]["name"],
+                     json.dumps({k: v for k, v in cfg["method"].items() if k != "name"}),
+                     f"{stored.wall_seconds or 0:.1f}", "task 1 from " + Path(reuse[0]).parts[-3] if reuse else "",
+                     " / ".join(_fmt(v) for row in (stored.accuracy_matrix or []) for v in row)])
+        configs.append(f"<details><summary>{run_id}</summary><pre>{html.escape(json.dumps(cfg, indent=2, sort_keys=True))}</pre></details>")
+    parts.append(_table(["run", "status", "stream", "method", "hyperparameters", "wall s", "prefix reuse", "R (row-major)"], rows))
+    parts += configs
+    parts.append("<h2>Software</h2>")
+    parts.append(_table(["package", "version"], [[k, v] for k, v in software_versions().items()]))
+    parts.append("</body></html>")
+    path = out_dir / "anatomy.html"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,142 @@
+"""Every Anatomy analysis on the tiny digits profile (one shared store; seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forgetlab.cli import main
+from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.experiments import ANALYSES, reproduce_anatomy, reset_blocks, task2_only_config
+from forgetlab.experiments.anatomy import parse_only
+from forgetlab.experiments.profiles import get_profile
+from forgetlab.models import create_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    store = tmp_path_factory.mktemp("anatomy-store")
+    out = reproduce_anatomy("tiny", store=store, report=False)
+    return store, {name: values[0]["data"] for name, values in out.results.items()}
+
+
+def _fraction(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def test_every_analysis_ran(tiny):
+    _, data = tiny
+    assert sorted(data) == sorted(ANALYSES)
+
+
+def test_freeze_sweep_covers_k_zero_to_l(tiny):
+    freeze = tiny[1]["freeze"]
+    assert freeze["k"] == list(range(len(freeze["blocks"]) + 1))
+    assert all(map(_fraction, freeze["task1_accuracy"] + freeze["task2_accuracy"]))
+
+
+def test_reset_sweep_full_reset_restores_task_one(tiny):
+    reset = tiny[1]["reset"]
+    assert len(reset["top_down"]) == len(reset["bottom_up"]) == len(reset["blocks"])
+    # resetting every block (multi-head: task 1's head untouched) = the post-task-1 model
+    assert reset["top_down"][-1] == reset["bottom_up"][-1] == reset["task1_before_task2"]
+
+
+def test_cka_rows_and_matrix(tiny):
+    cka = tiny[1]["cka"]
+    n = len(cka["blocks"])
+    assert len(cka["cka_debiased"]) == len(cka["cka_biased"]) == n
+    assert len(cka["matrix"]) == n and all(len(row) == n for row in cka["matrix"])
+    assert cka["matrix"][0][0] == pytest.approx(cka["cka_debiased"][0])
+
+
+def test_subspace_three_conditions(tiny):
+    sub = tiny[1]["subspace"]
+    assert list(sub["conditions"]) == ["task1 vs task2_only", "task1 vs task1_then_2", "task2_only vs task1_then_2"]
+    assert all(_fraction(v) for values in sub["conditions"].values() for v in values)
+
+
+def test_mitigation_grids(tiny):
+    mit = tiny[1]["mitigation"]
+    assert set(mit["methods"]) == {"ewc", "si", "replay"}
+    for info in mit["methods"].values():
+        assert len(info["points"]) == len(info["values"])
+        assert len(info["points"][0]["cka_debiased"]) == len(mit["blocks"])
+
+
+def test_class_pairs_per_class_forgetting(tiny):
+    variants = tiny[1]["class_pairs"]["variants"]
+    assert [v["label"] for v in variants] == ["similar", "dissimilar"]
+    for v in variants:
+        assert v["forgetting"] == pytest.approx([b - a for b, a in zip(v["before"], v["after"])])
+
+
+def test_mixup_forgetting_and_overlap(tiny):
+    mix = tiny[1]["mixup"]
+    assert len(mix["forgetting"]) == len(mix["trace_overlap"]) == len(mix["alpha"])
+    assert all(map(_fraction, mix["trace_overlap"]))
+
+
+def test_cli_reproduce_reads_the_store_and_report_rebuilds(tiny, tmp_path, capsys):
+    store, _ = tiny
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--store", str(store), "--only", "reset,cka",
+                 "--report-dir", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "0 computed now" in capsys.readouterr().out
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "all")]) == 0
+    text = (tmp_path / "all" / "anatomy.html").read_text()
+    assert "data:image/png;base64," in text and "Mixup-fraction" in text and "&quot;dataset&quot;: &quot;digits&quot;" in text
+    assert (tmp_path / "all").glob("freeze-*.svg")
+
+
+def test_cli_reproduce_bad_analysis_is_one_line(capsys):
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "frezee"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'freeze'" in err or "freeze" in err
+
+
+def test_parse_only_and_profile_errors():
+    assert parse_only("mixup,freeze") == ("freeze", "mixup")
+    with pytest.raises(ConfigError, match="'profile' parameter"):
+        get_profile("quik")
+
+
+def test_reset_blocks_copies_and_keeps_models():
+    a = create_model("vgg", input_shape=(1, 8, 8), head_sizes=(2,), width=4, depth=1)
+    b = create_model("vgg", input_shape=(1, 8, 8), head_sizes=(2,), width=4, depth=1)
+    b.blocks["conv1"][1].running_mean.fill_(3.0)
+    kept = a.blocks["conv1"][1].running_mean.clone()
+    m = reset_blocks(a, b, ["conv1"], rewind_bn_stats=False)
+    assert torch.equal(m.blocks["conv1"][0].weight, b.blocks["conv1"][0].weight)
+    assert torch.equal(m.blocks["conv1"][1].running_mean, kept)
+    assert torch.equal(reset_blocks(a, b, ["conv1"]).blocks["conv1"][1].running_mean, b.blocks["conv1"][1].running_mean)
+    with pytest.raises(IncompatibleError, match="Unknown block"):
+        reset_blocks(a, b, ["nope"])
+
+
+def test_task2_only_needs_a_split_stream():
+    from forgetlab.config import RunConfig, apply_overrides, resolve
+
+    with pytest.raises(IncompatibleError, match="split"):
+        task2_only_config(resolve(apply_overrides(RunConfig(), ["stream.stream=one-vs-rest"])))
+
+
+def test_a_diverged_mitigation_run_is_a_nan_point(tmp_path, monkeypatch):
+    import math
+
+    from forgetlab.engine.train import DivergedError
+    from forgetlab.experiments.anatomy import AnatomyContext, mitigation_analysis
+    from forgetlab.store import ResultStore
+
+    original = AnatomyContext.execute
+
+    def execute(self, configs):
+        if any(c.method.name == "ewc" for c in configs):
+            raise DivergedError("Training diverged on task 2 at step 3: loss is nan.")
+        return original(self, configs)
+
+    monkeypatch.setattr(AnatomyContext, "execute", execute)
+    ctx = AnatomyContext(get_profile("tiny"), ResultStore(tmp_path), "digits", "mlp")
+    out = mitigation_analysis(ctx, 0)
+    point = out["methods"]["ewc"]["points"][0]
+    assert point["diverged"] and math.isnan(point["task1_accuracy"])
+    assert not out["methods"]["si"]["points"][0].get("diverged")

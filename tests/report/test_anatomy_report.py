@@ -1,0 +1,36 @@
+"""The HTML report is rebuilt from the store alone; figures come as PNG + SVG."""
+
+from __future__ import annotations
+
+from forgetlab.report import build_report, mean_std
+from forgetlab.report.figures import plot_mixup, plot_reset
+from forgetlab.store import ResultStore
+
+
+def test_empty_store_gives_a_report_that_says_so(tmp_path):
+    path = build_report(ResultStore(tmp_path / "s"), tmp_path / "out")
+    text = path.read_text()
+    assert "holds no Anatomy analyses" in text and "torch" in text
+
+
+def test_report_from_stored_analysis_only(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    data = {"n": [1, 2], "blocks": ["a", "b"], "top_down": [0.8, 0.9], "bottom_up": [0.2, 0.9],
+            "task1_before_task2": 0.9, "task1_after_task2": 0.1, "run_ids": []}
+    for seed in (0, 1):
+        store.put_analysis("anatomy/reset", f"k{seed}", {
+            "analysis": "reset", "seed": seed, "group": "g1", "profile": {"name": "x"}, "dataset": "digits",
+            "model": "mlp", "seconds": 1.0, "data": data,
+        })
+    text = build_report(store, tmp_path / "out").read_text()
+    assert "Reset sweep" in text and "0.800 ± 0.000" in text and "seeds [0, 1]" in text
+    assert (tmp_path / "out" / "reset-g1.png").is_file() and (tmp_path / "out" / "reset-g1.svg").is_file()
+
+
+def test_figures_write_png_and_svg(tmp_path):
+    mix = [{"alpha": [0.0, 0.5, 1.0], "forgetting": [0.0, 0.3, 0.1], "trace_overlap": [1.0, 0.6, 0.2]}] * 2
+    assert [p.suffix for p in plot_mixup(mix, tmp_path / "m")] == [".png", ".svg"]
+    reset = [{"n": [1], "top_down": [0.5], "bottom_up": [0.1], "task1_before_task2": 0.6, "task1_after_task2": 0.1}]
+    assert all(p.stat().st_size > 0 for p in plot_reset(reset, tmp_path / "r"))
+    mean, std = mean_std([[1.0], [3.0]])
+    assert mean.tolist() == [2.0] and std.tolist() == [1.0]
