@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--download", action="store_true", help="download missing dataset files")
         sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
     _add_user_parsers(commands)
+    _add_reproduce_parsers(commands)
     return parser
 
 
@@ -119,8 +120,6 @@ def _add_user_parsers(commands) -> None:
     finetune.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     finetune.add_argument("--out", required=True, help="where to save the fine-tuned state_dict (+ OUT.json metadata)")
     _add_model_options(finetune)
-    _add_reproduce_parsers(commands)
-    return parser
 
 
 def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:

@@ -24,9 +24,10 @@ def trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = engine_train._progress
 
-    def spy(total: int, description: str, enabled: bool):
-        seen.append(description)
-        return original(total, description, enabled)
+    def spy(total: int, description: str, enabled: bool, unit: str = "step"):
+        if unit == "step":  # a training bar (evaluation bars have unit "task")
+            seen.append(description)
+        return original(total, description, enabled, unit)
 
     monkeypatch.setattr(engine_train, "_progress", spy)
     return seen
@@ -75,11 +76,12 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypa
     original = engine_train._progress
     calls = {"n": 0}
 
-    def interrupt(total: int, description: str, enabled: bool):
-        calls["n"] += 1
+    def interrupt(total: int, description: str, enabled: bool, unit: str = "step"):
+        if unit == "step":
+            calls["n"] += 1
         if calls["n"] == 4:  # task 1 of the naive run, task 2 of it, of freeze-0, then stop in freeze-1
             raise KeyboardInterrupt
-        return original(total, description, enabled)
+        return original(total, description, enabled, unit)
 
     with monkeypatch.context() as patch:
         patch.setattr(engine_train, "_progress", interrupt)
