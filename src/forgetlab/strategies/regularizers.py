@@ -197,6 +197,16 @@ class EWC(Strategy):
             self.terms_ = [{"anchor": dict(e["anchor"]), "fisher": dict(e["fisher"])} for e in state["terms"]]
 
 
+def _bind_importance(strategy: SI | MAS, model: nn.Module, device: torch.device) -> list[Term]:
+    """Move a strategy's ``anchor_`` / ``importance_`` to ``device`` and bind them to the
+    model's parameters (no terms before the first task has ended)."""
+    if not strategy.importance_:
+        return []
+    strategy.importance_ = to_device(strategy.importance_, device)
+    strategy.anchor_ = to_device(strategy.anchor_ or {}, device)
+    return bind_terms(model, strategy.anchor_, strategy.importance_)
+
+
 # ------------------------------------------------------------------------ SI -----
 
 @dataclass(frozen=True)
@@ -236,11 +246,7 @@ class SI(Strategy):
     anchor_: dict[str, torch.Tensor] | None = None
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = []
-        if self.importance_:
-            self.importance_ = to_device(self.importance_, context.device)
-            self.anchor_ = to_device(self.anchor_ or {}, context.device)
-            self._terms = bind_terms(model, self.anchor_, self.importance_)
+        self._terms = _bind_importance(self, model, context.device)
         tracked = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
         self._tracked = list(tracked.items())
         self._start = snapshot(tracked)
@@ -323,11 +329,7 @@ class MAS(Strategy):
     anchor_: dict[str, torch.Tensor] | None = None
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = []
-        if self.importance_:
-            self.importance_ = to_device(self.importance_, context.device)
-            self.anchor_ = to_device(self.anchor_ or {}, context.device)
-            self._terms = bind_terms(model, self.anchor_, self.importance_)
+        self._terms = _bind_importance(self, model, context.device)
 
     def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
         if not self._terms:
