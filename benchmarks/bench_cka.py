@@ -18,48 +18,21 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _memory import PeakMemory  # noqa: E402
 
 from forgetlab.analysis import linear_cka  # noqa: E402
 from forgetlab.analysis.cka import LinearCKAAccumulator, _choose_method  # noqa: E402
 
 F64 = torch.float64
-PAGE = os.sysconf("SC_PAGE_SIZE")
 GRAM_LIMIT_GIB = 16.0
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakMemory:
-    """Peak RSS above the level at entry, sampled every millisecond by a thread."""
-
-    def __enter__(self):
-        self.base = rss()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss())
-        self.added = self.peak - self.base
 
 
 def plain_gemm(x: torch.Tensor, y: torch.Tensor) -> float:
