@@ -197,14 +197,30 @@ class EWC(Strategy):
             self.terms_ = [{"anchor": dict(e["anchor"]), "fisher": dict(e["fisher"])} for e in state["terms"]]
 
 
-def _bind_importance(strategy: SI | MAS, model: nn.Module, device: torch.device) -> list[Term]:
-    """Move a strategy's ``anchor_`` / ``importance_`` to ``device`` and bind them to the
-    model's parameters (no terms before the first task has ended)."""
-    if not strategy.importance_:
-        return []
-    strategy.importance_ = to_device(strategy.importance_, device)
-    strategy.anchor_ = to_device(strategy.anchor_ or {}, device)
-    return bind_terms(model, strategy.anchor_, strategy.importance_)
+class _ImportanceStrategy(Strategy):
+    """Shared by SI and MAS: a per-parameter importance and an anchor, learnt at the end of
+    each task, bound to the model's parameters as penalty terms, saved in checkpoints."""
+
+    _terms: tuple[Term, ...] | list[Term] = ()
+    importance_: dict[str, torch.Tensor] | None = None
+    anchor_: dict[str, torch.Tensor] | None = None
+
+    def _bind_importance(self, model: nn.Module, device: torch.device) -> list[Term]:
+        """Move ``anchor_`` / ``importance_`` to ``device`` and bind them to the model's
+        parameters (no terms before the first task has ended)."""
+        if not self.importance_:
+            return []
+        self.importance_ = to_device(self.importance_, device)
+        self.anchor_ = to_device(self.anchor_ or {}, device)
+        return bind_terms(model, self.anchor_, self.importance_)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.importance_ is None else {"importance": self.importance_, "anchor": self.anchor_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            check_state_keys(self, state, {"importance", "anchor"})
+            self.importance_, self.anchor_ = dict(state["importance"]), dict(state["anchor"])
 
 
 # ------------------------------------------------------------------------ SI -----
@@ -225,7 +241,7 @@ class SIParams(HyperParams):
         self.check(self.xi > 0, "xi", "> 0")
 
 
-class SI(Strategy):
+class SI(_ImportanceStrategy):
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017).
 
     During a task, ``omega_k += -g_k * (theta_k after - before the step)`` at every step,
@@ -241,12 +257,8 @@ class SI(Strategy):
     name = "si"
     title = "Synaptic Intelligence (path-integral importance)"
     params_type = SIParams
-    _terms: tuple[Term, ...] | list[Term] = ()
-    importance_: dict[str, torch.Tensor] | None = None
-    anchor_: dict[str, torch.Tensor] | None = None
-
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = _bind_importance(self, model, context.device)
+        self._terms = self._bind_importance(model, context.device)
         tracked = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
         self._tracked = list(tracked.items())
         self._start = snapshot(tracked)
@@ -284,14 +296,6 @@ class SI(Strategy):
         self.anchor_ = snapshot(tracked)
         self._omega, self._start, self._pending = {}, {}, []
 
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.importance_ is None else {"importance": self.importance_, "anchor": self.anchor_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"importance", "anchor"})
-            self.importance_, self.anchor_ = dict(state["importance"]), dict(state["anchor"])
-
 
 # ----------------------------------------------------------------------- MAS -----
 
@@ -311,7 +315,7 @@ class MASParams(HyperParams):
         self.check(self.importance_samples >= 0, "importance_samples", ">= 0 (0 = all)")
 
 
-class MAS(Strategy):
+class MAS(_ImportanceStrategy):
     """Memory Aware Synapses (Aljundi et al. 2018): importance = mean over examples of
     ``|d ||f(x)||^2 / d theta|`` (``f`` = the task's head logits), summed over tasks;
     penalty ``lam sum_i Omega_i (theta_i - theta*_i)^2`` around the last task's weights.
@@ -324,12 +328,8 @@ class MAS(Strategy):
     name = "mas"
     title = "Memory Aware Synapses (output-sensitivity importance)"
     params_type = MASParams
-    _terms: tuple[Term, ...] | list[Term] = ()
-    importance_: dict[str, torch.Tensor] | None = None
-    anchor_: dict[str, torch.Tensor] | None = None
-
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = _bind_importance(self, model, context.device)
+        self._terms = self._bind_importance(model, context.device)
 
     def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
         if not self._terms:
@@ -342,11 +342,3 @@ class MAS(Strategy):
         params = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
         self.importance_ = _add(self.importance_, {name: importance[name] for name in params})
         self.anchor_ = snapshot(params)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.importance_ is None else {"importance": self.importance_, "anchor": self.anchor_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"importance", "anchor"})
-            self.importance_, self.anchor_ = dict(state["importance"]), dict(state["anchor"])
