@@ -22,7 +22,7 @@ import forgetlab
 from forgetlab.config import RunConfig, resolve
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
-from forgetlab.engine.train import CurvePoint, DivergedError, train_stream
+from forgetlab.engine.train import CurvePoint, DivergedError, mixed_precision, train_stream
 from forgetlab.errors import ConfigError
 from forgetlab.metrics import summary
 from forgetlab.models import BlockModel, create_model
@@ -165,6 +165,7 @@ def run(
             train_seconds=stored.train_seconds or 0.0,
         )
     torch_device = resolve_device(device)
+    mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
     stream = build_stream_for(resolved, data_dir=data_dir, download=download)
     run_dir = store.begin(run_id, resolved.to_dict(), forgetlab.__version__)
     checkpoint_dir = run_dir / "checkpoints"

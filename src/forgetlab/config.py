@@ -49,6 +49,7 @@ CONFIG_VERSION = 1
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("fp32", "bf16", "fp16")
 HEADS = ("auto", "multi", "single")
 AUGMENT = ("auto", "on", "off")
 PAIRS_TASK1 = ("two", "four")
@@ -254,6 +255,9 @@ class TrainConfig:
             curves; 0 = at the end of every epoch. The accuracy matrix always uses the
             evaluation at the end of each task.
         reset_optimizer: start every task with a fresh optimizer state.
+        precision: ``fp32``; or mixed precision, ``bf16`` (CPU or GPU) or ``fp16`` (GPU
+            only, with loss scaling): forward passes and losses run under
+            ``torch.autocast``, weights, optimizer state and evaluation stay float32.
         seed: seeds model initialisation, data order, subsampling and augmentation.
     """
 
@@ -268,11 +272,13 @@ class TrainConfig:
     eval_batch_size: int = 1000
     eval_every_steps: int = 0
     reset_optimizer: bool = True
+    precision: str = "fp32"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("train", "precision", self.precision, PRECISIONS)
         if self.lr is not None:
             _check(self.lr > 0, "train", "lr", "> 0", self.lr)
         _check(0 <= self.momentum < 1, "train", "momentum", "in [0, 1)", self.momentum)

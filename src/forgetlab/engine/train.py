@@ -7,6 +7,7 @@ forward, loss, backward, step) so that its cost is that of a hand-written PyTorc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -201,6 +202,7 @@ def train_stream(
     data_generator = torch.Generator().manual_seed(config.seed)
     augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     strategy_generator = torch.Generator().manual_seed(config.seed + 2)
+    autocast, scaler = mixed_precision(config.precision, device)
     R = np.zeros((n_tasks, n_tasks))
     curves: list[CurvePoint] = []
     eval_seconds = 0.0
@@ -316,14 +318,22 @@ def train_stream(
                     index = order[batch_start : batch_start + batch_size]
                     raw = x_train[index]
                     batch = Batch(raw, transform(raw, train=True, generator=augment_generator), y_train[index], head)
-                    loss = strategy.batch_loss(model, batch, context)
-                    extra = strategy.penalty(model, context)
-                    if extra is not None:
-                        loss = loss + extra
+                    with autocast:
+                        loss = strategy.batch_loss(model, batch, context)
+                        extra = strategy.penalty(model, context)
+                        if extra is not None:
+                            loss = loss + extra
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    strategy.after_backward(model, batch, context)
-                    optimizer.step()
+                    if scaler is None:
+                        loss.backward()
+                        strategy.after_backward(model, batch, context)
+                        optimizer.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)  # strategies see true gradients
+                        strategy.after_backward(model, batch, context)
+                        scaler.step(optimizer)
+                        scaler.update()
                     strategy.after_step(model, context)
                     step += 1
                     global_step += 1
@@ -353,6 +363,25 @@ def train_stream(
         eval_seconds=eval_seconds,
         resumed_from=first_task,
     )
+
+
+def mixed_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
+    """``(autocast context, gradient scaler or None)`` for ``train.precision``.
+
+    ``fp32`` autocasts nothing; ``bf16`` autocasts to bfloat16 (no scaler: bfloat16 has
+    float32's range); ``fp16`` autocasts to float16 with a ``GradScaler`` and needs CUDA.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext(), None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision='fp16' needs a CUDA device (this run is on {device.type}). "
+            f"Use train.precision=bf16 on a CPU."
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    autocast = torch.autocast(device_type=device.type, dtype=dtype)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return autocast, scaler
 
 
 def _check_finite(loss: torch.Tensor, task_index: int, step: int) -> None:
