@@ -9,11 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +24,8 @@ import forgetlab
 from forgetlab.config import RunConfig, resolve
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
-from forgetlab.engine.train import CurvePoint, DivergedError, mixed_precision, train_stream
-from forgetlab.errors import ConfigError
+from forgetlab.engine.train import CurvePoint, mixed_precision, train_stream
+from forgetlab.errors import ConfigError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import BlockModel, create_model
 from forgetlab.store import ResultStore, default_store_dir
@@ -104,11 +106,219 @@ def build_strategy_for(config: RunConfig) -> Strategy:
     return create_strategy(config.method.name, config.method.params)
 
 
-def _peak_memory_bytes(device: torch.device) -> int:
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window for :func:`peak_memory_bytes` (per run, not per process).
+
+    CUDA: the allocator's peak. CPU on Linux: the resident-set high-water mark, reset
+    through ``/proc/self/clear_refs``; elsewhere the process's lifetime peak is kept.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory since :func:`reset_peak_memory`: CUDA allocator peak, or resident set size."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What training one run produces, before it is recorded: plain, picklable values, so
+    that a worker process or a Ray task can return it to the one process that writes the
+    store.
+
+    Attributes:
+        run_id: the run's key.
+        accuracy_matrix, initial_accuracy: ``R`` and the untrained accuracies, as lists.
+        curves: learning-curve points as dicts (``task_index``, ``epoch``, ``step``, ``accuracies``).
+        metrics: ``acc``, ``bwt``, ``forgetting``.
+        device: where it was trained (``cpu``, ``cuda:0``).
+        wall_seconds, train_seconds: total and training-only time of this execution.
+        peak_memory_bytes: peak resident memory (CPU) or CUDA allocator peak of the run.
+        reused: ``(source checkpoint, tasks adopted)`` when it started from another run's prefix.
+    """
+
+    run_id: str
+    accuracy_matrix: list[list[float]]
+    initial_accuracy: list[float]
+    curves: list[dict[str, Any]]
+    metrics: dict[str, float]
+    device: str
+    wall_seconds: float
+    train_seconds: float
+    peak_memory_bytes: int
+    reused: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """A run that did not finish; the store holds it as ``failed`` with ``error``.
+
+    Attributes:
+        run_id: the run's key.
+        config: the resolved config.
+        error: the reason, one line (e.g. ``Training diverged on task 2 at step 40: loss is nan. ...``).
+        kind: ``diverged`` (NaN or infinite loss), ``interrupted`` or ``error`` (anything else).
+    """
+
+    run_id: str
+    config: RunConfig
+    error: str
+    kind: str = "error"
+
+
+def train_run(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    progress: bool = False,
+    rerun: bool = False,
+    start_from: str | Path | None = None,
+) -> RunOutcome:
+    """Train one resolved ``config`` with its checkpoints in ``run_dir/checkpoints`` and
+    return its outcome. Writes only files of this run's folder, never the database: the
+    caller records the outcome (:func:`record_outcome`), so that runs can train in worker
+    processes while one process writes the store.
+
+    Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
+    first; ``start_from`` as in :func:`run`.
+    """
+    resolved = resolve(config)
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    stream = build_stream_for(resolved, data_dir=data_dir, download=download)
+    checkpoint_dir = run_dir / "checkpoints"
+    if rerun:
+        for old in checkpoint_dir.glob("task-*.pt"):
+            old.unlink()
+    source_payload = None
+    reused = None
+    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
+        source_payload = read_checkpoint(start_from)
+        reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+    torch.manual_seed(resolved.train.seed)
+    model = build_model_for(resolved, stream)
+    result = train_stream(
+        model,
+        stream,
+        resolved.train,
+        device=device,
+        strategy=build_strategy_for(resolved),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_extra={
+            "config": resolved.to_dict(),
+            "model_spec": {
+                "input_shape": list(stream.input_shape),
+                "head_sizes": list(stream.head_sizes),
+                "mean": list(stream.mean),  # the input normalisation the model was trained with
+                "std": list(stream.std),
+            },
+        },
+        progress=progress,
+        start_from=source_payload,
+    )
+    return RunOutcome(
+        run_id=resolved.run_id(),
+        accuracy_matrix=result.accuracy_matrix.tolist(),
+        initial_accuracy=result.initial_accuracy.tolist(),
+        curves=[dataclasses.asdict(point) for point in result.curves],
+        metrics=summary(result.accuracy_matrix),
+        device=str(device),
+        wall_seconds=time.perf_counter() - start,
+        train_seconds=result.train_seconds,
+        peak_memory_bytes=peak_memory_bytes(device),
+        reused=reused,
+    )
+
+
+def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -> RunResult:
+    """Write a finished run's outcome to the store (one transaction) and return its result."""
+    if outcome.reused is not None:
+        store.record_reuse(outcome.run_id, *outcome.reused)
+    store.finish(
+        outcome.run_id,
+        accuracy_matrix=outcome.accuracy_matrix,
+        initial_accuracy=outcome.initial_accuracy,
+        metrics=outcome.metrics,
+        curves=outcome.curves,
+        device=outcome.device,
+        wall_seconds=outcome.wall_seconds,
+        train_seconds=outcome.train_seconds,
+        peak_memory_bytes=outcome.peak_memory_bytes,
+    )
+    return RunResult(
+        run_id=outcome.run_id,
+        config=resolve(config),
+        accuracy_matrix=np.array(outcome.accuracy_matrix),
+        initial_accuracy=np.array(outcome.initial_accuracy),
+        curves=[_curve_point(c) for c in outcome.curves],
+        metrics=dict(outcome.metrics),
+        run_dir=store.run_dir(outcome.run_id),
+        device=outcome.device,
+        wall_seconds=outcome.wall_seconds,
+        train_seconds=outcome.train_seconds,
+    )
+
+
+def stored_result(store: ResultStore, config: RunConfig) -> RunResult | None:
+    """The finished run of ``config`` read back from the store, or ``None``."""
+    resolved = resolve(config)
+    run_id = resolved.run_id()
+    stored = store.get(run_id)
+    if stored is None or stored.status != "finished":
+        return None
+    return RunResult(
+        run_id=run_id,
+        config=resolved,
+        accuracy_matrix=np.array(stored.accuracy_matrix),
+        initial_accuracy=np.array(stored.initial_accuracy),
+        curves=[_curve_point(c) for c in stored.curves],
+        metrics=dict(stored.metrics),
+        run_dir=store.run_dir(run_id),
+        from_store=True,
+        device=stored.device or "",
+        wall_seconds=stored.wall_seconds or 0.0,
+        train_seconds=stored.train_seconds or 0.0,
+    )
+
+
+def _curve_point(c: dict[str, Any]) -> CurvePoint:
+    return CurvePoint(c["task_index"], c["epoch"], c["step"], tuple(c["accuracies"]))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for the store's ``error`` column."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, ForgetlabError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def open_store(store: str | Path | ResultStore | None) -> ResultStore:
+    """A store object from a folder, an object, or ``None`` (the default folder)."""
+    if isinstance(store, ResultStore):
+        return store
+    return ResultStore(store if store is not None else default_store_dir())
 
 
 def run(
@@ -126,7 +336,9 @@ def run(
 
     A finished run with the same resolved config is returned from the store without
     training again (``rerun=True`` trains anew). An interrupted run resumes from its last
-    task-boundary checkpoint.
+    task-boundary checkpoint. A run that raises (a :class:`~forgetlab.engine.DivergedError` for a NaN loss,
+    Ctrl-C, anything else) is marked ``failed`` in the store with its reason, then the
+    exception propagates. Sweeps: :func:`forgetlab.experiments.execute`.
 
     Args:
         config: what to run.
@@ -145,88 +357,20 @@ def run(
     """
     resolved = resolve(config)
     run_id = resolved.run_id()
-    if not isinstance(store, ResultStore):
-        store = ResultStore(store if store is not None else default_store_dir())
-    stored = store.get(run_id)
-    if stored is not None and stored.status == "finished" and not rerun:
-        return RunResult(
-            run_id=run_id,
-            config=resolved,
-            accuracy_matrix=np.array(stored.accuracy_matrix),
-            initial_accuracy=np.array(stored.initial_accuracy),
-            curves=[
-                CurvePoint(c["task_index"], c["epoch"], c["step"], tuple(c["accuracies"])) for c in stored.curves
-            ],
-            metrics=dict(stored.metrics),
-            run_dir=store.run_dir(run_id),
-            from_store=True,
-            device=stored.device or "",
-            wall_seconds=stored.wall_seconds or 0.0,
-            train_seconds=stored.train_seconds or 0.0,
-        )
+    store = open_store(store)
+    if not rerun:
+        stored = stored_result(store, resolved)
+        if stored is not None:
+            return stored
     torch_device = resolve_device(device)
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
-    stream = build_stream_for(resolved, data_dir=data_dir, download=download)
     run_dir = store.begin(run_id, resolved.to_dict(), forgetlab.__version__)
-    checkpoint_dir = run_dir / "checkpoints"
-    if rerun:
-        for old in checkpoint_dir.glob("task-*.pt"):
-            old.unlink()
-    source_payload = None
-    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
-        source_payload = read_checkpoint(start_from)
-        store.record_reuse(run_id, str(Path(start_from)), int(source_payload["task_index"]) + 1)
-    torch.manual_seed(resolved.train.seed)
-    model = build_model_for(resolved, stream)
-    start = time.perf_counter()
     try:
-        result = train_stream(
-            model,
-            stream,
-            resolved.train,
-            device=torch_device,
-            strategy=build_strategy_for(resolved),
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_extra={
-                "config": resolved.to_dict(),
-                "model_spec": {
-                    "input_shape": list(stream.input_shape),
-                    "head_sizes": list(stream.head_sizes),
-                    "mean": list(stream.mean),  # the input normalisation the model was trained with
-                    "std": list(stream.std),
-                },
-            },
-            progress=progress,
-            start_from=source_payload,
+        outcome = train_run(
+            resolved, run_dir, device=torch_device, data_dir=data_dir, download=download, progress=progress,
+            rerun=rerun, start_from=start_from,
         )
-    except DivergedError as exc:
-        store.fail(run_id, str(exc))
+    except BaseException as exc:
+        store.fail(run_id, failure_reason(exc))
         raise
-    except KeyboardInterrupt:
-        store.fail(run_id, "interrupted")
-        raise
-    wall = time.perf_counter() - start
-    metrics = summary(result.accuracy_matrix)
-    store.finish(
-        run_id,
-        accuracy_matrix=result.accuracy_matrix.tolist(),
-        initial_accuracy=result.initial_accuracy.tolist(),
-        metrics=metrics,
-        curves=[{"task_index": c.task_index, "epoch": c.epoch, "step": c.step, "accuracies": list(c.accuracies)} for c in result.curves],
-        device=str(torch_device),
-        wall_seconds=wall,
-        train_seconds=result.train_seconds,
-        peak_memory_bytes=_peak_memory_bytes(torch_device),
-    )
-    return RunResult(
-        run_id=run_id,
-        config=resolved,
-        accuracy_matrix=result.accuracy_matrix,
-        initial_accuracy=result.initial_accuracy,
-        curves=result.curves,
-        metrics=metrics,
-        run_dir=run_dir,
-        device=str(torch_device),
-        wall_seconds=wall,
-        train_seconds=result.train_seconds,
-    )
+    return record_outcome(store, resolved, outcome)

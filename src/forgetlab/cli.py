@@ -4,6 +4,7 @@
     forgetlab run --dataset cifar10 --data-dir ../shared/data
     forgetlab run --set train.lr=0.01 --set stream.head=single --json
     forgetlab run --method ewc --set method.lam=100
+    forgetlab sweep --method ewc --grid method.lam=1,100 --grid train.seed=0,1,2 --workers 2
     forgetlab list
     forgetlab diagnose old.pt new.pt --data old.npz --new-data new.npz --report diag/
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
@@ -29,6 +30,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml", help="read the run config from a TOML file")
+    parser.add_argument("--dataset", help="data source (see `forgetlab list`); default digits")
+    parser.add_argument("--stream", help="how the dataset is cut into tasks; default split")
+    parser.add_argument("--model", help="model family (see `forgetlab list`); default: the dataset's")
+    parser.add_argument("--method", help="mitigation method (see `forgetlab list`); default naive")
+    parser.add_argument("--epochs", type=int, help="epochs per task; default: the dataset's")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="set any config field, e.g. --set train.lr=0.01 or --set method.lam=100 (repeatable)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
+    parser.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
+    parser.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (default 1)")
+    parser.add_argument(
+        "--executor", help="inprocess (default with 1 worker), processes (default with more), or ray"
+    )
+    parser.add_argument("--address", help="Ray cluster address (--executor ray; default: start a local Ray)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (default: CPUs / workers)")
+
+
+def _executor_from_args(args: argparse.Namespace):  # -> ExecutorConfig
+    from forgetlab.experiments import ExecutorConfig
+
+    return ExecutorConfig(name=args.executor, workers=args.workers, threads=args.threads, address=args.address)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="forgetlab",
@@ -37,24 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="train a model task by task and print the accuracy matrix")
-    run.add_argument("--config", metavar="FILE.toml", help="read the run config from a TOML file")
-    run.add_argument("--dataset", help="data source (see `forgetlab list`); default digits")
-    run.add_argument("--stream", help="how the dataset is cut into tasks; default split")
-    run.add_argument("--model", help="model family (see `forgetlab list`); default: the dataset's")
-    run.add_argument("--method", help="mitigation method (see `forgetlab list`); default naive")
-    run.add_argument("--epochs", type=int, help="epochs per task; default: the dataset's")
-    run.add_argument("--seed", type=int, help="random seed (default 0)")
-    run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="set any config field, e.g. --set train.lr=0.01 or --set method.lam=100 (repeatable)",
-    )
-    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    run.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
-    run.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
-    run.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
+    _add_config_options(run)
     run.add_argument("--rerun", action="store_true", help="train again even if the store has this run")
     run.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sweep = commands.add_parser("sweep", help="run a grid of configs (in parallel with --workers or on Ray)")
+    _add_config_options(sweep)
+    sweep.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+        help="a config key and its values, e.g. --grid method.lam=1,10,100 (repeatable: the cartesian product)",
+    )
+    _add_executor_options(sweep)
+    sweep.add_argument("--json", action="store_true", help="end the output with one JSON line per run")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
 
     commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
 
@@ -136,6 +166,7 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
     reproduce.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     reproduce.add_argument("--report-dir", help="where the figures and anatomy.html go (default <store>/reports/anatomy)")
+    _add_executor_options(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
@@ -149,7 +180,8 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     quiet = args.quiet
     out = reproduce_anatomy(
         args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
-        device=args.device, data_dir=args.data_dir, progress=sys.stderr.isatty() and not quiet,
+        device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
+        progress=sys.stderr.isatty() and not quiet,
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
     computed = len(out.computed)
@@ -241,6 +273,67 @@ def _command_run(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _command_sweep(args: argparse.Namespace) -> int:
+    from forgetlab.api import RunFailure
+    from forgetlab.config import resolve
+    from forgetlab.errors import ConfigError
+    from forgetlab.experiments import execute, expand
+    from forgetlab.store import ResultStore, default_store_dir
+
+    executor = _executor_from_args(args)
+    grid: dict[str, list[str]] = {}
+    for item in args.grid:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"The --grid option must look like KEY=V1,V2,... (e.g. method.lam=1,10). Got {item!r}.")
+        if key in grid:
+            raise ConfigError(f"The --grid key {key!r} is given twice; list all its values in one --grid.")
+        grid[key] = [value.strip() for value in values.split(",")]
+    configs = expand(_config_from_args(args), grid)
+    store = ResultStore(args.store or default_store_dir())
+    progress = sys.stderr.isatty() and not args.quiet
+    results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
+                      download=args.download, progress=progress)
+    keys = list(grid)
+    rows = []
+    for config, result in zip(configs, results):
+        values = [str(_get_key(resolve(config), key)) for key in keys]
+        if isinstance(result, RunFailure):
+            rows.append([result.run_id, *values, "failed", "", "", "", "", ""])
+        else:
+            m = result.metrics
+            how = "stored" if result.from_store else "trained"
+            rows.append([result.run_id, *values, how, f"{100 * m['acc']:.1f}", f"{100 * m['bwt']:+.1f}",
+                         f"{100 * m['forgetting']:.1f}", f"{result.wall_seconds:.1f}", result.device])
+    header = ["run", *keys, "status", "ACC %", "BWT %", "forgetting %", "wall s", "device"]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(f"{str(cell):<{width}}" for cell, width in zip(row, widths)).rstrip())
+    failures = [r for r in results if isinstance(r, RunFailure)]
+    for failure in failures:
+        print(f"failed {failure.run_id}: {failure.error}", file=sys.stderr)
+    print(f"{len(results)} runs ({len(failures)} failed) on the {executor.resolved_name} executor; store: {store.root}")
+    if args.json:
+        for config, result in zip(configs, results):
+            entry = {"run_id": result.run_id, **{key: _get_key(resolve(config), key) for key in keys}}
+            if isinstance(result, RunFailure):
+                entry.update(status="failed", error=result.error)
+            else:
+                entry.update(status="finished", **{k: result.metrics[k] for k in ("acc", "bwt", "forgetting")})
+            print(json.dumps(entry))
+    return 1 if failures else 0
+
+
+def _get_key(config, key: str):
+    section, _, name = key.partition(".")
+    part = getattr(config, section)
+    if section == "method" and name != "name":
+        part = part.params
+    value = getattr(part, name)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _command_analyze(args: argparse.Namespace) -> int:
@@ -364,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handlers = {
         "run": _command_run,
+        "sweep": _command_sweep,
         "list": _command_list,
         "analyze": _command_analyze,
         "diagnose": _command_diagnose,

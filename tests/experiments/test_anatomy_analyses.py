@@ -123,18 +123,19 @@ def test_task2_only_needs_a_split_stream():
 def test_a_diverged_mitigation_run_is_a_nan_point(tmp_path, monkeypatch):
     import math
 
-    from forgetlab.engine.train import DivergedError
+    from forgetlab.api import RunFailure
     from forgetlab.experiments.anatomy import AnatomyContext, mitigation_analysis
     from forgetlab.store import ResultStore
 
-    original = AnatomyContext.execute
+    original = AnatomyContext.execute_allowing_failures
 
     def execute(self, configs):
         if any(c.method.name == "ewc" for c in configs):
-            raise DivergedError("Training diverged on task 2 at step 3: loss is nan.")
+            message = "Training diverged on task 2 at step 3: loss is nan."
+            return [RunFailure(c.run_id(), c, message, kind="diverged") for c in configs]
         return original(self, configs)
 
-    monkeypatch.setattr(AnatomyContext, "execute", execute)
+    monkeypatch.setattr(AnatomyContext, "execute_allowing_failures", execute)
     ctx = AnatomyContext(get_profile("tiny"), ResultStore(tmp_path), "digits", "mlp")
     out = mitigation_analysis(ctx, 0)
     point = out["methods"]["ewc"]["points"][0]

@@ -23,12 +23,14 @@ from forgetlab.experiments.anatomy import (
     subspace_analysis,
     task2_only_config,
 )
+from forgetlab.experiments.executors import EXECUTORS, ExecutorConfig
 from forgetlab.experiments.profiles import PROFILES, AnatomyProfile, get_profile
-from forgetlab.experiments.sweep import execute, expand, prefix_key, prefix_source
+from forgetlab.experiments.sweep import execute, expand, prefix_key, prefix_source, require_finished
 
 __all__ = [
-    "ANALYSES", "ANALYSIS_FUNCTIONS", "AnatomyContext", "AnatomyProfile", "PROFILES", "Reproduction",
+    "ANALYSES", "ANALYSIS_FUNCTIONS", "AnatomyContext", "AnatomyProfile", "EXECUTORS", "ExecutorConfig", "PROFILES",
+    "Reproduction",
     "base_config", "class_pairs_analysis", "cka_analysis", "execute", "expand", "freeze_sweep", "get_profile",
     "mitigation_analysis", "mixup_analysis", "prefix_key", "prefix_source", "reproduce_anatomy",
-    "reset_blocks", "reset_sweep", "subspace_analysis", "task2_only_config",
+    "require_finished", "reset_blocks", "reset_sweep", "subspace_analysis", "task2_only_config",
 ]

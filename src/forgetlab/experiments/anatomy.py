@@ -41,14 +41,16 @@ from typing import Any
 import torch
 
 import forgetlab
+from forgetlab.api import RunFailure
 from forgetlab.config import RunConfig, apply_overrides, resolve
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
-from forgetlab.engine.train import DivergedError, evaluate_task, per_class_accuracy
+from forgetlab.engine.train import evaluate_task, per_class_accuracy
 from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile
-from forgetlab.experiments.sweep import execute, expand
+from forgetlab.experiments.executors import ExecutorConfig
+from forgetlab.experiments.sweep import execute, expand, require_finished
 from forgetlab.store import ResultStore, default_store_dir
 
 ANALYSES = ("freeze", "reset", "cka", "subspace", "mitigation", "class_pairs", "mixup")
@@ -76,11 +78,17 @@ class AnatomyContext:
     device: str = "auto"
     data_dir: str | Path | None = None
     progress: bool = False
+    executor: ExecutorConfig | None = None
     _streams: dict[str, TaskStream] = field(default_factory=dict)
 
+    def execute_allowing_failures(self, configs: Sequence[RunConfig]) -> list[Any]:
+        """Run (or read back) configs on the sweep executor: a RunResult or RunFailure each."""
+        return execute(configs, self.store, executor=self.executor, device=self.device, data_dir=self.data_dir,
+                       progress=self.progress)
+
     def execute(self, configs: Sequence[RunConfig]) -> list[Any]:
-        """Run (or read back) configs through the sweep executor."""
-        return execute(configs, self.store, device=self.device, data_dir=self.data_dir, progress=self.progress)
+        """Run (or read back) configs; a ForgetlabError if any of them failed."""
+        return require_finished(self.execute_allowing_failures(configs))
 
     def stream(self, config: RunConfig) -> TaskStream:
         """The config's task stream (cached per stream config and seed)."""
@@ -339,11 +347,11 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     for method, (key, values, extra) in grids.items():
         method_base = apply_overrides(base, [f"method.name={method}", *extra])
         points = []
-        for config in expand(method_base, {f"method.{key}": list(values)}):
-            try:
-                (result,) = ctx.execute([config])
-            except DivergedError:  # too strong a penalty for the learning rate: a point, not a crash
-                points.append(dict(diverged))
+        for result in ctx.execute_allowing_failures(expand(method_base, {f"method.{key}": list(values)})):
+            if isinstance(result, RunFailure):
+                if result.kind != "diverged":
+                    require_finished([result])
+                points.append(dict(diverged))  # too strong a penalty for the learning rate: a point, not a crash
                 continue
             points.append(measure(result))
             out["run_ids"].append(result.run_id)
@@ -498,6 +506,7 @@ def reproduce_anatomy(
     seeds: int | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
+    executor: ExecutorConfig | None = None,
     progress: bool = False,
     report: bool = True,
     report_dir: str | Path | None = None,
@@ -507,7 +516,9 @@ def reproduce_anatomy(
     and every analysis result, and (with ``report``) write figures + one HTML report.
 
     Finished analyses and runs are read back from the store; an interrupted call resumes
-    when called again. ``report_dir`` defaults to ``<store>/reports/anatomy``.
+    when called again. ``report_dir`` defaults to ``<store>/reports/anatomy``. The runs
+    train on ``executor`` (default: in this process; see
+    :class:`~forgetlab.experiments.ExecutorConfig` for worker processes and Ray).
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -520,7 +531,8 @@ def reproduce_anatomy(
     if n_seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be >= 1. Got {n_seeds} instead.")
     base_config(profile, 0, dataset=dataset, model=model)  # validate early
-    ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress)
+    ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress,
+                         executor=executor)
     results: dict[str, list[dict[str, Any]]] = {}
     computed: list[tuple[str, int]] = []
     threads = torch.get_num_threads()

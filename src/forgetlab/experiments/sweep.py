@@ -1,9 +1,9 @@
 """Sweeps: grids of run configs, and the one function that executes them.
 
 A sweep is a list of :class:`~forgetlab.config.RunConfig`. :func:`expand` builds one
-from a base config and a grid of ``--set``-style keys; :func:`execute` runs a list
-(in-process, one after another) through :func:`forgetlab.run`, which returns finished
-runs from the result store without training again.
+from a base config and a grid of ``--set``-style keys; :func:`execute` runs a list on an
+executor (:mod:`forgetlab.experiments.executors`: in-process, local worker processes or
+Ray) and returns finished runs from the result store without training again.
 
 Prefix reuse: a run whose method is *prefix-neutral*
 (:data:`forgetlab.strategies.PREFIX_NEUTRAL`: it does nothing during task 1 but its
@@ -12,8 +12,6 @@ training config. :func:`execute` therefore runs that naive run first (its :func:
 is the same) and starts the other run from the naive run's ``task-1.pt``: a freeze sweep
 over k = 0..L trains task 1 once. The store records the reuse
 (:meth:`~forgetlab.store.ResultStore.reuse_source`).
-
-Other executors (processes, Ray) only need to provide the same ``execute`` signature.
 """
 
 from __future__ import annotations
@@ -27,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from forgetlab.config import MethodConfig, RunConfig, apply_overrides, resolve
-from forgetlab.errors import ConfigError
+from forgetlab.errors import ConfigError, ForgetlabError
+from forgetlab.experiments.executors import ExecutorConfig, RunJob, open_backend
 from forgetlab.store import ResultStore
 
 
@@ -97,19 +96,28 @@ def execute(
     configs: Sequence[RunConfig],
     store: ResultStore,
     *,
+    executor: ExecutorConfig | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     download: bool = False,
     progress: bool = False,
     reuse_prefix: bool = True,
 ) -> list[Any]:
-    """Run every config in-process (finished ones come from the store); returns the
-    :class:`~forgetlab.api.RunResult` of each, in order.
+    """Run every config (finished ones come from the store) on ``executor`` (default: in
+    this process, one after another) and return, in order, each one's
+    :class:`~forgetlab.api.RunResult`, or its :class:`~forgetlab.api.RunFailure` if it
+    failed: a run whose loss diverges (or that crashes) is marked ``failed`` in the store
+    with its reason and the sweep goes on. A mistake common to every run (a bad config,
+    missing data, an unwritable store) raises a :class:`~forgetlab.errors.ForgetlabError`.
+
+    Only this process writes the store's database; workers write their runs' checkpoint
+    files. Each finished run records its device, wall time and peak memory. A config that
+    appears twice is run once.
 
     With ``reuse_prefix`` a prefix-neutral run starts from the naive run's task-1
-    checkpoint (that naive run is executed first if needed). An interrupted call
-    (Ctrl-C, kill) resumes when called again: runs restart from their task-boundary
-    checkpoints and finished runs are read back.
+    checkpoint (that naive run is executed first, in parallel with the others, if
+    needed). An interrupted call (Ctrl-C, kill -9) resumes when called again: runs
+    restart from their task-boundary checkpoints and finished runs are read back.
 
     Example:
         >>> import tempfile
@@ -120,29 +128,103 @@ def execute(
         >>> [store.reuse_source(r.run_id) is not None for r in results]
         [True, True]
     """
-    from forgetlab.api import run
-    from forgetlab.engine.checkpoint import checkpoint_path
+    import forgetlab
+    from forgetlab.api import RunOutcome, failure_reason, record_outcome, resolve_device, stored_result
+    from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint
+    from forgetlab.engine.train import mixed_precision
 
-    results = []
-    bar = _bar(len(configs), progress)
-    try:
-        for config in configs:
-            start_from = None
-            source = prefix_source(config) if reuse_prefix else None
-            if source is not None:
-                done = store.get(resolve(config).run_id())
-                if done is None or done.status != "finished":
-                    source_result = run(source, device=device, data_dir=data_dir, download=download, store=store,
-                                        progress=progress)
-                    start_from = checkpoint_path(source_result.run_dir / "checkpoints", 0)
-            results.append(
-                run(config, device=device, data_dir=data_dir, download=download, store=store, progress=progress,
-                    start_from=start_from)
-            )
-            bar.update()
-    finally:
-        bar.close()
-    return results
+    executor = executor or ExecutorConfig()
+    resolved = [resolve(config) for config in configs]
+    ids = [config.run_id() for config in resolved]
+    if executor.resolved_name != "ray":
+        torch_device = resolve_device(device)  # a bad device is an error before any work
+        for config in resolved:
+            mixed_precision(config.train.precision, torch_device)
+    done: dict[str, Any] = {}
+    todo: dict[str, RunConfig] = {}
+    for run_id, config in zip(ids, resolved):
+        if run_id in done or run_id in todo:
+            continue
+        stored = stored_result(store, config)
+        if stored is not None:
+            done[run_id] = stored
+        else:
+            todo[run_id] = config
+
+    # Prefix reuse: a run waits for its source's task-1 checkpoint unless it has its own.
+    ready: list[tuple[RunConfig, str | None]] = []
+    waiting: dict[str, list[RunConfig]] = {}
+    for run_id, config in list(todo.items()):
+        source = prefix_source(config) if reuse_prefix else None
+        has_own = latest_checkpoint(store.root / "runs" / run_id / "checkpoints", config.stream.n_tasks) is not None
+        if source is None or has_own:
+            ready.append((config, None))
+            continue
+        source = resolve(source)
+        source_id = source.run_id()
+        if stored_result(store, source) is not None:
+            ready.append((config, str(checkpoint_path(store.run_dir(source_id) / "checkpoints", 0))))
+            continue
+        waiting.setdefault(source_id, []).append(config)
+        if source_id not in todo:
+            todo[source_id] = source
+            ready.append((source, None))
+
+    threads = executor.threads if executor.resolved_name == "inprocess" else executor.threads_per_run()
+    in_process = executor.resolved_name == "inprocess"
+
+    def job_for(config: RunConfig, start_from: str | None) -> RunJob:
+        run_dir = store.begin(config.run_id(), config.to_dict(), forgetlab.__version__)
+        return RunJob(
+            config=config.to_dict(), run_dir=str(run_dir), device=device,
+            data_dir=None if data_dir is None else str(data_dir), download=download, start_from=start_from,
+            threads=threads, progress=progress and in_process,
+        )
+
+    bar = _bar(len(todo), progress)
+    with open_backend(executor, device) as backend:
+        try:
+            for config, start_from in ready:
+                backend.submit(job_for(config, start_from))
+            while backend.n_pending:
+                job, outcome = backend.next_done()
+                config = todo[outcome.run_id]
+                if isinstance(outcome, RunOutcome):
+                    done[outcome.run_id] = record_outcome(store, config, outcome)
+                    source_checkpoint = str(checkpoint_path(Path(job.run_dir) / "checkpoints", 0))
+                else:
+                    store.fail(outcome.run_id, outcome.error)
+                    done[outcome.run_id] = outcome
+                    source_checkpoint = None  # the source failed: its dependents train task 1 themselves
+                for dependent in waiting.pop(outcome.run_id, []):
+                    backend.submit(job_for(dependent, source_checkpoint))
+                bar.update()
+        except BaseException as exc:
+            for job in backend.in_flight():
+                store.fail(RunConfig.from_dict(job.config).run_id(), failure_reason(exc))
+            raise
+        finally:
+            bar.close()
+    return [done[run_id] for run_id in ids]
+
+
+def require_finished(results: Sequence[Any]) -> list[Any]:
+    """``results`` of :func:`execute` if every run finished, else a ForgetlabError naming the failures.
+
+    Example:
+        >>> from forgetlab.api import RunFailure
+        >>> require_finished([RunFailure("abc", RunConfig(), "Training diverged on task 2 at step 3: loss is nan.")])
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.ForgetlabError: 1 of 1 runs failed; run abc: Training diverged on task 2 at step 3: loss is nan.
+    """
+    from forgetlab.api import RunFailure
+
+    failures = [r for r in results if isinstance(r, RunFailure)]
+    if failures:
+        first = failures[0]
+        raise ForgetlabError(f"{len(failures)} of {len(results)} runs failed; run {first.run_id}: {first.error}")
+    return list(results)
 
 
 def _bar(total: int, enabled: bool) -> Any:
