@@ -59,6 +59,43 @@ def test_run_options_fail_cleanly(monkeypatch, capsys, options):
         assert "Traceback" not in err
 
 
+SWEEP_OPTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("--grid"), SET_ITEMS),
+        st.tuples(st.just("--grid"), st.text(max_size=10)),
+        st.tuples(st.sampled_from(["--workers", "--threads", "--executor", "--address"]), VALUES),
+        st.tuples(st.just("--set"), SET_ITEMS),
+    ),
+    max_size=4,
+)
+
+
+def _validate_sweep(configs, store, *, executor, device, **_options):
+    """Stand-in for execute: everything the sweep command checks before training starts."""
+    for config in configs:
+        resolve(config)
+    resolve_device(device)
+    raise SystemExit(0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(SWEEP_OPTIONS)
+def test_sweep_options_fail_cleanly(monkeypatch, capsys, tmp_path, options):
+    import forgetlab.experiments
+
+    monkeypatch.setattr(forgetlab.experiments, "execute", _validate_sweep)
+    argv = ["sweep", "--store", str(tmp_path)] + [part for option in options for part in option]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        assert len(err.splitlines()) == 1 and err.startswith("forgetlab"), (argv, err)
+        assert "Traceback" not in err
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=200))
 def test_config_files_fail_cleanly(tmp_path, capsys, text):

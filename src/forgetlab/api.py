@@ -207,6 +207,8 @@ def train_run(
     start = time.perf_counter()
     stream = build_stream_for(resolved, data_dir=data_dir, download=download)
     checkpoint_dir = run_dir / "checkpoints"
+    for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
+        partial.unlink(missing_ok=True)
     if rerun:
         for old in checkpoint_dir.glob("task-*.pt"):
             old.unlink()

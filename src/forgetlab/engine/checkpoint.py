@@ -35,17 +35,23 @@ def checkpoint_path(directory: Path, task_index: int) -> Path:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        raise StoreError(f"Cannot write checkpoint {str(path)!r}: {exc.strerror or exc}.") from None
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise StoreError(
+            f"Cannot write checkpoint {str(path)!r}: {reason}. Free space or choose another store (--store)."
+        ) from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -243,20 +243,31 @@ class ProcessBackend:
 
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
         future = next(iter(done))
-        job = self._futures.pop(future)
+        job = self._futures[future]
         try:
-            return job, future.result()
+            outcome = future.result()
         except BrokenProcessPool:
-            _POOLS.pop(self._key, None)
             raise ForgetlabError(
                 "A worker process died: killed, out of memory, or it could not start (a Python script that "
                 "uses workers must start them under `if __name__ == \"__main__\":`). Finished runs are in the "
                 "store; run the same command again to resume the others from their checkpoints."
             ) from None
+        del self._futures[future]  # kept until here: a job that raised is still in flight for the caller
+        return job, outcome
 
     @property
     def n_pending(self) -> int:
         return len(self._futures)
+
+    def cancel(self) -> None:
+        """Stop every worker of this pool (the sweep stopped; their runs resume next time)."""
+        pool = _POOLS.pop(self._key, None)
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
 
     def in_flight(self) -> list[RunJob]:
         return list(self._futures.values())
@@ -308,10 +319,9 @@ class RayBackend:
 
         ray = self._ray
         (ref,), _ = ray.wait(list(self._refs), num_returns=1)
-        job = self._refs.pop(ref)
-        self._launch()
+        job = self._refs[ref]
         try:
-            return job, ray.get(ref)
+            outcome = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ForgetlabError):
@@ -319,6 +329,12 @@ class RayBackend:
             reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
         except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory)
             reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = None
+        del self._refs[ref]  # kept until here: a job that raised is still in flight for the caller
+        self._launch()
+        if reason is None:
+            return job, outcome
         config = RunConfig.from_dict(job.config)
         return job, RunFailure(config.run_id(), config, reason.splitlines()[0], kind="error")
 
@@ -340,12 +356,13 @@ def open_backend(executor: ExecutorConfig, device: str) -> Iterator[Any]:
     name = executor.resolved_name
     if name == "inprocess":
         yield InProcessBackend()
-    elif name == "processes":
-        yield ProcessBackend(executor.workers, executor.threads_per_run())
+        return
+    if name == "processes":
+        backend: ProcessBackend | RayBackend = ProcessBackend(executor.workers, executor.threads_per_run())
     else:
         backend = RayBackend(executor.address, executor.workers, executor.threads_per_run(), device)
-        try:
-            yield backend
-        except BaseException:
-            backend.cancel()
-            raise
+    try:
+        yield backend
+    except BaseException:
+        backend.cancel()
+        raise

@@ -1,0 +1,153 @@
+"""Sweep executors: in-process, local worker processes, Ray; failures; one store writer."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from forgetlab.api import RunFailure, RunResult
+from forgetlab.config import RunConfig, apply_overrides
+from forgetlab.errors import ConfigError, DataError, ForgetlabError
+from forgetlab.experiments import ExecutorConfig, execute, expand, require_finished
+from forgetlab.store import ResultStore
+
+BASE = apply_overrides(RunConfig(), ["train.epochs=1", "stream.train_per_task=120"])
+DIVERGING = apply_overrides(BASE, ["train.lr=1e10", "train.batch_size=16"])
+
+
+def _sweep() -> list[RunConfig]:
+    return expand(BASE, {"method.name": ["naive", "si"], "train.seed": [0, 1]})
+
+
+def _integrity(store: ResultStore) -> str:
+    with sqlite3.connect(store.path) as db:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def inprocess_reference(tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("reference"))
+    return execute(_sweep(), store)
+
+
+def test_worker_processes_give_the_in_process_results(tmp_path, inprocess_reference):
+    store = ResultStore(tmp_path)
+    results = execute(_sweep(), store, executor=ExecutorConfig(workers=2, threads=1))
+    assert all(isinstance(r, RunResult) and not r.from_store for r in results)
+    for ours, reference in zip(results, inprocess_reference):
+        assert ours.run_id == reference.run_id
+        np.testing.assert_array_equal(ours.accuracy_matrix, reference.accuracy_matrix)
+    for result in results:
+        stored = store.get(result.run_id)
+        assert stored.status == "finished" and stored.device == "cpu"
+        assert stored.wall_seconds > 0 and stored.peak_memory_bytes > 10 * 2**20  # torch alone is more
+    assert _integrity(store) == "ok"
+    again = execute(_sweep(), store, executor=ExecutorConfig(workers=2, threads=1))
+    assert all(r.from_store for r in again)
+
+
+@pytest.mark.parametrize("executor", [ExecutorConfig(), ExecutorConfig(workers=2, threads=1)], ids=["inprocess", "processes"])
+def test_a_diverging_run_is_marked_failed_and_the_sweep_goes_on(tmp_path, executor):
+    store = ResultStore(tmp_path)
+    configs = [BASE, DIVERGING, apply_overrides(BASE, ["train.seed=1"])]
+    results = execute(configs, store, executor=executor)
+    assert isinstance(results[0], RunResult) and isinstance(results[2], RunResult)
+    failure = results[1]
+    assert isinstance(failure, RunFailure) and failure.kind == "diverged"
+    stored = store.get(failure.run_id)
+    assert stored.status == "failed" and "loss is nan" in stored.error and stored.error == failure.error
+    with pytest.raises(ForgetlabError, match=r"1 of 3 runs failed; run [0-9a-f]{16}: Training diverged"):
+        require_finished(results)
+
+
+def test_prefix_reuse_with_workers(tmp_path):
+    store = ResultStore(tmp_path)
+    configs = expand(BASE, {"method.name": ["freeze"], "method.n_blocks": [0, 1]})
+    results = execute(configs, store, executor=ExecutorConfig(workers=2, threads=1))
+    naive_id = RunConfig.run_id(BASE)
+    assert store.get(naive_id).status == "finished"  # the source was trained first
+    for result in results:
+        source, n_tasks = store.reuse_source(result.run_id)
+        assert naive_id in source and n_tasks == 1
+
+
+def test_a_mistake_common_to_every_run_raises_from_a_worker(tmp_path):
+    config = apply_overrides(BASE, ["stream.dataset=mnist"])
+    with pytest.raises(DataError, match="mnist"):
+        execute([config], ResultStore(tmp_path), executor=ExecutorConfig(workers=2, threads=1),
+                data_dir=tmp_path / "no-data-here")
+    assert ResultStore(tmp_path).get(config.run_id()).status == "failed"
+
+
+def test_duplicate_configs_run_once(tmp_path):
+    store = ResultStore(tmp_path)
+    first, second = execute([BASE, BASE], store)
+    assert first is second and len(store.list_runs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "threads"}, "Unknown executor 'threads'"),
+        ({"workers": 0}, "'workers' parameter must be >= 1"),
+        ({"name": "inprocess", "workers": 2}, "must be 1 with the inprocess executor"),
+        ({"threads": -1}, "'threads' parameter must be >= 0"),
+        ({"address": "ray://head:10001"}, "is for the ray executor only"),
+    ],
+)
+def test_executor_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ExecutorConfig(**kwargs)
+
+
+def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match=r"pip install 'forgetlab\[ray\]'"):
+        execute([BASE], ResultStore(tmp_path), executor=ExecutorConfig(name="ray"))
+
+
+def test_ray_executor_on_a_local_instance(tmp_path, inprocess_reference):
+    ray = pytest.importorskip("ray", reason="the ray extra is installed by .ci/run; this test runs there")
+    store = ResultStore(tmp_path)
+    try:
+        configs = [*_sweep(), DIVERGING]
+        results = execute(configs, store, executor=ExecutorConfig(name="ray", workers=2, threads=1))
+    finally:
+        ray.shutdown()
+    for ours, reference in zip(results, inprocess_reference):
+        np.testing.assert_array_equal(ours.accuracy_matrix, reference.accuracy_matrix)
+    assert isinstance(results[-1], RunFailure) and "loss is nan" in results[-1].error
+    assert store.get(results[0].run_id).device == "cpu" and _integrity(store) == "ok"
+
+
+def test_sweep_command(tmp_path, capsys):
+    import json
+
+    from forgetlab.cli import main
+
+    argv = ["sweep", "--epochs", "1", "--set", "stream.train_per_task=120", "--set", "train.batch_size=16",
+            "--grid", "train.lr=0.05,1e10", "--grid", "train.seed=0,1", "--workers", "2", "--threads", "1",
+            "--store", str(tmp_path), "--json", "--quiet"]
+    assert main(argv) == 1  # the lr=1e10 runs diverge
+    out, err = capsys.readouterr()
+    entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(e["train.lr"], e["train.seed"], e["status"]) for e in entries] == [
+        (0.05, 0, "finished"), (0.05, 1, "finished"), (1e10, 0, "failed"), (1e10, 1, "failed")]
+    assert "4 runs (2 failed) on the processes executor" in out
+    assert err.count("loss is nan") == 2
+    store = ResultStore(tmp_path)
+    assert sorted(status for _, status in store.list_runs()) == ["failed", "failed", "finished", "finished"]
+    assert main(argv) == 1  # again: the finished runs are read back, the failed ones are retried
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("stored" in line.split() for line in lines) == 2 and sum("failed" in line.split() for line in lines) == 2

@@ -1,0 +1,97 @@
+"""kill -9 a sweep at random points and resume: nothing finished is recomputed or lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from forgetlab.config import RunConfig, apply_overrides
+from forgetlab.experiments import expand
+
+SWEEP = """
+import sys
+import torch
+from forgetlab.config import RunConfig, apply_overrides
+from forgetlab.experiments import ExecutorConfig, execute, expand
+from forgetlab.store import ResultStore
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    base = apply_overrides(RunConfig(), ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"])
+    configs = expand(base, {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]})
+    execute(configs, ResultStore(sys.argv[1]), executor=ExecutorConfig(workers=int(sys.argv[2]), threads=1))
+"""
+
+
+def _configs() -> list[RunConfig]:
+    base = apply_overrides(RunConfig(), ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"])
+    return expand(base, {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]})
+
+
+def _start(store: Path, workers: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SWEEP, str(store), str(workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _rows(store: Path) -> dict[str, tuple[str, float | None, str | None]]:
+    if not (store / "forgetlab.sqlite").exists():
+        return {}
+    with sqlite3.connect(store / "forgetlab.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute("SELECT run_id, status, finished, accuracy_matrix FROM runs").fetchall()
+    return {run_id: (status, finished, matrix) for run_id, status, finished, matrix in rows}
+
+
+def _checkpoints(store: Path) -> int:
+    return len(list(store.glob("runs/*/checkpoints/task-*.pt")))
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["inprocess", "two-workers"])
+def test_kill_9_at_random_points_then_resume(tmp_path, workers):
+    rng = random.Random(8 + workers)
+    reference = tmp_path / "reference"
+    process = _start(reference, workers)
+    assert process.wait(timeout=600) == 0, process.stderr.read().decode()
+    expected = {run_id: row[2] for run_id, row in _rows(reference).items()}
+    assert {c.run_id() for c in _configs()} <= set(expected)
+
+    store = tmp_path / "killed"
+    finished_once: dict[str, float] = {}
+    kills = 0
+    for _ in range(3):
+        before = _checkpoints(store)
+        process = _start(store, workers)
+        deadline = time.monotonic() + 300
+        # Kill somewhere inside training: after the next checkpoint lands, plus a random delay.
+        while process.poll() is None and _checkpoints(store) <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=60)
+        for run_id, (status, finished, _) in _rows(store).items():  # integrity_check inside
+            if status == "finished":
+                assert finished_once.setdefault(run_id, finished) == finished, f"{run_id} was recomputed"
+    assert kills >= 2, "the sweep finished before it could be killed: make it longer"
+
+    time.sleep(1.0)  # orphaned workers notice their parent is gone and exit
+    process = _start(store, workers)
+    assert process.wait(timeout=600) == 0, process.stderr.read().decode()
+    rows = _rows(store)
+    for run_id, matrix in expected.items():
+        status, finished, ours = rows[run_id]
+        assert status == "finished"
+        assert json.loads(ours) == json.loads(matrix), f"{run_id}: resumed result differs"
+        if run_id in finished_once:
+            assert finished == finished_once[run_id], f"{run_id} was recomputed"
+    assert not list(store.glob("runs/*/checkpoints/*.tmp"))  # a kill mid-write leaves one; a resume removes it
