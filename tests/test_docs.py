@@ -23,7 +23,21 @@ def test_every_config_key_is_in_usage_doc():
 def test_readme_opens_with_the_two_setup_commands():
     text = (ROOT / "README.md").read_text()
     block = text.split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
-    assert block == ['python -m pip install -e ".[test]" -c constraints.txt', "python -m pytest"]
+    assert block == ['python -m pip install -e ".[test,ray]" -c constraints.txt', "python -m pytest"]
     ci = (ROOT / ".ci" / "run").read_text()
     for command in block:
         assert command in ci
+
+
+def test_the_sweep_example_in_usage_runs(tmp_path):
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "USAGE.md").read_text()
+    section = text.split("## Sweeps and executors", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    accuracies = eval(done.stdout.strip())  # noqa: S307 - the example prints a list of floats
+    assert len(accuracies) == 4 and all(0.5 < a <= 1 for a in accuracies)
+    assert (tmp_path / "sweep-store" / "forgetlab.sqlite").exists()

@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         if measure == "subspace":
             sub.add_argument("--k", type=int, default=10, help="number of principal directions (default 10)")
         sub.add_argument("--data-dir", help="folder with the dataset files")
+        sub.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the analysis runs")
         sub.add_argument("--download", action="store_true", help="download missing dataset files")
         sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
     _add_user_parsers(commands)
@@ -352,6 +353,7 @@ def _command_analyze(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         download=args.download,
         max_samples=args.max_samples,
+        device=args.device,
     )
     print(f"{args.measure} of {args.checkpoint_a} vs {args.checkpoint_b} on task {args.task}'s test inputs "
           f"(n = {rows[0].n_samples})")

@@ -134,3 +134,37 @@ def test_cuda_path_matches_cpu_shape(digits_data):
     cfg = resolve(RunConfig(stream=StreamConfig(dataset="digits", augment="on"), train=TrainConfig(epochs=1)))
     result = train_stream(*_fresh(cfg, digits_data), cfg.train, device="cuda")
     assert result.accuracy_matrix.shape == (2, 2) and np.diag(result.accuracy_matrix).min() > 0.5
+    for precision in ("bf16", "fp16"):
+        mixed = resolve(RunConfig(stream=cfg.stream, train=TrainConfig(epochs=1, precision=precision)))
+        result = train_stream(*_fresh(mixed, digits_data), mixed.train, device="cuda")
+        assert np.diag(result.accuracy_matrix).min() > 0.5, precision
+
+
+def test_bf16_mixed_precision_on_cpu(digits_data):
+    fp32 = resolve(RunConfig(train=TrainConfig(epochs=3)))
+    bf16 = resolve(RunConfig(train=TrainConfig(epochs=3, precision="bf16")))
+    calls = []
+    real_autocast = torch.autocast
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("dtype"))
+        return real_autocast(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "autocast", spy)
+        mixed = train_stream(*_fresh(bf16, digits_data), bf16.train)
+    assert calls == [torch.bfloat16]
+    plain = train_stream(*_fresh(fp32, digits_data), fp32.train)
+    # Same learning, not the same bits: bfloat16 has an 8-bit mantissa.
+    assert np.abs(mixed.accuracy_matrix - plain.accuracy_matrix).max() < 0.1
+    assert np.diag(mixed.accuracy_matrix).min() > 0.8
+
+
+def test_fp16_needs_cuda(tmp_path):
+    import forgetlab
+    from forgetlab.errors import ConfigError
+
+    config = RunConfig(train=TrainConfig(epochs=1, precision="fp16"))
+    with pytest.raises(ConfigError, match="fp16' needs a CUDA device .* Use train.precision=bf16"):
+        forgetlab.run(config, device="cpu", store=tmp_path)
+    assert forgetlab.store.ResultStore(tmp_path).list_runs() == []  # nothing was started

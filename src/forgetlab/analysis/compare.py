@@ -40,6 +40,7 @@ def compare_checkpoints(
     download: bool = False,
     max_samples: int = 0,
     batch_size: int = 256,
+    device: str = "cpu",
 ) -> list[BlockSimilarity]:
     """Per-block similarity of checkpoint A vs checkpoint B on task ``task``'s test inputs.
 
@@ -50,14 +51,19 @@ def compare_checkpoints(
         blocks: block names (default: every block the two models share).
         pool: average-pool conv maps instead of flattening them.
         max_samples: use at most this many inputs (0 = all).
+        device: where the models run and the similarities are computed: ``cpu``,
+            ``cuda`` or ``auto``.
     """
-    from forgetlab.api import build_stream_for
+    from forgetlab.api import build_stream_for, resolve_device
     from forgetlab.engine.checkpoint import load_model
+
+    target = resolve_device(device)
 
     if measure not in MEASURES:
         raise ConfigError(f"The 'measure' parameter must be one of {', '.join(MEASURES)}. Got {measure!r} instead.")
     model_a, config_a = load_model(path_a)
     model_b, _ = load_model(path_b)
+    model_a, model_b = model_a.to(target), model_b.to(target)
     if model_a.input_shape != model_b.input_shape:
         raise IncompatibleError(
             f"The checkpoints take different inputs: {model_a.input_shape} vs {model_b.input_shape}."
@@ -73,7 +79,7 @@ def compare_checkpoints(
         raise IncompatibleError(
             f"Inputs of shape {tuple(inputs.shape[1:])} do not fit models that take {model_a.input_shape}."
         )
-    transform = BatchTransform(stream.mean, stream.std, augment=False)
+    transform = BatchTransform(stream.mean, stream.std, augment=False, device=target)
 
     def prepare(x):
         return transform(x, train=False)
