@@ -141,3 +141,15 @@ def test_a_diverged_mitigation_run_is_a_nan_point(tmp_path, monkeypatch):
     point = out["methods"]["ewc"]["points"][0]
     assert point["diverged"] and math.isnan(point["task1_accuracy"])
     assert not out["methods"]["si"]["points"][0].get("diverged")
+
+
+def test_cli_reproduce_with_two_workers_matches_in_process(tiny, tmp_path, capsys):
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--store", str(tmp_path), "--only", "freeze",
+                 "--workers", "2", "--threads", "1", "--report-dir", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "1 computed now" in capsys.readouterr().out
+    from forgetlab.store import ResultStore
+
+    ((_, _, value),) = ResultStore(tmp_path).list_analyses("anatomy/freeze")
+    ours, reference = value["data"], tiny[1]["freeze"]
+    assert ours["task1_accuracy"] == reference["task1_accuracy"]
+    assert ours["task2_accuracy"] == reference["task2_accuracy"]
