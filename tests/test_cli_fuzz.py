@@ -36,6 +36,18 @@ OPTIONS = st.lists(
 )
 
 
+def _assert_ok_or_one_line_error(argv, capsys) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        assert len(err.splitlines()) == 1 and err.startswith("forgetlab"), (argv, err)
+        assert "Traceback" not in err
+
+
 def _validate_only(config, *, device, **_options):
     """Stand-in for forgetlab.run: everything the CLI checks before training starts."""
     resolve(config)
@@ -48,15 +60,7 @@ def _validate_only(config, *, device, **_options):
 def test_run_options_fail_cleanly(monkeypatch, capsys, options):
     monkeypatch.setattr(forgetlab, "run", _validate_only)
     argv = ["run"] + [part for option in options for part in option]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
-    assert code in (0, 2), (argv, err)
-    if code == 2:
-        assert len(err.splitlines()) == 1 and err.startswith("forgetlab"), (argv, err)
-        assert "Traceback" not in err
+    _assert_ok_or_one_line_error(argv, capsys)
 
 
 SWEEP_OPTIONS = st.lists(
@@ -85,15 +89,7 @@ def test_sweep_options_fail_cleanly(monkeypatch, capsys, tmp_path, options):
 
     monkeypatch.setattr(forgetlab.experiments, "execute", _validate_sweep)
     argv = ["sweep", "--store", str(tmp_path)] + [part for option in options for part in option]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
-    assert code in (0, 2), (argv, err)
-    if code == 2:
-        assert len(err.splitlines()) == 1 and err.startswith("forgetlab"), (argv, err)
-        assert "Traceback" not in err
+    _assert_ok_or_one_line_error(argv, capsys)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
