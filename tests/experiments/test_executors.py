@@ -151,3 +151,28 @@ def test_sweep_command(tmp_path, capsys):
     assert main(argv) == 1  # again: the finished runs are read back, the failed ones are retried
     lines = capsys.readouterr().out.splitlines()
     assert sum("stored" in line.split() for line in lines) == 2 and sum("failed" in line.split() for line in lines) == 2
+
+
+def test_ctrl_c_marks_every_unfinished_run_interrupted_and_a_rerun_finishes(tmp_path, monkeypatch):
+    import forgetlab.api
+
+    real = forgetlab.api.train_run
+    calls = []
+
+    def interrupt_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forgetlab.api, "train_run", interrupt_the_second)
+    store = ResultStore(tmp_path)
+    configs = expand(BASE, {"train.seed": [0, 1, 2]})
+    with pytest.raises(KeyboardInterrupt):
+        execute(configs, store)
+    statuses = [store.get(c.run_id()) for c in configs]
+    assert statuses[0].status == "finished"
+    assert [(s.status, s.error) for s in statuses[1:]] == [("failed", "interrupted")] * 2
+    monkeypatch.setattr(forgetlab.api, "train_run", real)
+    results = execute(configs, store)
+    assert results[0].from_store and not results[1].from_store and not results[2].from_store

@@ -163,6 +163,10 @@ class Backend(Protocol):
     @property
     def n_pending(self) -> int: ...
 
+    def unfinished(self) -> list[RunJob]:
+        """Submitted jobs without a result yet (running or queued)."""
+        ...
+
 
 class InProcessBackend:
     """Trains each job in this process when its result is asked for."""
@@ -183,8 +187,8 @@ class InProcessBackend:
     def n_pending(self) -> int:
         return len(self._queue)
 
-    def in_flight(self) -> list[RunJob]:
-        return list(self._queue)[:1]
+    def unfinished(self) -> list[RunJob]:
+        return list(self._queue)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -252,7 +256,7 @@ class ProcessBackend:
                 "uses workers must start them under `if __name__ == \"__main__\":`). Finished runs are in the "
                 "store; run the same command again to resume the others from their checkpoints."
             ) from None
-        del self._futures[future]  # kept until here: a job that raised is still in flight for the caller
+        del self._futures[future]  # kept until here: a job that raised is still unfinished for the caller
         return job, outcome
 
     @property
@@ -269,7 +273,7 @@ class ProcessBackend:
         for process in processes:
             process.terminate()
 
-    def in_flight(self) -> list[RunJob]:
+    def unfinished(self) -> list[RunJob]:
         return list(self._futures.values())
 
 
@@ -331,7 +335,7 @@ class RayBackend:
             reason = f"{type(exc).__name__}: {exc}"
         else:
             reason = None
-        del self._refs[ref]  # kept until here: a job that raised is still in flight for the caller
+        del self._refs[ref]  # kept until here: a job that raised is still unfinished for the caller
         self._launch()
         if reason is None:
             return job, outcome
@@ -342,8 +346,8 @@ class RayBackend:
     def n_pending(self) -> int:
         return len(self._refs) + len(self._waiting)
 
-    def in_flight(self) -> list[RunJob]:
-        return list(self._refs.values())
+    def unfinished(self) -> list[RunJob]:
+        return [*self._refs.values(), *self._waiting]
 
     def cancel(self) -> None:
         for ref in list(self._refs):

@@ -200,7 +200,7 @@ def execute(
                     backend.submit(job_for(dependent, source_checkpoint))
                 bar.update()
         except BaseException as exc:
-            for job in backend.in_flight():
+            for job in backend.unfinished():  # queued runs too: the store keeps no run 'running'
                 store.fail(RunConfig.from_dict(job.config).run_id(), failure_reason(exc))
             raise
         finally:
