@@ -113,3 +113,52 @@ def test_argparse_errors_are_one_line(argv, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--help" in err
+
+
+REPRODUCE_OPTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["--profile", "--only", "--model", "--dataset", "--seeds", "--device", "--workers",
+                         "--executor", "--threads", "--address"]),
+        st.one_of(VALUES, st.sampled_from(["quick", "tiny", "paper", "freeze,cka", "vgg", "cifar10-shift", "ray"])),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(REPRODUCE_OPTIONS)
+def test_reproduce_options_fail_cleanly(monkeypatch, capsys, tmp_path, options):
+    from forgetlab.experiments import anatomy
+
+    def stop(*_args, **_kwargs):
+        raise SystemExit(0)  # everything before the first analysis was validated
+
+    monkeypatch.setattr(anatomy, "_run_analyses", stop)
+    argv = ["reproduce", "anatomy", "--store", str(tmp_path), "--quiet"] + [part for option in options for part in option]
+    _assert_ok_or_one_line_error(argv, capsys)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    from forgetlab.config import apply_overrides
+
+    result = forgetlab.run(apply_overrides(RunConfig(), ["train.epochs=1", "stream.train_per_task=100"]),
+                           store=tmp_path_factory.mktemp("fuzz-store"))
+    return [str(result.run_dir / "checkpoints" / f"task-{i}.pt") for i in (1, 2)]
+
+
+ANALYZE_OPTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["--dataset", "--task", "--blocks", "--max-samples", "--k", "--device"]),
+                  st.one_of(VALUES, st.sampled_from(["block1,block2", "head", "fashion-mnist", "cifar10"]))),
+        st.tuples(st.just("--pool")),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["cka", "subspace"]), ANALYZE_OPTIONS)
+def test_analyze_options_fail_cleanly(capsys, tmp_path, two_checkpoints, measure, options):
+    argv = ["analyze", measure, *two_checkpoints, "--out", str(tmp_path / "figure")]
+    _assert_ok_or_one_line_error(argv + [part for option in options for part in option], capsys)
