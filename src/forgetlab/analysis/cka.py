@@ -2,10 +2,16 @@
 
 Representations are ``(n_samples, n_features)`` tensors of the same samples. Rows are
 shifted by the first batch's mean before any product; float32 inputs are multiplied in
-float32 in row chunks of about 2**26 elements, up to 8 chunk products are summed in
-place (BLAS beta = 1), then added into float64 totals; every sum, norm and the final
-ratio is float64. ``XᵀX`` and ``YᵀY`` use a symmetric rank-k update (half a GEMM's
-flops) on CPU for >= 1,024 features.
+float32, chunk products are summed in place (BLAS beta = 1), then added into float64
+totals; every sum, norm and the final ratio is float64.
+
+* CPU, fewer than 1,024 features each (the fused path): one pass over the rows; each
+  chunk of rows ``[x', y', 1]`` (plus the squared row norms for the debiased estimator)
+  is copied into a reused cache-sized buffer and one symmetric rank-k update (syrk) on
+  one thread gives ``XᵀX``, ``YᵀY``, ``XᵀY``, the column sums and the row-norm
+  statistics at once; sums go to float64 every 65,536 rows.
+* Otherwise: row chunks of about 2**26 elements, three products (``XᵀX`` and ``YᵀY`` by
+  syrk, half a GEMM's flops, on CPU for >= 1,024 features), 8 chunks per float64 flush.
 
 * :func:`linear_cka` — exact linear CKA, biased (Kornblith et al. 2019) or debiased
   (unbiased HSIC of Song et al. 2007). Feature-space form (``XᵀX``-type products,
