@@ -287,6 +287,7 @@ def test_fused_small_feature_path_is_exact_with_a_large_mean(monkeypatch):
     x64, y64 = correlated_pair(1200, 37, 21, seed=21, offset=1000.0)
     x, y = x64.astype(np.float32), y64.astype(np.float32)
     threads = torch.get_num_threads()
+    blas_threads = [c.get_num_threads() for c in cka._blas_controllers()]
     for debiased in (False, True):
         truth = reference_linear_cka(x, y, debiased)  # float64 reference of the float32 values
         assert cka._fusable(T(x), T(y))
@@ -301,7 +302,9 @@ def test_fused_small_feature_path_is_exact_with_a_large_mean(monkeypatch):
         acc.update(T(x[700:]).double(), T(y[700:]).double())  # dtype change after a compute()
         assert acc.n_samples == 1200
         assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
-    assert torch.get_num_threads() == threads  # the single-threaded sections restore the setting
+    # The single-threaded sections restore the settings.
+    assert torch.get_num_threads() == threads
+    assert [c.get_num_threads() for c in cka._blas_controllers()] == blas_threads
 
 
 def test_fused_path_agrees_with_the_chunked_path(monkeypatch):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -251,16 +252,12 @@ class _Cross:
 
 
 _BLAS_CONTROLLERS: list | None = None
+_SINGLE_THREADED_LOCK = threading.Lock()
+_SINGLE_THREADED_DEPTH = 0
+_SAVED_THREADS: tuple[int, list[int]] = (1, [])
 
 
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Run SciPy's BLAS on one thread inside the block (restored after; a no-op without threadpoolctl).
-
-    OpenBLAS's threaded syrk is pathologically slow on narrow products next to torch's
-    OpenMP pool (measured 50-100x slower than one thread for 129 columns on the 2-core
-    reference machine); the fused path's products are narrow, so it uses one thread.
-    """
+def _blas_controllers() -> list:
     global _BLAS_CONTROLLERS
     if _BLAS_CONTROLLERS is None:
         try:
@@ -270,33 +267,43 @@ def _single_threaded_blas() -> Iterator[None]:
             _BLAS_CONTROLLERS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
         except Exception:  # pragma: no cover - threadpoolctl missing or failing: leave BLAS alone
             _BLAS_CONTROLLERS = []
-    previous = [c.get_num_threads() for c in _BLAS_CONTROLLERS]
-    try:
-        for c in _BLAS_CONTROLLERS:
-            c.set_num_threads(1)
-        yield
-    finally:
-        for c, n in zip(_BLAS_CONTROLLERS, previous):
-            c.set_num_threads(n)
+    return _BLAS_CONTROLLERS
 
 
 @contextlib.contextmanager
-def _single_threaded_torch() -> Iterator[None]:
-    """torch on one thread inside the block (``torch.set_num_threads`` is global: restored after).
+def _single_threaded() -> Iterator[None]:
+    """torch and SciPy's BLAS on one thread inside the block; the settings are restored after.
 
-    For the fused path's few small torch ops (a mean over the first rows, reductions of
-    p x p matrices with p < SYRK_MIN_COLUMNS): each parallel region of a small op costs
-    an OpenMP synchronisation, milliseconds on a loaded machine, more than the op itself.
+    For the fused path (fewer than SYRK_MIN_COLUMNS features): OpenBLAS's threaded syrk
+    is pathologically slow on narrow products next to torch's OpenMP pool (measured
+    50-100x slower than one thread for 129 columns on the 2-core reference machine), and
+    each parallel region of the few small torch ops (a mean over the first rows, p x p
+    reductions) costs an OpenMP synchronisation, milliseconds on a loaded machine.
+    ``torch.set_num_threads`` is global: the first of nested or concurrent blocks saves
+    the settings and the last one restores them. Needs threadpoolctl (a scikit-learn
+    dependency) for the BLAS part; without it BLAS is left alone.
     """
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
+    global _SINGLE_THREADED_DEPTH, _SAVED_THREADS
+    with _SINGLE_THREADED_LOCK:
+        if _SINGLE_THREADED_DEPTH == 0:
+            controllers = _blas_controllers()
+            _SAVED_THREADS = (torch.get_num_threads(), [c.get_num_threads() for c in controllers])
+            if _SAVED_THREADS[0] != 1:
+                torch.set_num_threads(1)
+            for c in controllers:
+                c.set_num_threads(1)
+        _SINGLE_THREADED_DEPTH += 1
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _SINGLE_THREADED_LOCK:
+            _SINGLE_THREADED_DEPTH -= 1
+            if _SINGLE_THREADED_DEPTH == 0:
+                torch_threads, blas_threads = _SAVED_THREADS
+                if torch_threads != 1:
+                    torch.set_num_threads(torch_threads)
+                for c, n in zip(_blas_controllers(), blas_threads):
+                    c.set_num_threads(n)
 
 
 class _Fused:
@@ -308,6 +315,7 @@ class _Fused:
     products give Σa, Σa², Σab, Σ a x', ...). One BLAS syrk per chunk adds upper(ZᵀZ) into
     an input-dtype sum (beta = 1), added into float64 every ``_FUSED_ROWS_PER_FLUSH`` rows.
     :meth:`drain` moves the float64 totals into the :class:`_Moments` / :class:`_Cross` sums.
+    Callers run :meth:`update` inside :func:`_single_threaded`.
     """
 
     def __init__(self, p_x: int, p_y: int, row_stats: bool) -> None:
@@ -338,22 +346,21 @@ class _Fused:
         buffer, pending = self._state[dtype]
         syrk = _scipy_blas().ssyrk if dtype == torch.float32 else _scipy_blas().dsyrk
         step = buffer.shape[0]
-        with _single_threaded_blas():
-            for start in range(0, x.shape[0], step):
-                stop = min(start + step, x.shape[0])
-                z = buffer[: stop - start]
-                torch.sub(x[start:stop], sx, out=z[:, :px])
-                torch.sub(y[start:stop], sy, out=z[:, px:ones])
-                if self.row_stats:
-                    torch.linalg.vecdot(z[:, :px], z[:, :px], out=z[:, ones + 1])
-                    torch.linalg.vecdot(z[:, px:ones], z[:, px:ones], out=z[:, ones + 2])
-                # z (rows, width) C-ordered is the Fortran (width, rows) matrix A: A Aᵀ = zᵀz.
-                out = syrk(1.0, z.numpy().T, beta=1.0, c=pending, trans=0, lower=1, overwrite_c=1)
-                if out.ctypes.data != pending.ctypes.data:  # pragma: no cover - BLAS wrapper copied
-                    pending[...] = out
-                self._pending_rows[dtype] += stop - start
-                if self._pending_rows[dtype] >= _FUSED_ROWS_PER_FLUSH:
-                    self._flush(dtype)
+        for start in range(0, x.shape[0], step):
+            stop = min(start + step, x.shape[0])
+            z = buffer[: stop - start]
+            torch.sub(x[start:stop], sx, out=z[:, :px])
+            torch.sub(y[start:stop], sy, out=z[:, px:ones])
+            if self.row_stats:
+                torch.linalg.vecdot(z[:, :px], z[:, :px], out=z[:, ones + 1])
+                torch.linalg.vecdot(z[:, px:ones], z[:, px:ones], out=z[:, ones + 2])
+            # z (rows, width) C-ordered is the Fortran (width, rows) matrix A: A Aᵀ = zᵀz.
+            out = syrk(1.0, z.numpy().T, beta=1.0, c=pending, trans=0, lower=1, overwrite_c=1)
+            if out.ctypes.data != pending.ctypes.data:  # pragma: no cover - BLAS wrapper copied
+                pending[...] = out
+            self._pending_rows[dtype] += stop - start
+            if self._pending_rows[dtype] >= _FUSED_ROWS_PER_FLUSH:
+                self._flush(dtype)
 
     def _flush(self, dtype: torch.dtype) -> None:
         pending = self._state[dtype][1]
@@ -496,7 +503,7 @@ class LinearCKAAccumulator:
             self._cross.update(xs, a, ys, b)
 
     def _update_fused(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with _single_threaded_torch():
+        with _single_threaded():
             self._update_fused_single_threaded(x, y)
 
     def _update_fused_single_threaded(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -521,7 +528,7 @@ class LinearCKAAccumulator:
     def compute(self, *, debiased: bool = False) -> float:
         """Linear CKA of everything seen: biased (default) or debiased (needs n >= 4)."""
         small = max(self._x.n_features, self._y.n_features) < SYRK_MIN_COLUMNS
-        with _single_threaded_torch() if small else contextlib.nullcontext():
+        with _single_threaded() if small else contextlib.nullcontext():
             return self._compute(debiased)
 
     def _compute(self, debiased: bool) -> float:
