@@ -378,7 +378,7 @@ class _Fused:
         if self._total is None:
             return
         u = self._total.T  # C-ordered view: upper triangle valid, strictly lower part zero
-        px, py, o = self.p_x, self.p_y, self.p_x + self.p_y
+        px, o = self.p_x, self.p_x + self.p_y
 
         def t(block: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(block))
