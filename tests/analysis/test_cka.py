@@ -95,7 +95,9 @@ def test_feature_space_form_never_builds_an_n_by_n_matrix():
     x, y = torch.randn(n, 16), torch.randn(n, 24)
     with _LargestTensor() as probe:
         linear_cka(x, y, debiased=True)
-    assert probe.largest <= n * 24  # the inputs' size, far below n * n
+    # About the inputs' size: the fused path's row buffer holds [x', y', 1, a, b], padded
+    # to a multiple of 8 columns.
+    assert probe.largest <= n * (16 + 24 + 8)  # far below n * n
     with _LargestTensor() as probe:
         linear_cka(x[:100], y[:100], method="gram")
     assert probe.largest >= 100 * 100  # the probe does see Gram matrices
@@ -272,3 +274,45 @@ def test_in_place_syrk_accumulation():
     assert acc.data_ptr() == address
     expected = torch.triu(m1.T @ m1 + m2.T @ m2)
     assert torch.allclose(acc, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_fused_small_feature_path_is_exact_with_a_large_mean(monkeypatch):
+    # < 1,024 features on CPU: one syrk per chunk of rows [x', y', 1, a, b]. Small buffers
+    # and flushes force many chunks, flushes, a buffer that grows between batches and a
+    # dtype change; a large mean checks that rows are shifted before any product.
+    from forgetlab.analysis import cka
+
+    monkeypatch.setattr(cka, "_FUSED_BUFFER_ELEMENTS", 1 << 12)  # 64-85 rows per chunk
+    monkeypatch.setattr(cka, "_FUSED_ROWS_PER_FLUSH", 150)
+    x64, y64 = correlated_pair(1200, 37, 21, seed=21, offset=1000.0)
+    x, y = x64.astype(np.float32), y64.astype(np.float32)
+    threads = torch.get_num_threads()
+    blas_threads = [c.get_num_threads() for c in cka._blas_controllers()]
+    for debiased in (False, True):
+        truth = reference_linear_cka(x, y, debiased)  # float64 reference of the float32 values
+        assert cka._fusable(T(x), T(y))
+        assert linear_cka(T(x), T(y), debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
+        assert linear_cka(T(x).double(), T(y).double(), debiased=debiased, method="feature") == pytest.approx(
+            truth, abs=1e-10
+        )
+        acc = LinearCKAAccumulator(row_statistics=debiased)
+        acc.update(T(x[:50]), T(y[:50]))  # a small first batch: the buffer grows later
+        acc.update(T(x[50:700]), T(y[50:700]))
+        assert acc.compute(debiased=debiased) == pytest.approx(reference_linear_cka(x[:700], y[:700], debiased), abs=1e-6)
+        acc.update(T(x[700:]).double(), T(y[700:]).double())  # dtype change after a compute()
+        assert acc.n_samples == 1200
+        assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
+    # The single-threaded sections restore the settings.
+    assert torch.get_num_threads() == threads
+    assert [c.get_num_threads() for c in cka._blas_controllers()] == blas_threads
+
+
+def test_fused_path_agrees_with_the_chunked_path(monkeypatch):
+    from forgetlab.analysis import cka
+
+    x, y = _data(7, 3000, 70, 130, scale_x=40.0)
+    x, y = (x + 300.0).float(), (y - 20.0).float()
+    fused = [linear_cka(x, y, debiased=d, method="feature") for d in (False, True)]
+    monkeypatch.setattr(cka, "_fusable", lambda a, b: False)
+    chunked = [linear_cka(x, y, debiased=d, method="feature") for d in (False, True)]
+    assert fused == pytest.approx(chunked, abs=1e-6)

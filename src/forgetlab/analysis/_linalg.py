@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-# Below this many columns MKL's GEMM (torch) beats OpenBLAS syrk on the reference machine.
+# Below this many columns MKL's GEMM (torch) beats *threaded* OpenBLAS syrk on the reference
+# machine (next to torch's OpenMP pool, threaded syrk on narrow products is pathologically
+# slow). Linear CKA's fused path handles fewer columns with single-threaded syrk instead.
 SYRK_MIN_COLUMNS = 1024
 
 
