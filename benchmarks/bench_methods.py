@@ -13,6 +13,7 @@ and split over processes::
     python benchmarks/bench_methods.py --shard 0/2 &     # two processes, one thread each
     python benchmarks/bench_methods.py --shard 1/2 &
     python benchmarks/bench_methods.py --report          # table -> benchmarks/RESULTS.md
+    python benchmarks/bench_methods.py --keep-optimizer --only naive,ewc,si   # + the third column
 
 Runs are ordered seed-major (every method for seed 0 first), so a partial run still
 covers every method.
@@ -62,29 +63,47 @@ EXTRA_ROWS: list[tuple[str, str, dict, dict]] = [
 ]
 
 
-def make_config(method: str, params: dict, head: str, seed: int, steps: int) -> RunConfig:
+# A third column, run with --keep-optimizer: task-IL with Adam's state carried from task
+# to task (not reset), where naive fine-tuning forgets more; regularisers only.
+KEPT = "task-IL, Adam kept"
+KEPT_ROWS = {"naive", "l2", "ewc", "online-ewc", "si", "mas", "lwf"}
+
+
+def make_config(method: str, params: dict, head: str, seed: int, steps: int, reset_optimizer: bool = True) -> RunConfig:
     """The run config of one (method, setting, seed) cell."""
     return RunConfig(
         stream=StreamConfig(dataset="mnist", n_tasks=5, head=head),
         model=ModelConfig(name="mlp", width=400, depth=2),
-        train=TrainConfig(optimizer="adam", lr=1e-3, steps=steps, batch_size=128, eval_every_steps=steps, seed=seed),
+        train=TrainConfig(optimizer="adam", lr=1e-3, steps=steps, batch_size=128, eval_every_steps=steps, seed=seed,
+                          reset_optimizer=reset_optimizer),
         method=MethodConfig.from_dict({"name": method, **params}),
     )
 
 
-def cells(rows, seeds: int, steps: int):
+def setting_config(row, setting: str, seed: int, steps: int) -> RunConfig | None:
+    """The config of ``row`` in ``setting`` (``None``: not run in that setting)."""
+    label, method, task_params, class_params = row
+    if setting == KEPT:
+        return make_config(method, task_params, "multi", seed, steps, reset_optimizer=False) if label in KEPT_ROWS else None
+    head = SETTINGS[setting]
+    return make_config(method, task_params if head == "multi" else class_params, head, seed, steps)
+
+
+def cells(rows, seeds: int, steps: int, keep_optimizer: bool = False):
     """Every (label, setting, seed, config), seed-major."""
+    settings = [*SETTINGS, KEPT] if keep_optimizer else list(SETTINGS)
     for seed in range(seeds):
-        for label, method, task_params, class_params in rows:
-            for setting, head in SETTINGS.items():
-                params = task_params if head == "multi" else class_params
-                yield label, setting, seed, make_config(method, params, head, seed, steps)
+        for row in rows:
+            for setting in settings:
+                config = setting_config(row, setting, seed, steps)
+                if config is not None:
+                    yield row[0], setting, seed, config
 
 
 def run_shard(args: argparse.Namespace, rows) -> None:
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(args.threads)
-    for position, (label, setting, seed, config) in enumerate(cells(rows, args.seeds, args.steps)):
+    for position, (label, setting, seed, config) in enumerate(cells(rows, args.seeds, args.steps, args.keep_optimizer)):
         if position % count != index:
             continue
         tick = time.perf_counter()
@@ -111,29 +130,32 @@ def report(args: argparse.Namespace, rows) -> str:
         "`benchmarks/bench_methods.py` (issue 5). Split MNIST, 5 tasks x 2 classes, MLP 2x400 ReLU, "
         f"Adam lr 1e-3, {args.steps} steps of batch 128 per task, fresh optimizer per task, inputs standardised, "
         "no augmentation. Task-IL = one 2-way head per task (multi-head); class-IL = one shared 10-way head "
-        "(single-head). ACC = mean test accuracy over the 5 tasks after the last one, in %; with n > 1 seeds, "
-        "mean ± sample std. n = seeds finished per setting (the seed drives initialisation, data order and the "
-        "methods' sampling). Date 2026-11-21; machine: 2-core shared CPU (other jobs running), torch "
-        f"{torch.__version__}, one thread per run, two runs in parallel; wall seconds per run depend mostly on "
-        "the machine's load at the time (naive took 484 s, SI 178 s), so they are not a cost comparison.",
+        "(single-head); the third column (`--keep-optimizer`, regularisers only) is task-IL with Adam's state "
+        "carried over from task to task instead of reset. ACC = mean test accuracy over the 5 tasks after the "
+        "last one, in %; mean ± sample std over n seeds (the seed drives initialisation, data order and the "
+        f"methods' sampling). Machine: 2-core shared CPU, torch {torch.__version__}, one thread per run, two "
+        "runs in parallel; wall seconds per run depend on the machine's load at the time, so they are not a "
+        "cost comparison.",
         "",
-        "| method | task-IL ACC | class-IL ACC | n | wall s / run | hyperparameters |",
-        "|---|---|---|---|---|---|",
+        f"| method | task-IL ACC | class-IL ACC | {KEPT} ACC | n | wall s / run | hyperparameters |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, method, task_params, class_params in rows:
-        accs: dict[str, list[float]] = {setting: [] for setting in SETTINGS}
+        settings = [*SETTINGS, KEPT]
+        accs: dict[str, list[float]] = {setting: [] for setting in settings}
         seconds: list[float] = []
         for seed in range(args.seeds):
-            for setting, head in SETTINGS.items():
-                params = task_params if head == "multi" else class_params
-                stored = store.get(make_config(method, params, head, seed, args.steps).run_id())
+            for setting in settings:
+                config = setting_config((label, method, task_params, class_params), setting, seed, args.steps)
+                stored = store.get(config.run_id()) if config is not None else None
                 if stored is not None and stored.status == "finished":
                     accs[setting].append(100 * stored.metrics["acc"])
-                    seconds.append(stored.wall_seconds or 0.0)
+                    if setting in SETTINGS:
+                        seconds.append(stored.wall_seconds or 0.0)
         if not seconds:
             continue
         cols = []
-        for setting in SETTINGS:
+        for setting in settings:
             values = accs[setting]
             if not values:
                 cols.append("-")
@@ -146,7 +168,7 @@ def report(args: argparse.Namespace, rows) -> str:
         shown = _shown(
             MethodConfig.from_dict({"name": method, **task_params}), MethodConfig.from_dict({"name": method, **class_params})
         )
-        lines.append(f"| {label} | {cols[0]} | {cols[1]} | {n} | {statistics.mean(seconds):.0f} | {shown} |")
+        lines.append(f"| {label} | {cols[0]} | {cols[1]} | {cols[2]} | {n} | {statistics.mean(seconds):.0f} | {shown} |")
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +190,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="steps per task")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--extra", action="store_true", help="also the pseudo-rehearsal variants")
+    parser.add_argument("--keep-optimizer", action="store_true",
+                        help="also task-IL with Adam's state kept across tasks (regularisers only)")
     parser.add_argument("--only", default="", help="comma-separated row labels to run")
     parser.add_argument("--report", action="store_true", help="write the table to benchmarks/RESULTS.md and print it")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
