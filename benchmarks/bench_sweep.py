@@ -7,11 +7,11 @@ each time (nothing is read back), medians quoted:
    ``--steps`` steps of batch 128 per task; seeds differ) trained (A) in-process with all
    the machine's threads, and (B) by ``processes`` with 2 workers of
    ``cpus // 2`` threads each. Reported: runs per minute, and B/A.
-2. **Ray overhead per run**: ``--tiny-runs`` tiny runs (digits, 1 epoch, about a second
-   each) (A) in-process and (B) on a local Ray instance with one worker of the same
-   thread count; overhead per run = (B - A) / runs. Ray's start-up (``ray.init``) is
-   timed separately, once; the first Ray sweep (which also starts Ray's worker process)
-   is a warm-up and is not counted.
+2. **Ray overhead per run**: ``--tiny-runs`` tiny runs (digits, 1 epoch, well under a
+   second each) (A) in-process and (B) on a local Ray instance with one worker of the
+   same thread count; overhead per run = (B - A) / runs. Ray's start-up (``ray.init``)
+   is timed separately, once; a first sweep on each side (Ray's worker process starts;
+   this process loads the dataset) is a warm-up and is not counted.
 
     python benchmarks/bench_sweep.py                 # both; needs the ray extra for 2
     python benchmarks/bench_sweep.py --skip-ray
@@ -104,6 +104,7 @@ def main() -> None:
     local = ExecutorConfig(threads=cpus)
     offset = 100
     timed(tiny_sweep(args.tiny_runs, offset), ray_executor, args.data_dir)  # warm-up: Ray's worker process
+    timed(tiny_sweep(args.tiny_runs, offset), local, args.data_dir)  # and this process (digits loaded once)
     offset += args.tiny_runs
     a, b = [], []
     for repeat in range(args.repeats):
