@@ -165,6 +165,8 @@ def report(args: argparse.Namespace, rows) -> str:
                 cols.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
         counts = {len(accs[s]) for s in SETTINGS}
         n = str(counts.pop()) if len(counts) == 1 else "/".join(str(len(accs[s])) for s in SETTINGS)
+        if accs[KEPT] and str(len(accs[KEPT])) != n:
+            cols[2] += f" (n={len(accs[KEPT])})"
         shown = _shown(
             MethodConfig.from_dict({"name": method, **task_params}), MethodConfig.from_dict({"name": method, **class_params})
         )
