@@ -23,7 +23,8 @@ class NumericalError(ForgetlabError, ValueError):
 
 
 def as_matrix(value: Any, name: str) -> torch.Tensor:
-    """``value`` as a 2-D floating tensor ``(n_samples, n_features)``; raises on anything else."""
+    """``value`` as a 2-D floating tensor ``(n_samples, n_features)``, detached from any
+    autograd graph (similarities are measurements, not losses); raises on anything else."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
@@ -37,6 +38,7 @@ def as_matrix(value: Any, name: str) -> torch.Tensor:
             f"{tuple(value.shape)}; flatten conv maps first with {name}.flatten(1) "
             f"(or average-pool them: {name}.mean(dim=(2, 3)))."
         )
+    value = value.detach()
     if not value.is_floating_point():
         value = value.to(torch.float32)
     elif value.dtype not in (torch.float32, torch.float64):
