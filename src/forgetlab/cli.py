@@ -296,8 +296,9 @@ def _command_sweep(args: argparse.Namespace) -> int:
     configs = expand(_config_from_args(args), grid)
     store = ResultStore(args.store or default_store_dir())
     progress = sys.stderr.isatty() and not args.quiet
+    log = None if progress or args.quiet else _log_run
     results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
-                      download=args.download, progress=progress)
+                      download=args.download, progress=progress, on_done=log)
     keys = list(grid)
     rows = []
     for config, result in zip(configs, results):
@@ -326,6 +327,17 @@ def _command_sweep(args: argparse.Namespace) -> int:
                 entry.update(status="finished", **{k: result.metrics[k] for k in ("acc", "bwt", "forgetting")})
             print(json.dumps(entry))
     return 1 if failures else 0
+
+
+def _log_run(result) -> None:
+    """One line on stderr per finished or failed run (a sweep's log when there is no terminal)."""
+    from forgetlab.api import RunFailure
+
+    if isinstance(result, RunFailure):
+        print(f"run {result.run_id} failed: {result.error}", file=sys.stderr, flush=True)
+    else:
+        print(f"run {result.run_id} done: ACC {100 * result.metrics['acc']:.1f}% in {result.wall_seconds:.1f} s "
+              f"on {result.device}", file=sys.stderr, flush=True)
 
 
 def _get_key(config, key: str):

@@ -141,6 +141,9 @@ def test_sweep_command(tmp_path, capsys):
             "--store", str(tmp_path), "--json", "--quiet"]
     assert main(argv) == 1  # the lr=1e10 runs diverge
     out, err = capsys.readouterr()
+    assert main(argv[:-1]) == 1  # without --quiet (and no terminal): one log line per run trained now
+    logged = capsys.readouterr().err
+    assert logged.count(" failed: Training diverged") == 2 and " done: ACC " not in logged  # finished: stored
     entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(e["train.lr"], e["train.seed"], e["status"]) for e in entries] == [
         (0.05, 0, "finished"), (0.05, 1, "finished"), (1e10, 0, "failed"), (1e10, 1, "failed")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ def execute(
     download: bool = False,
     progress: bool = False,
     reuse_prefix: bool = True,
+    on_done: Callable[[Any], None] | None = None,
 ) -> list[Any]:
     """Run every config (finished ones come from the store) on ``executor`` (default: in
     this process, one after another) and return, in order, each one's
@@ -109,6 +110,9 @@ def execute(
     failed: a run whose loss diverges (or that crashes) is marked ``failed`` in the store
     with its reason and the sweep goes on. A mistake common to every run (a bad config,
     missing data, an unwritable store) raises a :class:`~forgetlab.errors.ForgetlabError`.
+
+    ``on_done`` is called with each run's result or failure as soon as it is recorded
+    (runs read back from the store are not reported), e.g. to log a long sweep.
 
     Only this process writes the store's database; workers write their runs' checkpoint
     files. Each finished run records its device, wall time and peak memory. A config that
@@ -199,6 +203,8 @@ def execute(
                 for dependent in waiting.pop(outcome.run_id, []):
                     backend.submit(job_for(dependent, source_checkpoint))
                 bar.update()
+                if on_done is not None:
+                    on_done(done[outcome.run_id])
         except BaseException as exc:
             for job in backend.unfinished():  # queued runs too: the store keeps no run 'running'
                 store.fail(RunConfig.from_dict(job.config).run_id(), failure_reason(exc))
