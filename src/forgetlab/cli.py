@@ -278,7 +278,6 @@ def _command_run(args: argparse.Namespace) -> int:
 
 def _command_sweep(args: argparse.Namespace) -> int:
     from forgetlab.api import RunFailure
-    from forgetlab.config import resolve
     from forgetlab.errors import ConfigError
     from forgetlab.experiments import execute, expand
     from forgetlab.store import ResultStore, default_store_dir
@@ -300,9 +299,10 @@ def _command_sweep(args: argparse.Namespace) -> int:
     results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
                       download=args.download, progress=progress, on_done=log)
     keys = list(grid)
+    chosen = [_values(config, keys) for config in configs]
     rows = []
-    for config, result in zip(configs, results):
-        values = [str(_get_key(resolve(config), key)) for key in keys]
+    for values, result in zip(chosen, results):
+        values = [str(value) for value in values.values()]
         if isinstance(result, RunFailure):
             rows.append([result.run_id, *values, "failed", "", "", "", "", ""])
         else:
@@ -319,8 +319,8 @@ def _command_sweep(args: argparse.Namespace) -> int:
         print(f"failed {failure.run_id}: {failure.error}", file=sys.stderr)
     print(f"{len(results)} runs ({len(failures)} failed) on the {executor.resolved_name} executor; store: {store.root}")
     if args.json:
-        for config, result in zip(configs, results):
-            entry = {"run_id": result.run_id, **{key: _get_key(resolve(config), key) for key in keys}}
+        for values, result in zip(chosen, results):
+            entry = {"run_id": result.run_id, **values}
             if isinstance(result, RunFailure):
                 entry.update(status="failed", error=result.error)
             else:
@@ -340,13 +340,12 @@ def _log_run(result) -> None:
               f"on {result.device}", file=sys.stderr, flush=True)
 
 
-def _get_key(config, key: str):
-    section, _, name = key.partition(".")
-    part = getattr(config, section)
-    if section == "method" and name != "name":
-        part = part.params
-    value = getattr(part, name)
-    return list(value) if isinstance(value, tuple) else value
+def _values(config, keys: list[str]) -> dict:
+    """``{"method.lam": 100.0, ...}``: the resolved config's values of the grid keys."""
+    from forgetlab.config import resolve
+
+    data = resolve(config).to_dict()  # method hyperparameters sit beside method.name
+    return {key: data[key.partition(".")[0]][key.partition(".")[2]] for key in keys}
 
 
 def _command_analyze(args: argparse.Namespace) -> int:

@@ -105,6 +105,7 @@ class RunJob:
     """One run to train, as plain values (it crosses process boundaries).
 
     Attributes:
+        run_id: the run's key (the hash of ``config``).
         config: the resolved config as a dict (:meth:`RunConfig.to_dict`).
         run_dir: the run's folder (the driver created it and wrote its config).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -114,6 +115,7 @@ class RunJob:
         progress: show step progress bars (in-process only).
     """
 
+    run_id: str
     config: dict[str, Any]
     run_dir: str
     device: str
@@ -144,11 +146,11 @@ def run_job(job: RunJob) -> Any:
             data_dir=job.data_dir, download=job.download, progress=job.progress, start_from=job.start_from,
         )
     except DivergedError as exc:
-        return RunFailure(config.run_id(), config, str(exc), kind="diverged")
+        return RunFailure(job.run_id, config, str(exc), kind="diverged")
     except ForgetlabError:
         raise
     except Exception as exc:  # noqa: BLE001 - one run's crash must not stop the sweep
-        return RunFailure(config.run_id(), config, failure_reason(exc), kind="error")
+        return RunFailure(job.run_id, config, failure_reason(exc), kind="error")
 
 
 class Backend(Protocol):
@@ -339,8 +341,7 @@ class RayBackend:
         self._launch()
         if reason is None:
             return job, outcome
-        config = RunConfig.from_dict(job.config)
-        return job, RunFailure(config.run_id(), config, reason.splitlines()[0], kind="error")
+        return job, RunFailure(job.run_id, RunConfig.from_dict(job.config), reason.splitlines()[0], kind="error")
 
     @property
     def n_pending(self) -> int:

@@ -160,7 +160,7 @@ def execute(
     waiting: dict[str, list[RunConfig]] = {}
     for run_id, config in list(todo.items()):
         source = prefix_source(config) if reuse_prefix else None
-        has_own = latest_checkpoint(store.root / "runs" / run_id / "checkpoints", config.stream.n_tasks) is not None
+        has_own = latest_checkpoint(store.run_dir(run_id) / "checkpoints", config.stream.n_tasks) is not None
         if source is None or has_own:
             ready.append((config, None))
             continue
@@ -178,9 +178,9 @@ def execute(
     in_process = executor.resolved_name == "inprocess"
 
     def job_for(config: RunConfig, start_from: str | None) -> RunJob:
-        run_dir = store.begin(config.run_id(), config.to_dict(), forgetlab.__version__)
+        run_id, data = config.run_id(), config.to_dict()
         return RunJob(
-            config=config.to_dict(), run_dir=str(run_dir), device=device,
+            run_id=run_id, config=data, run_dir=str(store.begin(run_id, data, forgetlab.__version__)), device=device,
             data_dir=None if data_dir is None else str(data_dir), download=download, start_from=start_from,
             threads=threads, progress=progress and in_process,
         )
@@ -192,22 +192,21 @@ def execute(
                 backend.submit(job_for(config, start_from))
             while backend.n_pending:
                 job, outcome = backend.next_done()
-                config = todo[outcome.run_id]
                 if isinstance(outcome, RunOutcome):
-                    done[outcome.run_id] = record_outcome(store, config, outcome)
+                    done[job.run_id] = record_outcome(store, todo[job.run_id], outcome)
                     source_checkpoint = str(checkpoint_path(Path(job.run_dir) / "checkpoints", 0))
                 else:
-                    store.fail(outcome.run_id, outcome.error)
-                    done[outcome.run_id] = outcome
+                    store.fail(job.run_id, outcome.error)
+                    done[job.run_id] = outcome
                     source_checkpoint = None  # the source failed: its dependents train task 1 themselves
-                for dependent in waiting.pop(outcome.run_id, []):
+                for dependent in waiting.pop(job.run_id, []):
                     backend.submit(job_for(dependent, source_checkpoint))
                 bar.update()
                 if on_done is not None:
-                    on_done(done[outcome.run_id])
+                    on_done(done[job.run_id])
         except BaseException as exc:
             for job in backend.unfinished():  # queued runs too: the store keeps no run 'running'
-                store.fail(RunConfig.from_dict(job.config).run_id(), failure_reason(exc))
+                store.fail(job.run_id, failure_reason(exc))
             raise
         finally:
             bar.close()
