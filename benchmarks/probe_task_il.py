@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_methods import make_config  # this folder is on sys.path when run as a script
 from forgetlab.api import build_model_for, build_stream_for
-from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig, resolve
+from forgetlab.config import resolve
 from forgetlab.engine.train import train_stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("FORGETLAB_DATA", str(ROOT.parent / "shared" / "data")))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = resolve(RunConfig(
-        stream=StreamConfig(dataset="mnist", n_tasks=5, head="multi"),
-        model=ModelConfig(name="mlp", width=400, depth=2),
-        train=TrainConfig(optimizer="adam", lr=1e-3, steps=2000, batch_size=128, eval_every_steps=2000,
-                          seed=args.seed, reset_optimizer=args.variant != "keep"),
-    ))
+    config = resolve(make_config("naive", {}, "multi", args.seed, 2000, reset_optimizer=args.variant != "keep"))
     stream = build_stream_for(config, data_dir=args.data_dir)
     if args.variant == "raw":
         stream = dataclasses.replace(stream, mean=tuple(0.0 for _ in stream.mean), std=tuple(1.0 for _ in stream.std))

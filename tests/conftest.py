@@ -42,3 +42,16 @@ def digits_data():
     from forgetlab.data.sources import load_source
 
     return load_source("digits")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module (tiny models: more threads only add overhead and
+    spin-wait on a busy machine); the setting is restored afterwards. Folders with tiny
+    models use it through an autouse fixture in their conftest."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,7 +17,9 @@ import pytest
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.experiments import expand
 
-SWEEP = """
+BASE = ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"]
+GRID = {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]}
+SWEEP = f"""
 import sys
 import torch
 from forgetlab.config import RunConfig, apply_overrides
@@ -26,15 +28,13 @@ from forgetlab.store import ResultStore
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    base = apply_overrides(RunConfig(), ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"])
-    configs = expand(base, {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]})
+    configs = expand(apply_overrides(RunConfig(), {BASE!r}), {GRID!r})
     execute(configs, ResultStore(sys.argv[1]), executor=ExecutorConfig(workers=int(sys.argv[2]), threads=1))
 """
 
 
 def _configs() -> list[RunConfig]:
-    base = apply_overrides(RunConfig(), ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"])
-    return expand(base, {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]})
+    return expand(apply_overrides(RunConfig(), BASE), GRID)
 
 
 def _start(store: Path, workers: int) -> subprocess.Popen:

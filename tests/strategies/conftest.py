@@ -18,11 +18,5 @@ def tiny_streams(digits_data) -> dict[str, TaskStream]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: intra-op threads only add overhead (and spin-wait on a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """The models here are tiny: one torch thread (tests/conftest.py)."""
