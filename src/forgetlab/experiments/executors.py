@@ -320,7 +320,7 @@ class RayBackend:
         self._launch()
 
     def next_done(self) -> tuple[RunJob, Any]:
-        from forgetlab.api import RunFailure
+        from forgetlab.api import RunFailure, failure_reason
         from forgetlab.config import RunConfig
 
         ray = self._ray
@@ -328,20 +328,14 @@ class RayBackend:
         job = self._refs[ref]
         try:
             outcome = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
+        except ray.exceptions.RayError as exc:  # the task raised, or its worker died (killed, out of memory)
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ForgetlabError):
                 raise cause from None
-            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory)
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            reason = None
+            outcome = RunFailure(job.run_id, RunConfig.from_dict(job.config), failure_reason(cause or exc))
         del self._refs[ref]  # kept until here: a job that raised is still unfinished for the caller
         self._launch()
-        if reason is None:
-            return job, outcome
-        return job, RunFailure(job.run_id, RunConfig.from_dict(job.config), reason.splitlines()[0], kind="error")
+        return job, outcome
 
     @property
     def n_pending(self) -> int:
