@@ -1,7 +1,8 @@
 """Linear CKA: ours vs a plain-GEMM feature-space computation vs the n x n Gram method.
 
 For n in {2,000; 10,000; 50,000} x p in {64; 512; 4,096} (float32 inputs with a non-zero
-mean), measures the median wall time of each method (A/B/C alternated, same run), the
+mean), measures the median wall time of each method (A/B/C alternated, same run; a call under
+50 ms is timed as the mean of a loop of back-to-back calls, as timeit does), the
 peak resident memory each adds (sampled from /proc/self/statm), the error against an
 independent float64 reference (biased and debiased), and ours vs the machine's roofline
 measured in the same run: max(6·n·p² flops / peak float32 GEMM rate, 8·n·p bytes /
@@ -90,12 +91,25 @@ def both(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return acc.compute(), acc.compute(debiased=True)
 
 
-def timed(fn, *args):
+# Calls shorter than this are timed in a loop of back-to-back calls filling about this much
+# time (as timeit does): a single sub-millisecond call after another method's large memory
+# traffic, or after the machine idled, measures cold caches and the VM's wake-up, not the method.
+LOOP_SECONDS = 0.05
+
+
+def timed(fn, number: int = 1):
+    """(value, seconds per call) over ``number`` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        value = fn()
+    return value, (time.perf_counter() - start) / number
+
+
+def memory_added(fn, *args) -> int:
+    """Resident memory one call adds (a separate call: the sampler thread would slow the timed ones)."""
     with PeakMemory() as mem:
-        start = time.perf_counter()
-        value = fn(*args)
-        seconds = time.perf_counter() - start
-    return value, seconds, mem.added
+        fn(*args)
+    return mem.added
 
 
 def roofline_rates() -> tuple[float, float]:
@@ -165,16 +179,19 @@ def main() -> None:
             if gram_gib <= GRAM_LIMIT_GIB:
                 methods["n x n Gram"] = lambda: gram_method(x, y)
             quick_case = 6 * n * p * p < 2e10
-            if quick_case:  # warm-up only where one call is short
-                for fn in methods.values():
-                    fn()
+            numbers = {name: 1 for name in methods}
+            if quick_case:  # warm-up only where one call is short; it also sizes the loops
+                for name, fn in methods.items():
+                    _, once = timed(fn)
+                    numbers[name] = max(1, min(200, int(LOOP_SECONDS / max(once, 1e-6))))
             results = {name: {"t": [], "m": [], "v": None} for name in methods}
             for _ in range(args.repeats):  # alternate the methods
                 for name, fn in methods.items():
-                    value, seconds, added = timed(fn)
+                    value, seconds = timed(fn, numbers[name])
                     results[name]["t"].append(seconds)
-                    results[name]["m"].append(added)
                     results[name]["v"] = value
+            for name, fn in methods.items():
+                results[name]["m"].append(memory_added(fn))
             roof = max(6 * n * p * p / peak_flops, 8 * n * p / bandwidth)
             plain_t = statistics.median(results["plain GEMM"]["t"])
             for name, r in results.items():

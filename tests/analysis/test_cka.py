@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -316,3 +318,56 @@ def test_fused_path_agrees_with_the_chunked_path(monkeypatch):
     monkeypatch.setattr(cka, "_fusable", lambda a, b: False)
     chunked = [linear_cka(x, y, debiased=d, method="feature") for d in (False, True)]
     assert fused == pytest.approx(chunked, abs=1e-6)
+
+
+def test_gil_free_syrk_adds_the_upper_triangle():
+    from forgetlab.analysis._linalg import gil_free_syrk
+
+    for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-12)):
+        syrk = gil_free_syrk(dtype)
+        if syrk is None:  # no OpenBLAS CBLAS found: the fused path falls back to SciPy
+            assert sys.platform != "linux", "SciPy's wheels ship OpenBLAS on Linux: the fast path should load"
+            continue
+        z = torch.randn(300, 21, dtype=dtype)[:, 1:]  # a row stride that is not the width
+        c = torch.full((20, 20), 2.0, dtype=dtype)
+        syrk(c, z)
+        expected = torch.triu(z.T @ z + 2.0) + torch.tril(torch.full((20, 20), 2.0, dtype=dtype), -1)
+        assert torch.allclose(c, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_fused_path_split_over_lanes_is_exact(monkeypatch, lanes):
+    # Rows split over several Python threads, each with its own buffer and sums: the
+    # result must not depend on the split (nor on the float64 flushes inside each lane).
+    from forgetlab.analysis import cka
+
+    monkeypatch.setattr(cka, "_FUSED_BUFFER_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(cka, "_FUSED_ROWS_PER_FLUSH", 100)
+    monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
+    x64, y64 = correlated_pair(1001, 37, 21, seed=5, offset=-500.0)
+    x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(lanes)
+    try:
+        for debiased in (False, True):
+            acc = LinearCKAAccumulator(row_statistics=debiased)
+            acc.update(x[:600], y[:600])
+            acc.update(x[600:], y[600:])
+            split = acc._fused._lanes[torch.float32]
+            assert len(split) == lanes
+            truth = reference_linear_cka(x64.astype(np.float32), y64.astype(np.float32), debiased)
+            assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
+            assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_fused_path_without_cblas_falls_back_to_scipy(monkeypatch):
+    from forgetlab.analysis import cka
+
+    monkeypatch.setattr(cka, "gil_free_syrk", lambda dtype: None)
+    x, y = _data(3, 500, 30, 50, scale_x=3.0)
+    x, y = (x + 7.0).float(), y.float()
+    for debiased in (False, True):
+        truth = reference_linear_cka(x.double().numpy(), y.double().numpy(), debiased)
+        assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)

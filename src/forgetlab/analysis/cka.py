@@ -25,12 +25,13 @@ totals; every sum, norm and the final ratio is float64.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from forgetlab.analysis._checks import (
@@ -43,6 +44,7 @@ from forgetlab.analysis._linalg import (
     SYRK_MIN_COLUMNS,
     _dot,
     gram_upper,
+    gil_free_syrk,
     gram_upper_add_,
     sym_frob2,
     sym_quadratic,
@@ -66,6 +68,10 @@ _CHUNKS_PER_FLUSH = 8
 _FUSED_BUFFER_ELEMENTS = 1 << 19
 # Rows summed in the input dtype (BLAS beta = 1) before the fused product is added into float64.
 _FUSED_ROWS_PER_FLUSH = 1 << 16
+# The fused path splits the rows over up to torch.get_num_threads() lanes (Python threads),
+# each given at least this many buffer elements (rows x width; fewer: the thread hand-off
+# costs about what it saves, measured at 1,000 rows x 136 columns).
+_FUSED_MIN_ELEMENTS_PER_LANE = 1 << 17
 
 
 def _row_chunk(n_features: int, n_rows: int | None = None) -> int:
@@ -149,10 +155,13 @@ class _Moments:
     def add_totals(
         self, total: torch.Tensor, upper: torch.Tensor, norm_sum: float, norm_sq_sum: float, norm_weighted: torch.Tensor | None
     ) -> None:
-        """Add float64 sums computed elsewhere (the fused path): Σx', upper(Σx'x'ᵀ), row-norm statistics."""
+        """Add float64 sums computed elsewhere (the fused path): Σx', upper(Σx'x'ᵀ), row-norm statistics.
+
+        Takes ownership of ``upper`` (kept, not copied, when nothing was summed yet).
+        """
         assert self.sum is not None and self.norm_weighted is not None
         self.sum += total
-        self._upper64 = upper.clone() if self._upper64 is None else self._upper64.add_(upper)
+        self._upper64 = upper if self._upper64 is None else self._upper64.add_(upper)
         self.norm_sum += norm_sum
         self.norm_sq_sum += norm_sq_sum
         if norm_weighted is not None:
@@ -227,8 +236,8 @@ class _Cross:
         x_weighted_by_y: torch.Tensor | None,
         y_weighted_by_x: torch.Tensor | None,
     ) -> None:
-        """Add float64 sums computed elsewhere (the fused path)."""
-        self._xy64 = xy.clone() if self._xy64 is None else self._xy64.add_(xy)
+        """Add float64 sums computed elsewhere (the fused path); takes ownership of ``xy``."""
+        self._xy64 = xy if self._xy64 is None else self._xy64.add_(xy)
         self.norm_product_sum += norm_product_sum
         if x_weighted_by_y is not None and y_weighted_by_x is not None:
             self.x_weighted_by_y += x_weighted_by_y
@@ -306,6 +315,51 @@ def _single_threaded() -> Iterator[None]:
                     c.set_num_threads(n)
 
 
+class _Lane:
+    """One worker's share of the fused path: a reused row buffer and its sums."""
+
+    def __init__(self, rows: int, width: int, ones: int, dtype: torch.dtype) -> None:
+        self.buffer = torch.zeros(rows, width, dtype=dtype)
+        self.buffer[:, ones] = 1.0
+        self.pending = torch.zeros(width, width, dtype=dtype)  # upper(Σ zᵀz) in the input dtype
+        self.pending_rows = 0
+        self.total: torch.Tensor | None = None  # float64, upper triangle valid
+
+    def nbytes(self) -> int:
+        tensors = (self.buffer, self.pending) + (() if self.total is None else (self.total,))
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def flush(self) -> None:
+        if not self.pending_rows:
+            return
+        if self.total is None:
+            self.total = self.pending.to(_F64, copy=True)  # a float64 pending must not alias it
+        else:
+            self.total += self.pending
+        self.pending.zero_()
+        self.pending_rows = 0
+
+
+# Lanes of the last drained fused computation, all sums zero, kept for the next one of the
+# same dtype and width: fresh multi-MiB buffers cost page faults (measured 4-8 ms of a
+# 25 ms call at 2,000 x 512). Only one (dtype, width) is kept, and at most this many bytes.
+_SPARE_LANES: dict[tuple[torch.dtype, int, int], list[_Lane]] = {}
+_SPARE_LANES_LOCK = threading.Lock()
+_SPARE_LANES_MAX_BYTES = 64 << 20
+
+
+def _take_spare_lanes(key: tuple[torch.dtype, int, int]) -> list[_Lane]:
+    with _SPARE_LANES_LOCK:
+        return _SPARE_LANES.pop(key, [])
+
+
+def _give_back_lanes(key: tuple[torch.dtype, int, int], lanes: list[_Lane]) -> None:
+    if lanes and sum(lane.nbytes() for lane in lanes) <= _SPARE_LANES_MAX_BYTES:
+        with _SPARE_LANES_LOCK:
+            _SPARE_LANES.clear()
+            _SPARE_LANES[key] = lanes
+
+
 class _Fused:
     """Fused small-feature statistics: upper(ZᵀZ) for the rows ``z = [x', y', 1 (, a, b)]``.
 
@@ -314,8 +368,11 @@ class _Fused:
     are the column sums) and, with row statistics, the squared row norms ``a``, ``b`` (their
     products give Σa, Σa², Σab, Σ a x', ...). One BLAS syrk per chunk adds upper(ZᵀZ) into
     an input-dtype sum (beta = 1), added into float64 every ``_FUSED_ROWS_PER_FLUSH`` rows.
-    :meth:`drain` moves the float64 totals into the :class:`_Moments` / :class:`_Cross` sums.
-    Callers run :meth:`update` inside :func:`_single_threaded`.
+    With ``lanes`` > 1 the rows are split into that many contiguous parts, each with its own
+    buffer and sums, run at once on Python threads (single-threaded syrk through ctypes,
+    which releases the GIL; see :func:`gil_free_syrk`). :meth:`drain` moves the float64
+    totals into the :class:`_Moments` / :class:`_Cross` sums. Callers run :meth:`update`
+    inside :func:`_single_threaded`.
     """
 
     def __init__(self, p_x: int, p_y: int, row_stats: bool) -> None:
@@ -324,67 +381,94 @@ class _Fused:
         # Zero columns pad the width to a multiple of 8: BLAS kernels are much faster there
         # (measured: 131 columns 15.0 ms, 136 columns 13.0 ms for 50,000 rows).
         self.width = -(-used // 8) * 8
-        self._state: dict[torch.dtype, tuple[torch.Tensor, np.ndarray]] = {}  # dtype -> (buffer, pending)
-        self._pending_rows: dict[torch.dtype, int] = {}
-        self._total: np.ndarray | None = None  # float64 (width, width), Fortran: lower triangle valid
+        self._lanes: dict[torch.dtype, list[_Lane]] = {}
 
-    def update(self, x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> None:
+    def _lanes_for(self, dtype: torch.dtype, count: int, rows: int) -> list[_Lane]:
+        ones = self.p_x + self.p_y
+        if dtype not in self._lanes:
+            self._lanes[dtype] = _take_spare_lanes((dtype, self.width, ones))
+        lanes = self._lanes[dtype]
+        for i, lane in enumerate(lanes):
+            if lane.buffer.shape[0] < rows:  # keep the sums, grow the buffer
+                grown = _Lane(rows, self.width, ones, dtype)
+                grown.pending, grown.pending_rows, grown.total = lane.pending, lane.pending_rows, lane.total
+                lanes[i] = grown
+        while len(lanes) < count:
+            lanes.append(_Lane(rows, self.width, ones, dtype))
+        return lanes[:count]
+
+    def update(
+        self, x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor, lanes: int = 1
+    ) -> None:
         x, y = x.detach(), y.detach()
         dtype = x.dtype
+        syrk = gil_free_syrk(dtype)
+        if syrk is None:
+            lanes = 1
+        n = x.shape[0]
+        lanes = max(1, min(lanes, n * self.width // _FUSED_MIN_ELEMENTS_PER_LANE))
+        rows = min(max(64, _FUSED_BUFFER_ELEMENTS // self.width), -(-n // lanes))
+        workers = self._lanes_for(dtype, lanes, rows)
+        bounds = [n * i // lanes for i in range(lanes + 1)]
         sx, sy = shift_x.to(dtype), shift_y.to(dtype)
-        px, py = self.p_x, self.p_y
-        ones = px + py
-        rows = min(max(64, _FUSED_BUFFER_ELEMENTS // self.width), x.shape[0])
-        if dtype not in self._state or self._state[dtype][0].shape[0] < rows:
-            if dtype in self._state and self._pending_rows[dtype]:
-                self._flush(dtype)
-            buffer = torch.zeros(rows, self.width, dtype=dtype)
-            buffer[:, ones] = 1.0
-            pending = np.zeros((self.width, self.width), dtype=buffer.numpy().dtype, order="F")
-            self._state[dtype] = (buffer, pending)
-            self._pending_rows[dtype] = 0
-        buffer, pending = self._state[dtype]
-        syrk = _scipy_blas().ssyrk if dtype == torch.float32 else _scipy_blas().dsyrk
-        step = buffer.shape[0]
-        for start in range(0, x.shape[0], step):
-            stop = min(start + step, x.shape[0])
-            z = buffer[: stop - start]
+
+        def run(i: int) -> None:
+            self._run_lane(workers[i], x, y, sx, sy, bounds[i], bounds[i + 1], syrk)
+
+        if lanes == 1:
+            run(0)
+            return
+        futures = [_lane_pool().submit(run, i) for i in range(1, lanes)]
+        try:
+            run(0)
+        finally:
+            for future in futures:
+                future.result()  # re-raises a worker's exception
+
+    def _run_lane(self, lane: _Lane, x, y, sx, sy, begin: int, end: int, syrk) -> None:
+        px, ones = self.p_x, self.p_x + self.p_y
+        step = lane.buffer.shape[0]
+        for start in range(begin, end, step):
+            stop = min(start + step, end)
+            z = lane.buffer[: stop - start]
             torch.sub(x[start:stop], sx, out=z[:, :px])
             torch.sub(y[start:stop], sy, out=z[:, px:ones])
             if self.row_stats:
                 torch.linalg.vecdot(z[:, :px], z[:, :px], out=z[:, ones + 1])
                 torch.linalg.vecdot(z[:, px:ones], z[:, px:ones], out=z[:, ones + 2])
-            # z (rows, width) C-ordered is the Fortran (width, rows) matrix A: A Aᵀ = zᵀz.
-            out = syrk(1.0, z.numpy().T, beta=1.0, c=pending, trans=0, lower=1, overwrite_c=1)
-            if out.ctypes.data != pending.ctypes.data:  # pragma: no cover - BLAS wrapper copied
-                pending[...] = out
-            self._pending_rows[dtype] += stop - start
-            if self._pending_rows[dtype] >= _FUSED_ROWS_PER_FLUSH:
-                self._flush(dtype)
-
-    def _flush(self, dtype: torch.dtype) -> None:
-        pending = self._state[dtype][1]
-        if self._total is None:
-            self._total = np.zeros((self.width, self.width), dtype=np.float64, order="F")
-        self._total += pending
-        pending[...] = 0.0
-        self._pending_rows[dtype] = 0
+            if syrk is not None:
+                syrk(lane.pending, z)
+            else:
+                gram_upper_add_(lane.pending, z, force_syrk=True)
+            lane.pending_rows += stop - start
+            if lane.pending_rows >= _FUSED_ROWS_PER_FLUSH:
+                lane.flush()
 
     def drain(self, mx: _Moments, my: _Moments, cross: _Cross) -> None:
         """Add everything summed so far into ``mx``, ``my`` and ``cross``, and start again from zero."""
-        for dtype in self._state:
-            if self._pending_rows[dtype]:
-                self._flush(dtype)
-        if self._total is None:
-            return
-        u = self._total.T  # C-ordered view: upper triangle valid, strictly lower part zero
+        u: torch.Tensor | None = None  # float64 upper(ZᵀZ), summed over the lanes
+        for lanes in self._lanes.values():
+            for lane in lanes:
+                lane.flush()
+                if lane.total is not None:
+                    u = lane.total if u is None else u.add_(lane.total)
+        if u is not None:
+            self._drain_totals(u, mx, my, cross)
+        for dtype, lanes in self._lanes.items():
+            for lane in lanes:
+                if lane.total is not None:
+                    lane.total.zero_()
+            _give_back_lanes((dtype, self.width, self.p_x + self.p_y), lanes)
+        self._lanes = {}
+
+    def _drain_totals(self, u: torch.Tensor, mx: _Moments, my: _Moments, cross: _Cross) -> None:
         px, o = self.p_x, self.p_x + self.p_y
-
-        def t(block: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(block))
-
         a, b = o + 1, o + 2
         rs = self.row_stats
+
+        def t(block: torch.Tensor) -> torch.Tensor:
+            return block.clone(memory_format=torch.contiguous_format)  # u is zeroed and reused
+
         mx.add_totals(
             t(u[:px, o]), t(u[:px, :px]), float(u[o, a]) if rs else 0.0, float(u[a, a]) if rs else 0.0,
             t(u[:px, a]) if rs else None,
@@ -396,7 +480,21 @@ class _Fused:
         cross.add_totals(
             t(u[:px, px:o]), float(u[a, b]) if rs else 0.0, t(u[:px, b]) if rs else None, t(u[px:o, a]) if rs else None
         )
-        self._total = None
+
+
+_LANE_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_LANE_POOL_LOCK = threading.Lock()
+
+
+def _lane_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the fused path's extra lanes (created once, reused)."""
+    global _LANE_POOL
+    with _LANE_POOL_LOCK:
+        if _LANE_POOL is None:
+            _LANE_POOL = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="forgetlab-cka"
+            )
+        return _LANE_POOL
 
 
 def _scipy_blas():
@@ -503,10 +601,11 @@ class LinearCKAAccumulator:
             self._cross.update(xs, a, ys, b)
 
     def _update_fused(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        lanes = torch.get_num_threads()  # the caller's setting: lanes run one thread each
         with _single_threaded():
-            self._update_fused_single_threaded(x, y)
+            self._update_fused_single_threaded(x, y, lanes)
 
-    def _update_fused_single_threaded(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _update_fused_single_threaded(self, x: torch.Tensor, y: torch.Tensor, lanes: int) -> None:
         if self._fused is None:
             self._fused = _Fused(x.shape[1], y.shape[1], self.row_statistics)
         # The first rows' mean is the shift (any value near the mean keeps the sums accurate).
@@ -516,7 +615,7 @@ class LinearCKAAccumulator:
         if self._cross is None:
             self._cross = _Cross(x.shape[1], y.shape[1], x.device)
         assert self._x.shift is not None and self._y.shift is not None
-        self._fused.update(x, y, self._x.shift, self._y.shift)
+        self._fused.update(x, y, self._x.shift, self._y.shift, lanes)
         self._x.n += x.shape[0]
         self._y.n += y.shape[0]
 
