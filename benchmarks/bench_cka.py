@@ -161,7 +161,7 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.1f}")
     peak_flops, bandwidth = roofline_rates()
     print(f"# roofline: float32 GEMM {peak_flops / 1e9:.0f} GFLOP/s, copy {bandwidth / 1e9:.1f} GB/s")
-    header = (f"{'n':>6} {'p':>5} {'method':<11} {'form':<7} {'median s':>9} {'peak MiB':>9} "
+    header = (f"{'n':>6} {'p':>5} {'method':<11} {'form':<7} {'median ms':>10} {'peak MiB':>9} "
               f"{'|err| biased':>13} {'|err| debiased':>15} {'vs plain':>9} {'/roofline':>9}")
     print(header)
     print("-" * len(header))
@@ -201,7 +201,7 @@ def main() -> None:
                 err_b = abs(value - ref_biased)
                 err_d = f"{abs(r['v'][1] - ref_debiased):15.1e}" if name == "ours b+d" else f"{'-':>15}"
                 form = {"ours": _choose_method(n, p, p), "ours b+d": "feature", "plain GEMM": "feature"}.get(name, "gram")
-                print(f"{n:>6} {p:>5} {name:<11} {form:<7} {t:9.3f} {mem:9.0f} {err_b:13.1e} {err_d} "
+                print(f"{n:>6} {p:>5} {name:<11} {form:<7} {t * 1e3:10.3f} {mem:9.0f} {err_b:13.1e} {err_d} "
                       f"{plain_t / t:9.2f} {t / roof:9.2f}")
                 if name == "ours b+d":
                     summary["max_err"] = max(summary["max_err"], err_b, abs(r["v"][1] - ref_debiased))
@@ -213,7 +213,7 @@ def main() -> None:
                     if p == 4096:
                         summary["speedups_4096"].append((n, plain_t / t))
             if gram_gib > GRAM_LIMIT_GIB:
-                print(f"{n:>6} {p:>5} {'n x n Gram':<11} {'gram':<7} skipped: needs {gram_gib:.0f} GiB")
+                print(f"{n:>6} {p:>5} {'n x n Gram':<11} {'gram':<7}  skipped: needs {gram_gib:.0f} GiB")
             del x, y
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print()
