@@ -160,6 +160,46 @@ def test_bf16_mixed_precision_on_cpu(digits_data):
     assert np.diag(mixed.accuracy_matrix).min() > 0.8
 
 
+class _GradientNorms(Strategy):
+    """Naive fine-tuning that records the gradient norm each time a strategy may read gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norms: list[float] = []
+
+    def after_backward(self, model, batch, context):
+        self.norms.append(float(torch.sqrt(sum(p.grad.double().square().sum() for p in model.parameters()
+                                                if p.grad is not None))))
+
+
+def test_fp16_scaler_path_on_cpu(digits_data, monkeypatch):
+    # The fp16 branch (GradScaler: scale, unscale before the strategy, step, update) is the
+    # CUDA path; torch also runs it on the CPU, so it is tested here with CPU autocast. The
+    # strategy must see true gradients, not gradients times the loss scale (2**16).
+    from forgetlab.engine import train as train_module
+
+    scalers = []
+
+    def cpu_fp16(precision, device):
+        assert precision == "fp16"
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0**16))
+        return torch.autocast(device_type="cpu", dtype=torch.float16), scalers[-1]
+
+    fp32 = resolve(RunConfig(train=TrainConfig(epochs=2)))
+    fp16 = resolve(RunConfig(train=TrainConfig(epochs=2, precision="fp16")))
+    plain_strategy, mixed_strategy = _GradientNorms(), _GradientNorms()
+    plain = train_stream(*_fresh(fp32, digits_data), fp32.train, strategy=plain_strategy)
+    monkeypatch.setattr(train_module, "mixed_precision", cpu_fp16)
+    mixed = train_stream(*_fresh(fp16, digits_data), fp16.train, strategy=mixed_strategy)
+    assert len(scalers) == 1 and scalers[0].get_scale() > 1.0  # the scaler was used
+    assert len(mixed_strategy.norms) == len(plain_strategy.norms)
+    # First step: same weights, same batch; the gradients agree to fp16 accuracy.
+    assert mixed_strategy.norms[0] == pytest.approx(plain_strategy.norms[0], rel=0.05)
+    assert max(mixed_strategy.norms) < 100 * max(plain_strategy.norms)
+    assert np.abs(mixed.accuracy_matrix - plain.accuracy_matrix).max() < 0.1
+    assert np.diag(mixed.accuracy_matrix).min() > 0.8
+
+
 def test_fp16_needs_cuda(tmp_path):
     import forgetlab
     from forgetlab.errors import ConfigError
