@@ -1,13 +1,15 @@
 """Linear CKA: ours vs a plain-GEMM feature-space computation vs the n x n Gram method.
 
 For n in {2,000; 10,000; 50,000} x p in {64; 512; 4,096} (float32 inputs with a non-zero
-mean), measures the median wall time of each method (A/B/C alternated, same run; a call under
-50 ms is timed as the mean of a loop of back-to-back calls, as timeit does), the
-peak resident memory each adds (sampled from /proc/self/statm), the error against an
-independent float64 reference (biased and debiased), and ours vs the machine's roofline
-measured in the same run: max(6·n·p² flops / peak float32 GEMM rate, 8·n·p bytes /
-copy bandwidth), i.e. the time a plain three-GEMM feature-space computation needs at
-best. "ours b+d" is one streamed pass that yields both the biased and the debiased value.
+mean), measures the median wall time of each method (alternated in one run, the first
+method rotating between repetitions; a call under 50 ms is timed as the mean of a loop of
+back-to-back calls, as timeit does), the peak resident memory each adds (sampled from
+/proc/self/statm during one extra call, so the sampler thread never slows a timed call),
+the error against an independent float64 reference (biased and debiased), and ours vs
+the machine's roofline measured in the same run: max(6·n·p² flops / peak float32 GEMM
+rate, 8·n·p bytes / copy bandwidth), i.e. the time a plain three-GEMM feature-space
+computation needs at best. "ours b+d" is one streamed pass that yields both the biased
+and the debiased value.
 Usage: ``python benchmarks/bench_cka.py [--quick] [--threads 2] [--repeats 3]``.
 """
 
@@ -180,14 +182,16 @@ def main() -> None:
                 methods["n x n Gram"] = lambda: gram_method(x, y)
             quick_case = 6 * n * p * p < 2e10
             numbers = {name: 1 for name in methods}
-            if quick_case:  # warm-up only where one call is short; it also sizes the loops
+            if quick_case:  # warm-up only where one call is short; a second call sizes the loops
                 for name, fn in methods.items():
+                    fn()
                     _, once = timed(fn)
                     numbers[name] = max(1, min(200, int(LOOP_SECONDS / max(once, 1e-6))))
             results = {name: {"t": [], "m": [], "v": None} for name in methods}
-            for _ in range(args.repeats):  # alternate the methods
-                for name, fn in methods.items():
-                    value, seconds = timed(fn, numbers[name])
+            names = list(methods)
+            for repeat in range(args.repeats):  # alternate the methods, rotating which goes first
+                for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+                    value, seconds = timed(methods[name], numbers[name])
                     results[name]["t"].append(seconds)
                     results[name]["v"] = value
             for name, fn in methods.items():
