@@ -371,3 +371,33 @@ def test_fused_path_without_cblas_falls_back_to_scipy(monkeypatch):
     for debiased in (False, True):
         truth = reference_linear_cka(x.double().numpy(), y.double().numpy(), debiased)
         assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
+
+
+def test_lanes_work_in_a_forked_child():
+    # A child forked after the parent used the lane threads has none of them: it must
+    # start its own instead of waiting forever on the parent's copied pool.
+    import multiprocessing
+
+    from forgetlab.analysis import cka
+
+    x, y = _data(4, 3000, 40, 60)
+    x, y = x.float(), y.float()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = linear_cka(x, y)
+        assert cka._LANE_POOL is not None  # the parent used the pool
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            got = pool.apply_async(_cka_in_child, (x, y)).get(timeout=60)
+    finally:
+        torch.set_num_threads(threads)
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def _cka_in_child(x, y):
+    from forgetlab.analysis import cka
+
+    cka._FUSED_MIN_ELEMENTS_PER_LANE = 1  # two lanes even on one core
+    torch.set_num_threads(2)
+    return linear_cka(x, y)

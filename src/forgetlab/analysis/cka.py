@@ -482,19 +482,24 @@ class _Fused:
         )
 
 
-_LANE_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_LANE_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool)
 _LANE_POOL_LOCK = threading.Lock()
 
 
 def _lane_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the fused path's extra lanes (created once, reused)."""
+    """Threads for the fused path's extra lanes (created once per process, reused).
+
+    A forked child does not inherit the parent's threads, and a pool copied from the
+    parent would never run its work: the child makes its own.
+    """
     global _LANE_POOL
     with _LANE_POOL_LOCK:
-        if _LANE_POOL is None:
-            _LANE_POOL = concurrent.futures.ThreadPoolExecutor(
+        if _LANE_POOL is None or _LANE_POOL[0] != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="forgetlab-cka"
             )
-        return _LANE_POOL
+            _LANE_POOL = (os.getpid(), pool)
+        return _LANE_POOL[1]
 
 
 def _scipy_blas():
