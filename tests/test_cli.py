@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from forgetlab.cli import format_matrix, main
 
@@ -51,6 +52,24 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--store", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: --device cuda would run")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--device", "cuda"],
+        ["sweep", "--grid", "train.seed=0,1", "--device", "cuda"],
+        ["analyze", "cka", "a.pt", "b.pt", "--device", "cuda"],
+        ["reproduce", "anatomy", "--profile", "quick", "--device", "cuda"],
+    ],
+)
+def test_cuda_without_a_gpu_is_one_line(argv, capsys, tmp_path):
+    code = main([*argv, "--store", str(tmp_path)] if argv[0] != "analyze" else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "'device' parameter is 'cuda' but no CUDA device is available" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_list_names_everything(capsys):

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 import forgetlab
-from forgetlab.api import RunFailure
+from forgetlab.api import RunFailure, resolve_device
 from forgetlab.config import RunConfig, apply_overrides, resolve
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
@@ -531,6 +531,7 @@ def reproduce_anatomy(
     if n_seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be >= 1. Got {n_seeds} instead.")
     base_config(profile, 0, dataset=dataset, model=model)  # validate early
+    resolve_device(device)  # a missing GPU is reported before any work starts
     ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress,
                          executor=executor)
     results: dict[str, list[dict[str, Any]]] = {}
