@@ -445,41 +445,47 @@ class _Fused:
                 lane.flush()
 
     def drain(self, mx: _Moments, my: _Moments, cross: _Cross) -> None:
-        """Add everything summed so far into ``mx``, ``my`` and ``cross``, and start again from zero."""
-        u: torch.Tensor | None = None  # float64 upper(ZᵀZ), summed over the lanes
-        for lanes in self._lanes.values():
-            for lane in lanes:
-                lane.flush()
-                if lane.total is not None:
-                    u = lane.total if u is None else u.add_(lane.total)
-        if u is not None:
-            self._drain_totals(u, mx, my, cross)
+        """Add everything summed so far into ``mx``, ``my`` and ``cross``, and start again from zero.
+
+        Each needed block of upper(ZᵀZ) is summed straight from the lanes' float64 totals
+        and input-dtype pending sums into a new float64 tensor (no full-width temporary).
+        """
+        parts = [lane.total for lanes in self._lanes.values() for lane in lanes if lane.total is not None]
+        parts += [lane.pending for lanes in self._lanes.values() for lane in lanes if lane.pending_rows]
+        if parts:
+            self._drain_parts(parts, mx, my, cross)
         for dtype, lanes in self._lanes.items():
             for lane in lanes:
+                if lane.pending_rows:
+                    lane.pending.zero_()
+                    lane.pending_rows = 0
                 if lane.total is not None:
                     lane.total.zero_()
             _give_back_lanes((dtype, self.width, self.p_x + self.p_y), lanes)
         self._lanes = {}
 
-    def _drain_totals(self, u: torch.Tensor, mx: _Moments, my: _Moments, cross: _Cross) -> None:
+    def _drain_parts(self, parts: list[torch.Tensor], mx: _Moments, my: _Moments, cross: _Cross) -> None:
         px, o = self.p_x, self.p_x + self.p_y
         a, b = o + 1, o + 2
-        rs = self.row_stats
+        x, y = slice(0, px), slice(px, o)
 
-        def t(block: torch.Tensor) -> torch.Tensor:
-            return block.clone(memory_format=torch.contiguous_format)  # u is zeroed and reused
+        def t(rows, cols) -> torch.Tensor:  # float64 Σ over the parts, a new contiguous tensor
+            total = parts[0][rows, cols].to(_F64, copy=True)
+            for part in parts[1:]:
+                total += part[rows, cols]
+            return total
 
-        mx.add_totals(
-            t(u[:px, o]), t(u[:px, :px]), float(u[o, a]) if rs else 0.0, float(u[a, a]) if rs else 0.0,
-            t(u[:px, a]) if rs else None,
-        )
-        my.add_totals(
-            t(u[px:o, o]), t(u[px:o, px:o]), float(u[o, b]) if rs else 0.0, float(u[b, b]) if rs else 0.0,
-            t(u[px:o, b]) if rs else None,
-        )
-        cross.add_totals(
-            t(u[:px, px:o]), float(u[a, b]) if rs else 0.0, t(u[:px, b]) if rs else None, t(u[px:o, a]) if rs else None
-        )
+        def v(i: int, j: int) -> float:
+            return math.fsum(float(part[i, j]) for part in parts)
+
+        if self.row_stats:
+            mx.add_totals(t(x, o), t(x, x), v(o, a), v(a, a), t(x, a))
+            my.add_totals(t(y, o), t(y, y), v(o, b), v(b, b), t(y, b))
+            cross.add_totals(t(x, y), v(a, b), t(x, b), t(y, a))
+        else:
+            mx.add_totals(t(x, o), t(x, x), 0.0, 0.0, None)
+            my.add_totals(t(y, o), t(y, y), 0.0, 0.0, None)
+            cross.add_totals(t(x, y), 0.0, None, None)
 
 
 _LANE_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool)
