@@ -1,4 +1,9 @@
-"""Shared test fixtures (data only)."""
+"""Shared test fixtures, and the Hypothesis profiles.
+
+Hypothesis tests (fuzzing of the CLI and config loader, invariances of the analyses) run
+a fixed, derandomized set of examples by default, so a CI run cannot fail on an input no
+earlier run tried. To search new inputs: ``HYPOTHESIS_PROFILE=explore python -m pytest``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,21 @@ def test_cuda_without_a_gpu_is_one_line(argv, capsys, tmp_path):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("control", ["\n", "\r", "\x1e", "\x0b", "\u2028", "\x85"])
+def test_control_characters_in_user_input_keep_errors_on_one_line(control, capsys, tmp_path):
+    # Errors quote what the user typed; every str.splitlines boundary in it is escaped,
+    # in our own errors (an unknown --set key) and in argparse's (an unknown option).
+    for argv in (["run", "--set", f"a{control}b=1"], ["run", f"--bo{control}gus"]):
+        try:
+            code = main([*argv, "--store", str(tmp_path)])
+        except SystemExit as exit_:
+            code = exit_.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert len(err.splitlines()) == 1, err
+        assert ascii(control)[1:-1] in err
+
+
 def test_list_names_everything(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

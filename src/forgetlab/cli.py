@@ -23,11 +23,20 @@ from typing import NoReturn
 from forgetlab.errors import ForgetlabError
 
 
+def _one_line(message: str) -> str:
+    """``message`` with every non-printable character escaped (``\\n``, ``\\x1e``, ...).
+
+    Error messages quote what the user typed; a control character in it (a newline, or
+    one of the other line boundaries of ``str.splitlines``) must not break the one line.
+    """
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block, no traceback)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, _one_line(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -481,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ForgetlabError as exc:
-        print(f"forgetlab: error: {exc}", file=sys.stderr)
+        print(_one_line(f"forgetlab: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
