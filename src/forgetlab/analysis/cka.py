@@ -9,7 +9,9 @@ totals; every sum, norm and the final ratio is float64.
   chunk of rows ``[x', y', 1]`` (plus the squared row norms for the debiased estimator)
   is copied into a reused cache-sized buffer and one symmetric rank-k update (syrk) on
   one thread gives ``XᵀX``, ``YᵀY``, ``XᵀY``, the column sums and the row-norm
-  statistics at once; sums go to float64 every 65,536 rows.
+  statistics at once; sums go to float64 every 65,536 rows. The rows are split over
+  ``torch.get_num_threads()`` lanes (Python threads calling OpenBLAS's CBLAS syrk
+  through ctypes, which releases the GIL), each with its own buffer and sums.
 * Otherwise: row chunks of about 2**26 elements, three products (``XᵀX`` and ``YᵀY`` by
   syrk, half a GEMM's flops, on CPU for >= 1,024 features), 8 chunks per float64 flush.
 
