@@ -401,3 +401,32 @@ def _cka_in_child(x, y):
     cka._FUSED_MIN_ELEMENTS_PER_LANE = 1  # two lanes even on one core
     torch.set_num_threads(2)
     return linear_cka(x, y)
+
+
+@pytest.mark.parametrize("cblas", [True, False])
+def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, cblas):
+    # After compute() the lanes' sums are stale (overwritten by the next product, or
+    # zeroed on the SciPy path) and their buffers go to the next call of the same width:
+    # nothing of an earlier batch or call may leak into a later one.
+    from forgetlab.analysis import cka
+
+    if not cblas:
+        monkeypatch.setattr(cka, "gil_free_syrk", lambda dtype: None)
+    monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
+    x64, y64 = correlated_pair(900, 30, 18, seed=9, offset=50.0)
+    x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        acc = LinearCKAAccumulator()
+        acc.update(x[:400], y[:400])
+        first = acc.compute(debiased=True)
+        acc.update(x[400:], y[400:])
+        both = acc.compute(debiased=True)
+        again = [linear_cka(x[:400], y[:400], debiased=True, method="feature") for _ in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    xf, yf = x64.astype(np.float32), y64.astype(np.float32)
+    assert first == pytest.approx(reference_linear_cka(xf[:400], yf[:400], True), abs=1e-6)
+    assert both == pytest.approx(reference_linear_cka(xf, yf, True), abs=1e-6)
+    assert again[0] == again[1] == pytest.approx(first, abs=1e-9)

@@ -125,10 +125,10 @@ def _load_cblas_syrk() -> dict:
                 fn.argtypes = [ctypes.c_int32] * 3 + [integer] * 2 + [scalar, ctypes.c_void_p, integer]
                 fn.argtypes += [scalar, ctypes.c_void_p, integer]
 
-                def syrk_add(c: torch.Tensor, z: torch.Tensor, fn=fn) -> None:
+                def syrk_add(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0, fn=fn) -> None:
                     rows, cols = z.shape
                     fn(_CBLAS_ROW_MAJOR, _CBLAS_UPPER, _CBLAS_TRANS, cols, rows, 1.0, z.data_ptr(), z.stride(0),
-                       1.0, c.data_ptr(), c.stride(0))
+                       beta, c.data_ptr(), c.stride(0))
 
                 probe = torch.from_numpy(np.arange(1.0, 16.0).reshape(5, 3) % 7).to(dtype)
                 c = torch.ones(3, 3, dtype=dtype)
@@ -141,7 +141,9 @@ def _load_cblas_syrk() -> dict:
 
 
 def gil_free_syrk(dtype: torch.dtype):
-    """A function ``f(c, z)``: ``c += upper(zᵀz)`` in place, GIL released; None if unavailable.
+    """A function ``f(c, z, beta=1.0)``: ``upper(c) = beta·upper(c) + upper(zᵀz)`` in place,
+    GIL released; None if unavailable. With ``beta = 0`` the upper triangle of ``c`` is
+    overwritten without being read (BLAS semantics: its old values may be anything).
 
     ``z`` is a row-major ``(rows, cols)`` CPU tensor with unit column stride, ``c`` a
     contiguous ``(cols, cols)`` tensor of the same dtype; only ``c``'s upper triangle is

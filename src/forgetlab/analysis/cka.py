@@ -318,18 +318,33 @@ def _single_threaded() -> Iterator[None]:
 
 
 class _Lane:
-    """One worker's share of the fused path: a reused row buffer and its sums."""
+    """One worker's share of the fused path: a reused row buffer and its sums.
+
+    ``pending`` holds upper(Σ zᵀz) of ``pending_rows`` rows in the input dtype; when
+    ``pending_rows`` is 0 its upper triangle is stale (the next product overwrites it:
+    BLAS beta = 0, or it is zeroed first). Its strictly lower part is always zero.
+    """
 
     def __init__(self, rows: int, width: int, ones: int, dtype: torch.dtype) -> None:
         self.buffer = torch.zeros(rows, width, dtype=dtype)
         self.buffer[:, ones] = 1.0
-        self.pending = torch.zeros(width, width, dtype=dtype)  # upper(Σ zᵀz) in the input dtype
+        self.pending = torch.zeros(width, width, dtype=dtype)
         self.pending_rows = 0
         self.total: torch.Tensor | None = None  # float64, upper triangle valid
 
     def nbytes(self) -> int:
         tensors = (self.buffer, self.pending) + (() if self.total is None else (self.total,))
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def add_rows(self, z: torch.Tensor, syrk) -> None:
+        """pending += upper(zᵀz) (``syrk``: :func:`gil_free_syrk`'s function, or None for SciPy's)."""
+        if syrk is not None:
+            syrk(self.pending, z, 0.0 if self.pending_rows == 0 else 1.0)
+        else:
+            if self.pending_rows == 0:
+                self.pending.zero_()
+            gram_upper_add_(self.pending, z, force_syrk=True)
+        self.pending_rows += z.shape[0]
 
     def flush(self) -> None:
         if not self.pending_rows:
@@ -338,7 +353,6 @@ class _Lane:
             self.total = self.pending.to(_F64, copy=True)  # a float64 pending must not alias it
         else:
             self.total += self.pending
-        self.pending.zero_()
         self.pending_rows = 0
 
 
@@ -438,11 +452,7 @@ class _Fused:
             if self.row_stats:
                 torch.linalg.vecdot(z[:, :px], z[:, :px], out=z[:, ones + 1])
                 torch.linalg.vecdot(z[:, px:ones], z[:, px:ones], out=z[:, ones + 2])
-            if syrk is not None:
-                syrk(lane.pending, z)
-            else:
-                gram_upper_add_(lane.pending, z, force_syrk=True)
-            lane.pending_rows += stop - start
+            lane.add_rows(z, syrk)
             if lane.pending_rows >= _FUSED_ROWS_PER_FLUSH:
                 lane.flush()
 
@@ -453,14 +463,16 @@ class _Fused:
         and input-dtype pending sums into a new float64 tensor (no full-width temporary).
         """
         parts = [lane.total for lanes in self._lanes.values() for lane in lanes if lane.total is not None]
-        parts += [lane.pending for lanes in self._lanes.values() for lane in lanes if lane.pending_rows]
+        for lanes in self._lanes.values():
+            pending = [lane.pending for lane in lanes if lane.pending_rows]
+            for other in pending[1:]:  # one input-dtype sum per dtype (a float32 add is cheap)
+                pending[0] += other
+            parts += pending[:1]
         if parts:
             self._drain_parts(parts, mx, my, cross)
         for dtype, lanes in self._lanes.items():
             for lane in lanes:
-                if lane.pending_rows:
-                    lane.pending.zero_()
-                    lane.pending_rows = 0
+                lane.pending_rows = 0  # pending is stale now: the next product overwrites it
                 if lane.total is not None:
                     lane.total.zero_()
             _give_back_lanes((dtype, self.width, self.p_x + self.p_y), lanes)
