@@ -36,24 +36,34 @@ def gram_upper(m: torch.Tensor) -> torch.Tensor:
     return (m.T @ m).triu_()
 
 
-def gram_upper_add_(acc: torch.Tensor, m: torch.Tensor, *, force_syrk: bool = False) -> None:
+def gram_upper_add_(acc: torch.Tensor, m: torch.Tensor) -> None:
     """``acc += upper(mᵀm)`` in place, in ``acc``'s dtype (BLAS beta = 1: no temporary).
 
     ``acc`` must be a contiguous ``(cols, cols)`` tensor of ``m``'s dtype, device and
-    upper-triangular; it stays upper-triangular. ``force_syrk``: SciPy's syrk also below
-    ``SYRK_MIN_COLUMNS`` (for callers that set BLAS to one thread).
+    upper-triangular; it stays upper-triangular.
     """
-    if _use_syrk(m) or (force_syrk and m.device.type == "cpu" and m.dtype in (torch.float32, torch.float64)):
-        from scipy.linalg import blas
-
-        m = m.contiguous()
-        syrk = blas.ssyrk if m.dtype == torch.float32 else blas.dsyrk
-        c = acc.numpy().T  # Fortran-ordered view: its lower triangle is acc's upper one
-        out = syrk(1.0, m.numpy().T, beta=1.0, c=c, trans=0, lower=1, overwrite_c=1)
-        if out.ctypes.data != c.ctypes.data:  # pragma: no cover - BLAS wrapper copied
-            acc.copy_(torch.from_numpy(out.T))
+    if _use_syrk(m):
+        scipy_syrk_add_(acc, m)
         return
     acc.add_((m.T @ m).triu_())
+
+
+def scipy_syrk_add_(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0) -> None:
+    """``upper(c) = beta·upper(c) + upper(zᵀz)`` in place with SciPy's BLAS syrk (holds the GIL).
+
+    ``z``: a CPU ``(rows, cols)`` float32/float64 tensor; ``c``: a contiguous ``(cols, cols)``
+    tensor of the same dtype. The same contract as :func:`gil_free_syrk`'s functions.
+    """
+    from scipy.linalg import blas
+
+    z = z.contiguous()
+    syrk = blas.ssyrk if z.dtype == torch.float32 else blas.dsyrk
+    # z (rows, cols) C-ordered is the Fortran-ordered (cols, rows) matrix A: A Aᵀ = zᵀz; c's
+    # Fortran-ordered view has c's upper triangle as its lower one.
+    f = c.numpy().T
+    out = syrk(1.0, z.numpy().T, beta=beta, c=f, trans=0, lower=1, overwrite_c=1)
+    if out.ctypes.data != f.ctypes.data:  # pragma: no cover - BLAS wrapper copied
+        c.copy_(torch.from_numpy(out.T))
 
 
 def symmetrize_upper(upper: torch.Tensor) -> torch.Tensor:

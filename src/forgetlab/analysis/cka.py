@@ -48,6 +48,7 @@ from forgetlab.analysis._linalg import (
     gram_upper,
     gil_free_syrk,
     gram_upper_add_,
+    scipy_syrk_add_,
     sym_frob2,
     sym_quadratic,
     symmetrize_upper,
@@ -337,13 +338,8 @@ class _Lane:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def add_rows(self, z: torch.Tensor, syrk) -> None:
-        """pending += upper(zᵀz) (``syrk``: :func:`gil_free_syrk`'s function, or None for SciPy's)."""
-        if syrk is not None:
-            syrk(self.pending, z, 0.0 if self.pending_rows == 0 else 1.0)
-        else:
-            if self.pending_rows == 0:
-                self.pending.zero_()
-            gram_upper_add_(self.pending, z, force_syrk=True)
+        """pending += upper(zᵀz) (``syrk``: :func:`gil_free_syrk`'s function or :func:`scipy_syrk_add_`)."""
+        syrk(self.pending, z, 0.0 if self.pending_rows == 0 else 1.0)
         self.pending_rows += z.shape[0]
 
     def flush(self) -> None:
@@ -397,6 +393,7 @@ class _Fused:
         # Zero columns pad the width to a multiple of 8: BLAS kernels are much faster there
         # (measured: 131 columns 15.0 ms, 136 columns 13.0 ms for 50,000 rows).
         self.width = -(-used // 8) * 8
+        self.chunk_rows = max(64, _FUSED_BUFFER_ELEMENTS // self.width)  # rows per buffer (cache-sized)
         self._lanes: dict[torch.dtype, list[_Lane]] = {}
 
     def _lanes_for(self, dtype: torch.dtype, count: int, rows: int) -> list[_Lane]:
@@ -416,14 +413,13 @@ class _Fused:
     def update(
         self, x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor, lanes: int = 1
     ) -> None:
-        x, y = x.detach(), y.detach()
         dtype = x.dtype
         syrk = gil_free_syrk(dtype)
-        if syrk is None:
-            lanes = 1
+        if syrk is None:  # SciPy's wrapper holds the GIL: one lane
+            syrk, lanes = scipy_syrk_add_, 1
         n = x.shape[0]
         lanes = max(1, min(lanes, n * self.width // _FUSED_MIN_ELEMENTS_PER_LANE))
-        rows = min(max(64, _FUSED_BUFFER_ELEMENTS // self.width), -(-n // lanes))
+        rows = min(self.chunk_rows, -(-n // lanes))
         workers = self._lanes_for(dtype, lanes, rows)
         bounds = [n * i // lanes for i in range(lanes + 1)]
         sx, sy = shift_x.to(dtype), shift_y.to(dtype)
@@ -520,12 +516,6 @@ def _lane_pool() -> concurrent.futures.ThreadPoolExecutor:
             )
             _LANE_POOL = (os.getpid(), pool)
         return _LANE_POOL[1]
-
-
-def _scipy_blas():
-    from scipy.linalg import blas
-
-    return blas
 
 
 def _frob2(m: torch.Tensor) -> float:
@@ -634,7 +624,7 @@ class LinearCKAAccumulator:
         if self._fused is None:
             self._fused = _Fused(x.shape[1], y.shape[1], self.row_statistics)
         # The first rows' mean is the shift (any value near the mean keeps the sums accurate).
-        rows = max(64, _FUSED_BUFFER_ELEMENTS // self._fused.width)
+        rows = self._fused.chunk_rows
         self._x.start(x[:rows], "x")
         self._y.start(y[:rows], "y")
         if self._cross is None:
