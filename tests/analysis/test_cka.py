@@ -320,6 +320,14 @@ def test_fused_path_agrees_with_the_chunked_path(monkeypatch):
     assert fused == pytest.approx(chunked, abs=1e-6)
 
 
+@pytest.fixture
+def torch_threads():
+    """``torch.set_num_threads`` for one test; the setting is restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 def test_gil_free_syrk_adds_the_upper_triangle():
     from forgetlab.analysis._linalg import gil_free_syrk
 
@@ -336,7 +344,7 @@ def test_gil_free_syrk_adds_the_upper_triangle():
 
 
 @pytest.mark.parametrize("lanes", [2, 3])
-def test_fused_path_split_over_lanes_is_exact(monkeypatch, lanes):
+def test_fused_path_split_over_lanes_is_exact(monkeypatch, torch_threads, lanes):
     # Rows split over several Python threads, each with its own buffer and sums: the
     # result must not depend on the split (nor on the float64 flushes inside each lane).
     from forgetlab.analysis import cka
@@ -346,20 +354,16 @@ def test_fused_path_split_over_lanes_is_exact(monkeypatch, lanes):
     monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
     x64, y64 = correlated_pair(1001, 37, 21, seed=5, offset=-500.0)
     x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(lanes)
-    try:
-        for debiased in (False, True):
-            acc = LinearCKAAccumulator(row_statistics=debiased)
-            acc.update(x[:600], y[:600])
-            acc.update(x[600:], y[600:])
-            split = acc._fused._lanes[torch.float32]
-            assert len(split) == lanes
-            truth = reference_linear_cka(x64.astype(np.float32), y64.astype(np.float32), debiased)
-            assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
-            assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(lanes)
+    for debiased in (False, True):
+        acc = LinearCKAAccumulator(row_statistics=debiased)
+        acc.update(x[:600], y[:600])
+        acc.update(x[600:], y[600:])
+        split = acc._fused._lanes[torch.float32]
+        assert len(split) == lanes
+        truth = reference_linear_cka(x64.astype(np.float32), y64.astype(np.float32), debiased)
+        assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
+        assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
 
 
 def test_fused_path_without_cblas_falls_back_to_scipy(monkeypatch):
@@ -373,7 +377,7 @@ def test_fused_path_without_cblas_falls_back_to_scipy(monkeypatch):
         assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
 
 
-def test_lanes_work_in_a_forked_child():
+def test_lanes_work_in_a_forked_child(torch_threads):
     # A child forked after the parent used the lane threads has none of them: it must
     # start its own instead of waiting forever on the parent's copied pool.
     import multiprocessing
@@ -382,16 +386,12 @@ def test_lanes_work_in_a_forked_child():
 
     x, y = _data(4, 3000, 40, 60)
     x, y = x.float(), y.float()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        expected = linear_cka(x, y)
-        assert cka._LANE_POOL is not None  # the parent used the pool
-        context = multiprocessing.get_context("fork")
-        with context.Pool(1) as pool:
-            got = pool.apply_async(_cka_in_child, (x, y)).get(timeout=60)
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(2)
+    expected = linear_cka(x, y)
+    assert cka._LANE_POOL is not None  # the parent used the pool
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(_cka_in_child, (x, y)).get(timeout=60)
     assert got == pytest.approx(expected, abs=1e-9)
 
 
@@ -404,7 +404,7 @@ def _cka_in_child(x, y):
 
 
 @pytest.mark.parametrize("cblas", [True, False])
-def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, cblas):
+def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, torch_threads, cblas):
     # After compute() the lanes' sums are stale (overwritten by the next product, or
     # zeroed on the SciPy path) and their buffers go to the next call of the same width:
     # nothing of an earlier batch or call may leak into a later one.
@@ -415,17 +415,13 @@ def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, cblas):
     monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
     x64, y64 = correlated_pair(900, 30, 18, seed=9, offset=50.0)
     x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        acc = LinearCKAAccumulator()
-        acc.update(x[:400], y[:400])
-        first = acc.compute(debiased=True)
-        acc.update(x[400:], y[400:])
-        both = acc.compute(debiased=True)
-        again = [linear_cka(x[:400], y[:400], debiased=True, method="feature") for _ in range(2)]
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(2)
+    acc = LinearCKAAccumulator()
+    acc.update(x[:400], y[:400])
+    first = acc.compute(debiased=True)
+    acc.update(x[400:], y[400:])
+    both = acc.compute(debiased=True)
+    again = [linear_cka(x[:400], y[:400], debiased=True, method="feature") for _ in range(2)]
     xf, yf = x64.astype(np.float32), y64.astype(np.float32)
     assert first == pytest.approx(reference_linear_cka(xf[:400], yf[:400], True), abs=1e-6)
     assert both == pytest.approx(reference_linear_cka(xf, yf, True), abs=1e-6)

@@ -174,8 +174,8 @@ def execute(
             todo[source_id] = source
             ready.append((source, None))
 
-    threads = executor.threads if executor.resolved_name == "inprocess" else executor.threads_per_run()
     in_process = executor.resolved_name == "inprocess"
+    threads = executor.threads if in_process else executor.threads_per_run()
 
     def job_for(config: RunConfig, start_from: str | None) -> RunJob:
         run_id, data = config.run_id(), config.to_dict()
