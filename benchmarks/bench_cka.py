@@ -107,10 +107,10 @@ def timed(fn, number: int = 1):
     return value, (time.perf_counter() - start) / number
 
 
-def memory_added(fn, *args) -> int:
+def memory_added(fn) -> int:
     """Resident memory one call adds (a separate call: the sampler thread would slow the timed ones)."""
     with PeakMemory() as mem:
-        fn(*args)
+        fn()
     return mem.added
 
 
@@ -187,7 +187,7 @@ def main() -> None:
                     fn()
                     _, once = timed(fn)
                     numbers[name] = max(1, min(200, int(LOOP_SECONDS / max(once, 1e-6))))
-            results = {name: {"t": [], "m": [], "v": None} for name in methods}
+            results = {name: {"t": [], "m": 0, "v": None} for name in methods}
             names = list(methods)
             for repeat in range(args.repeats):  # alternate the methods, rotating which goes first
                 for name in names[repeat % len(names):] + names[: repeat % len(names)]:
@@ -195,12 +195,12 @@ def main() -> None:
                     results[name]["t"].append(seconds)
                     results[name]["v"] = value
             for name, fn in methods.items():
-                results[name]["m"].append(memory_added(fn))
+                results[name]["m"] = memory_added(fn)
             roof = max(6 * n * p * p / peak_flops, 8 * n * p / bandwidth)
             plain_t = statistics.median(results["plain GEMM"]["t"])
             for name, r in results.items():
                 t = statistics.median(r["t"])
-                mem = max(r["m"]) / 2**20
+                mem = r["m"] / 2**20
                 value = r["v"][0] if isinstance(r["v"], tuple) else r["v"]
                 err_b = abs(value - ref_biased)
                 err_d = f"{abs(r['v'][1] - ref_debiased):15.1e}" if name == "ours b+d" else f"{'-':>15}"
