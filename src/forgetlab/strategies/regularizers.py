@@ -257,6 +257,7 @@ class SI(_ImportanceStrategy):
     name = "si"
     title = "Synaptic Intelligence (path-integral importance)"
     params_type = SIParams
+
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._terms = self._bind_importance(model, context.device)
         tracked = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
@@ -328,6 +329,7 @@ class MAS(_ImportanceStrategy):
     name = "mas"
     title = "Memory Aware Synapses (output-sensitivity importance)"
     params_type = MASParams
+
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._terms = self._bind_importance(model, context.device)
 
