@@ -64,17 +64,21 @@ def test_kill_9_at_random_points_then_resume(tmp_path, workers):
     expected = {run_id: row[2] for run_id, row in _rows(reference).items()}
     assert {c.run_id() for c in _configs()} <= set(expected)
 
+    total = _checkpoints(reference)
     store = tmp_path / "killed"
     finished_once: dict[str, float] = {}
     kills = 0
     for _ in range(3):
         before = _checkpoints(store)
+        # Kill somewhere inside training: after a random number of new checkpoints (at most
+        # half of those left, so later attempts still find work), plus a random delay of up
+        # to one task's length. Counting checkpoints, not seconds, holds on fast and slow machines.
+        target = before + rng.randint(1, max(1, (total - before) // 2))
         process = _start(store, workers)
         deadline = time.monotonic() + 300
-        # Kill somewhere inside training: after the next checkpoint lands, plus a random delay.
-        while process.poll() is None and _checkpoints(store) <= before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
+        while process.poll() is None and _checkpoints(store) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.03))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             kills += 1
