@@ -41,3 +41,10 @@ def test_the_sweep_example_in_usage_runs(tmp_path):
     accuracies = eval(done.stdout.strip())  # noqa: S307 - the example prints a list of floats
     assert len(accuracies) == 4 and all(0.5 < a <= 1 for a in accuracies)
     assert (tmp_path / "sweep-store" / "forgetlab.sqlite").exists()
+
+
+def test_the_usage_config_example_is_the_shipped_file():
+    text = (ROOT / "docs" / "USAGE.md").read_text()
+    block = text.split("```toml\n# examples/run.toml\n", 1)[1].split("```", 1)[0]
+    shipped = (ROOT / "examples" / "run.toml").read_text()
+    assert shipped.split("\n", 1)[1] == block

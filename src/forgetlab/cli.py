@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from forgetlab._version import __version__
 from forgetlab.errors import ForgetlabError
 
 
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="forgetlab",
         description="Measure, explain and reduce catastrophic forgetting.",
     )
+    parser.add_argument("--version", action="version", version=f"forgetlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser("run", help="train a model task by task and print the accuracy matrix")
@@ -167,7 +169,7 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
         "reproduce", help="run a paper's experiments end to end (runs, analyses, figures, HTML report)"
     )
     reproduce.add_argument("experiment", choices=["anatomy"], help="anatomy: Ramasesh et al., ICLR 2021")
-    reproduce.add_argument("--profile", default="quick", help="quick (CPU, < 30 min), paper (GPU) or tiny (tests)")
+    reproduce.add_argument("--profile", default="quick", help="quick (2-core CPU, ~13 min), paper (GPU) or tiny (tests)")
     reproduce.add_argument("--only", help="comma-separated analyses: freeze,reset,cka,subspace,mitigation,class_pairs,mixup")
     reproduce.add_argument("--model", help="model family (vgg, resnet, densenet, mlp); default: the profile's")
     reproduce.add_argument("--dataset", help="cifar10 (split), cifar10-shift, cifar100-shift, fashion-mnist, mnist, digits")

@@ -30,7 +30,7 @@ def test_finished_run_is_returned_from_the_store(tmp_path, monkeypatch):
     assert second.from_store and second.run_id == first.run_id
     np.testing.assert_array_equal(second.accuracy_matrix, first.accuracy_matrix)
     assert second.metrics == pytest.approx(first.metrics)
-    assert [c.accuracies for c in second.curves] == pytest.approx([c.accuracies for c in first.curves])
+    np.testing.assert_allclose([c.accuracies for c in second.curves], [c.accuracies for c in first.curves], rtol=1e-12)
     with pytest.raises(AssertionError, match="trained again"):
         forgetlab.run(SMALL, store=tmp_path, rerun=True)
 
