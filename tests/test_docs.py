@@ -48,3 +48,17 @@ def test_the_usage_config_example_is_the_shipped_file():
     block = text.split("```toml\n# examples/run.toml\n", 1)[1].split("```", 1)[0]
     shipped = (ROOT / "examples" / "run.toml").read_text()
     assert shipped.split("\n", 1)[1] == block
+
+
+def test_the_readme_python_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    code = text.split("From Python:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "'acc'" in lines[-2] and "'bwt'" in lines[-2]  # print(result.metrics)
+    accuracies = eval(lines[-1])  # noqa: S307 - print(result.curves[-1].accuracies): a tuple of 5 floats
+    assert len(accuracies) == 5 and all(0 <= a <= 1 for a in accuracies)
