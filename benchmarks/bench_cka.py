@@ -10,7 +10,9 @@ the machine's roofline measured in the same run: max(6·n·p² flops / peak floa
 rate, 8·n·p bytes / copy bandwidth), i.e. the time a plain three-GEMM feature-space
 computation needs at best. "ours b+d" is one streamed pass that yields both the biased
 and the debiased value.
-Usage: ``python benchmarks/bench_cka.py [--quick] [--threads 2] [--repeats 3]``.
+Usage: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_cka.py [--quick | --sizes 10000x512,50000x4096]
+[--threads 1] [--repeats 3]`` (``--threads`` sets torch's threads; SciPy's BLAS reads
+``OPENBLAS_NUM_THREADS`` when it loads: set both to the same number).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+if "PYTHONPATH" not in os.environ:  # else PYTHONPATH names the forgetlab to measure
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _memory import PeakMemory  # noqa: E402
 
+import forgetlab  # noqa: E402
 from forgetlab.analysis import linear_cka  # noqa: E402
 from forgetlab.analysis.cka import LinearCKAAccumulator, _choose_method  # noqa: E402
 
@@ -151,16 +155,22 @@ def make_data(n: int, p: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small subset: n in {2000, 10000} x p in {64, 512}")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", help="comma-separated n x p cases instead of the grid, e.g. 1000x64,50000x4096")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ns = (2000, 10000) if args.quick else (2000, 10000, 50000)
     ps = (64, 512) if args.quick else (64, 512, 4096)
+    sizes = [(n, p) for n in ns for p in ps]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in case.split("x")) for case in args.sizes.split(",")]
 
     print(f"# bench_cka  {datetime.date.today()}  {platform.machine()}  {os.cpu_count()} CPUs  "
-          f"torch {torch.__version__}  threads={args.threads}  repeats={args.repeats}  "
+          f"torch {torch.__version__}  threads={args.threads}  "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}  repeats={args.repeats}  "
           f"load average at start {os.getloadavg()[0]:.1f}")
+    print(f"# forgetlab from {Path(forgetlab.__file__).parent}")
     peak_flops, bandwidth = roofline_rates()
     print(f"# roofline: float32 GEMM {peak_flops / 1e9:.0f} GFLOP/s, copy {bandwidth / 1e9:.1f} GB/s")
     header = (f"{'n':>6} {'p':>5} {'method':<11} {'form':<7} {'median ms':>10} {'peak MiB':>9} "
@@ -168,60 +178,59 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     summary = {"max_err": 0.0, "roof_ok": 0, "roof_total": 0, "speedups_4096": [], "mem": []}
-    for n in ns:
-        for p in ps:
-            x, y = make_data(n, p, seed=n + p)
-            ref_biased, ref_debiased = reference(x, y)
-            gram_gib = 3 * n * n * 4 / 2**30
-            methods = {
-                "ours": lambda: linear_cka(x, y),
-                "ours b+d": lambda: both(x, y),
-                "plain GEMM": lambda: plain_gemm(x, y),
-            }
-            if gram_gib <= GRAM_LIMIT_GIB:
-                methods["n x n Gram"] = lambda: gram_method(x, y)
-            quick_case = 6 * n * p * p < 2e10
-            numbers = {name: 1 for name in methods}
-            if quick_case:  # warm-up only where one call is short; a second call sizes the loops
-                for name, fn in methods.items():
-                    fn()
-                    _, once = timed(fn)
-                    numbers[name] = max(1, min(200, int(LOOP_SECONDS / max(once, 1e-6))))
-            results = {name: {"t": [], "m": 0, "v": None} for name in methods}
-            names = list(methods)
-            for repeat in range(args.repeats):  # alternate the methods, rotating which goes first
-                for name in names[repeat % len(names):] + names[: repeat % len(names)]:
-                    value, seconds = timed(methods[name], numbers[name])
-                    results[name]["t"].append(seconds)
-                    results[name]["v"] = value
+    for n, p in sizes:
+        x, y = make_data(n, p, seed=n + p)
+        ref_biased, ref_debiased = reference(x, y)
+        gram_gib = 3 * n * n * 4 / 2**30
+        methods = {
+            "ours": lambda: linear_cka(x, y),
+            "ours b+d": lambda: both(x, y),
+            "plain GEMM": lambda: plain_gemm(x, y),
+        }
+        if gram_gib <= GRAM_LIMIT_GIB:
+            methods["n x n Gram"] = lambda: gram_method(x, y)
+        quick_case = 6 * n * p * p < 2e10
+        numbers = {name: 1 for name in methods}
+        if quick_case:  # warm-up only where one call is short; a second call sizes the loops
             for name, fn in methods.items():
-                results[name]["m"] = memory_added(fn)
-            roof = max(6 * n * p * p / peak_flops, 8 * n * p / bandwidth)
-            plain_t = statistics.median(results["plain GEMM"]["t"])
-            for name, r in results.items():
-                t = statistics.median(r["t"])
-                mem = r["m"] / 2**20
-                value = r["v"][0] if isinstance(r["v"], tuple) else r["v"]
-                err_b = abs(value - ref_biased)
-                err_d = f"{abs(r['v'][1] - ref_debiased):15.1e}" if name == "ours b+d" else f"{'-':>15}"
-                form = {"ours": _choose_method(n, p, p), "ours b+d": "feature", "plain GEMM": "feature"}.get(name, "gram")
-                print(f"{n:>6} {p:>5} {name:<11} {form:<7} {t * 1e3:10.3f} {mem:9.0f} {err_b:13.1e} {err_d} "
-                      f"{plain_t / t:9.2f} {t / roof:9.2f}")
-                if name == "ours b+d":
-                    summary["max_err"] = max(summary["max_err"], err_b, abs(r["v"][1] - ref_debiased))
-                if name == "ours":
-                    summary["max_err"] = max(summary["max_err"], err_b)
-                    summary["roof_total"] += 1
-                    summary["roof_ok"] += t <= roof
-                    summary["mem"].append((n, p, mem, n * n * 8 / 2**20))
-                    if p == 4096:
-                        summary["speedups_4096"].append((n, plain_t / t))
-            if gram_gib > GRAM_LIMIT_GIB:
-                print(f"{n:>6} {p:>5} {'n x n Gram':<11} {'gram':<7}  skipped: needs {gram_gib:.0f} GiB")
-            del x, y
+                fn()
+                _, once = timed(fn)
+                numbers[name] = max(1, min(200, int(LOOP_SECONDS / max(once, 1e-6))))
+        results = {name: {"t": [], "m": 0, "v": None} for name in methods}
+        names = list(methods)
+        for repeat in range(args.repeats):  # alternate the methods, rotating which goes first
+            for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+                value, seconds = timed(methods[name], numbers[name])
+                results[name]["t"].append(seconds)
+                results[name]["v"] = value
+        for name, fn in methods.items():
+            results[name]["m"] = memory_added(fn)
+        roof = max(6 * n * p * p / peak_flops, 8 * n * p / bandwidth)
+        plain_t = statistics.median(results["plain GEMM"]["t"])
+        for name, r in results.items():
+            t = statistics.median(r["t"])
+            mem = r["m"] / 2**20
+            value = r["v"][0] if isinstance(r["v"], tuple) else r["v"]
+            err_b = abs(value - ref_biased)
+            err_d = f"{abs(r['v'][1] - ref_debiased):15.1e}" if name == "ours b+d" else f"{'-':>15}"
+            form = {"ours": _choose_method(n, p, p), "ours b+d": "feature", "plain GEMM": "feature"}.get(name, "gram")
+            print(f"{n:>6} {p:>5} {name:<11} {form:<7} {t * 1e3:10.3f} {mem:9.0f} {err_b:13.1e} {err_d} "
+                  f"{plain_t / t:9.2f} {t / roof:9.2f}")
+            if name == "ours b+d":
+                summary["max_err"] = max(summary["max_err"], err_b, abs(r["v"][1] - ref_debiased))
+            if name == "ours":
+                summary["max_err"] = max(summary["max_err"], err_b)
+                summary["roof_total"] += 1
+                summary["roof_ok"] += t <= roof
+                summary["mem"].append((n, p, mem, n * n * 8 / 2**20))
+                if p == 4096:
+                    summary["speedups_4096"].append((n, plain_t / t))
+        if gram_gib > GRAM_LIMIT_GIB:
+            print(f"{n:>6} {p:>5} {'n x n Gram':<11} {'gram':<7}  skipped: needs {gram_gib:.0f} GiB")
+        del x, y
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print()
-    speedups = ", ".join(f"n={n}: {s:.2f}x" for n, s in summary["speedups_4096"]) or "not run (--quick)"
+    speedups = ", ".join(f"n={n}: {s:.2f}x" for n, s in summary["speedups_4096"]) or "not run"
     worst_mem = max(summary["mem"], key=lambda m: m[2])
     print(f"SUMMARY: max |ours - float64 reference| = {summary['max_err']:.1e} (target <= 1e-6: "
           f"{'met' if summary['max_err'] <= 1e-6 else 'MISSED'}); at or below the roofline in "

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -288,8 +286,6 @@ def test_fused_small_feature_path_is_exact_with_a_large_mean(monkeypatch):
     monkeypatch.setattr(cka, "_FUSED_ROWS_PER_FLUSH", 150)
     x64, y64 = correlated_pair(1200, 37, 21, seed=21, offset=1000.0)
     x, y = x64.astype(np.float32), y64.astype(np.float32)
-    threads = torch.get_num_threads()
-    blas_threads = [c.get_num_threads() for c in cka._blas_controllers()]
     for debiased in (False, True):
         truth = reference_linear_cka(x, y, debiased)  # float64 reference of the float32 values
         assert cka._fusable(T(x), T(y))
@@ -304,9 +300,6 @@ def test_fused_small_feature_path_is_exact_with_a_large_mean(monkeypatch):
         acc.update(T(x[700:]).double(), T(y[700:]).double())  # dtype change after a compute()
         assert acc.n_samples == 1200
         assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
-    # The single-threaded sections restore the settings.
-    assert torch.get_num_threads() == threads
-    assert [c.get_num_threads() for c in cka._blas_controllers()] == blas_threads
 
 
 def test_fused_path_agrees_with_the_chunked_path(monkeypatch):
@@ -320,102 +313,11 @@ def test_fused_path_agrees_with_the_chunked_path(monkeypatch):
     assert fused == pytest.approx(chunked, abs=1e-6)
 
 
-@pytest.fixture
-def torch_threads():
-    """``torch.set_num_threads`` for one test; the setting is restored afterwards."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
-def test_gil_free_syrk_adds_the_upper_triangle():
-    from forgetlab.analysis._linalg import gil_free_syrk
-
-    for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-12)):
-        syrk = gil_free_syrk(dtype)
-        if syrk is None:  # no OpenBLAS CBLAS found: the fused path falls back to SciPy
-            assert sys.platform != "linux", "SciPy's wheels ship OpenBLAS on Linux: the fast path should load"
-            continue
-        z = torch.randn(300, 21, dtype=dtype)[:, 1:]  # a row stride that is not the width
-        c = torch.full((20, 20), 2.0, dtype=dtype)
-        syrk(c, z)
-        expected = torch.triu(z.T @ z + 2.0) + torch.tril(torch.full((20, 20), 2.0, dtype=dtype), -1)
-        assert torch.allclose(c, expected, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("lanes", [2, 3])
-def test_fused_path_split_over_lanes_is_exact(monkeypatch, torch_threads, lanes):
-    # Rows split over several Python threads, each with its own buffer and sums: the
-    # result must not depend on the split (nor on the float64 flushes inside each lane).
-    from forgetlab.analysis import cka
-
-    monkeypatch.setattr(cka, "_FUSED_BUFFER_ELEMENTS", 1 << 12)
-    monkeypatch.setattr(cka, "_FUSED_ROWS_PER_FLUSH", 100)
-    monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
-    x64, y64 = correlated_pair(1001, 37, 21, seed=5, offset=-500.0)
-    x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
-    torch_threads(lanes)
-    for debiased in (False, True):
-        acc = LinearCKAAccumulator(row_statistics=debiased)
-        acc.update(x[:600], y[:600])
-        acc.update(x[600:], y[600:])
-        split = acc._fused._lanes[torch.float32]
-        assert len(split) == lanes
-        truth = reference_linear_cka(x64.astype(np.float32), y64.astype(np.float32), debiased)
-        assert acc.compute(debiased=debiased) == pytest.approx(truth, abs=1e-6)
-        assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
-
-
-def test_fused_path_without_cblas_falls_back_to_scipy(monkeypatch):
-    from forgetlab.analysis import cka
-
-    monkeypatch.setattr(cka, "gil_free_syrk", lambda dtype: None)
-    x, y = _data(3, 500, 30, 50, scale_x=3.0)
-    x, y = (x + 7.0).float(), y.float()
-    for debiased in (False, True):
-        truth = reference_linear_cka(x.double().numpy(), y.double().numpy(), debiased)
-        assert linear_cka(x, y, debiased=debiased, method="feature") == pytest.approx(truth, abs=1e-6)
-
-
-def test_lanes_work_in_a_forked_child(torch_threads):
-    # A child forked after the parent used the lane threads has none of them: it must
-    # start its own instead of waiting forever on the parent's copied pool.
-    import multiprocessing
-
-    from forgetlab.analysis import cka
-
-    x, y = _data(4, 3000, 40, 60)
-    x, y = x.float(), y.float()
-    torch_threads(2)
-    expected = linear_cka(x, y)
-    assert cka._LANE_POOL is not None  # the parent used the pool
-    context = multiprocessing.get_context("fork")
-    with context.Pool(1) as pool:
-        got = pool.apply_async(_cka_in_child, (x, y)).get(timeout=60)
-    assert got == pytest.approx(expected, abs=1e-9)
-
-
-def _cka_in_child(x, y):
-    from forgetlab.analysis import cka
-
-    cka._FUSED_MIN_ELEMENTS_PER_LANE = 1  # two lanes even on one core
-    torch.set_num_threads(2)
-    return linear_cka(x, y)
-
-
-@pytest.mark.parametrize("cblas", [True, False])
-def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, torch_threads, cblas):
-    # After compute() the lanes' sums are stale (overwritten by the next product, or
-    # zeroed on the SciPy path) and their buffers go to the next call of the same width:
-    # nothing of an earlier batch or call may leak into a later one.
-    from forgetlab.analysis import cka
-
-    if not cblas:
-        monkeypatch.setattr(cka, "gil_free_syrk", lambda dtype: None)
-    monkeypatch.setattr(cka, "_FUSED_MIN_ELEMENTS_PER_LANE", 1)
+def test_fused_sums_after_compute_start_from_zero():
+    # After compute() the fused path's input-dtype sum is stale (the next product
+    # overwrites it, BLAS beta = 0): nothing of an earlier batch may leak into a later one.
     x64, y64 = correlated_pair(900, 30, 18, seed=9, offset=50.0)
     x, y = T(x64.astype(np.float32)), T(y64.astype(np.float32))
-    torch_threads(2)
     acc = LinearCKAAccumulator()
     acc.update(x[:400], y[:400])
     first = acc.compute(debiased=True)
@@ -426,3 +328,44 @@ def test_fused_lanes_reused_after_compute_start_from_zero(monkeypatch, torch_thr
     assert first == pytest.approx(reference_linear_cka(xf[:400], yf[:400], True), abs=1e-6)
     assert both == pytest.approx(reference_linear_cka(xf, yf, True), abs=1e-6)
     assert again[0] == again[1] == pytest.approx(first, abs=1e-9)
+
+
+def test_cka_leaves_the_callers_torch_thread_count_alone(monkeypatch):
+    # Before, during (set_num_threads may not be called, and the BLAS products run under the
+    # caller's setting) and after every CKA function, on the fused and the wide path.
+    from forgetlab.analysis import _linalg
+
+    before = torch.get_num_threads()
+    threads = 2 if before == 1 else before
+    torch.set_num_threads(threads)
+    seen = []
+    syrk = _linalg.scipy_syrk_add_
+
+    def recording_syrk(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return syrk(*args, **kwargs)
+
+    def refuse(n):
+        raise AssertionError(f"a CKA call changed torch's thread count to {n}")
+
+    try:
+        monkeypatch.setattr(_linalg, "scipy_syrk_add_", recording_syrk)
+        monkeypatch.setattr("forgetlab.analysis.cka.scipy_syrk_add_", recording_syrk)
+        monkeypatch.setattr(torch, "set_num_threads", refuse)
+        for p in (20, 1100):  # fused path, then the syrk path for wide features
+            x, y = _data(p, 300, p, 30)
+            for debiased in (False, True):
+                linear_cka(x.float(), y.float(), debiased=debiased, method="feature")
+                linear_cka(x, y, debiased=debiased, method="gram")
+            acc = LinearCKAAccumulator()
+            acc.update(x.float(), y.float())
+            acc.compute(debiased=True)
+            metric = MinibatchCKA()
+            metric.update(x[:100], y[:100])
+            metric.compute()
+        rbf_cka(x[:100], y[:100])
+        assert torch.get_num_threads() == threads
+        assert seen and set(seen) == {threads}
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(before)

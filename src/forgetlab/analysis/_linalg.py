@@ -14,7 +14,7 @@ import torch
 
 # Below this many columns MKL's GEMM (torch) beats *threaded* OpenBLAS syrk on the reference
 # machine (next to torch's OpenMP pool, threaded syrk on narrow products is pathologically
-# slow). Linear CKA's fused path handles fewer columns with single-threaded syrk instead.
+# slow). Linear CKA's fused path handles fewer columns with one syrk of all its columns.
 SYRK_MIN_COLUMNS = 1024
 
 
@@ -52,7 +52,8 @@ def scipy_syrk_add_(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0) -> None
     """``upper(c) = beta·upper(c) + upper(zᵀz)`` in place with SciPy's BLAS syrk (holds the GIL).
 
     ``z``: a CPU ``(rows, cols)`` float32/float64 tensor; ``c``: a contiguous ``(cols, cols)``
-    tensor of the same dtype. The same contract as :func:`gil_free_syrk`'s functions.
+    tensor of the same dtype. With ``beta = 0`` the upper triangle of ``c`` is overwritten
+    without being read (its old values may be anything).
     """
     from scipy.linalg import blas
 
@@ -85,82 +86,3 @@ def sym_frob2(upper: torch.Tensor) -> float:
 def sym_quadratic(upper: torch.Tensor, v: torch.Tensor) -> float:
     """``vᵀ S v`` for the symmetric S whose upper triangle is ``upper`` (lower part zero)."""
     return 2.0 * float(v @ (upper @ v)) - float((upper.diagonal() * v * v).sum())
-
-
-# CBLAS enums (cblas.h): row-major storage, upper triangle, C = alpha·AᵀA + beta·C.
-_CBLAS_ROW_MAJOR, _CBLAS_UPPER, _CBLAS_TRANS = 101, 121, 112
-_CBLAS_SYRK: dict | None = None
-
-
-def _load_cblas_syrk() -> dict:
-    """``{dtype: f(c, z)}`` adding upper(zᵀz) into ``c`` through a loaded OpenBLAS's CBLAS, or ``{}``.
-
-    Called through ctypes, which releases the GIL (SciPy's wrappers hold it), so several
-    Python threads can each run a single-threaded syrk at once. The library is one that
-    threadpoolctl lists (SciPy's or NumPy's OpenBLAS); each function is checked once on a
-    small product against ``mᵀm`` before it is used, and any failure leaves ``{}`` (the
-    callers then use SciPy's wrapper on one thread).
-    """
-    import ctypes
-
-    import numpy as np
-
-    found: dict = {}
-    try:
-        from threadpoolctl import threadpool_info
-
-        from scipy.linalg import blas  # noqa: F401  (loads SciPy's BLAS before the listing)
-
-        libraries = [i["filepath"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
-    except Exception:  # pragma: no cover - threadpoolctl or SciPy missing
-        return found
-    for path in libraries:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:  # pragma: no cover
-            continue
-        for dtype, letter, scalar in ((torch.float32, "s", ctypes.c_float), (torch.float64, "d", ctypes.c_double)):
-            if dtype in found:
-                continue
-            for name, integer in (
-                (f"scipy_cblas_{letter}syrk", ctypes.c_int32),
-                (f"cblas_{letter}syrk", ctypes.c_int32),
-                (f"scipy_cblas_{letter}syrk64_", ctypes.c_int64),
-                (f"cblas_{letter}syrk64_", ctypes.c_int64),
-            ):
-                fn = getattr(lib, name, None)
-                if fn is None:
-                    continue
-                fn.restype = None
-                fn.argtypes = [ctypes.c_int32] * 3 + [integer] * 2 + [scalar, ctypes.c_void_p, integer]
-                fn.argtypes += [scalar, ctypes.c_void_p, integer]
-
-                def syrk_add(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0, fn=fn) -> None:
-                    rows, cols = z.shape
-                    fn(_CBLAS_ROW_MAJOR, _CBLAS_UPPER, _CBLAS_TRANS, cols, rows, 1.0, z.data_ptr(), z.stride(0),
-                       beta, c.data_ptr(), c.stride(0))
-
-                probe = torch.from_numpy(np.arange(1.0, 16.0).reshape(5, 3) % 7).to(dtype)
-                c = torch.ones(3, 3, dtype=dtype)
-                syrk_add(c, probe)
-                expected = torch.triu(probe.T @ probe + 1.0) + torch.tril(torch.ones(3, 3, dtype=dtype), -1)
-                if torch.equal(c, expected):
-                    found[dtype] = syrk_add
-                    break
-    return found
-
-
-def gil_free_syrk(dtype: torch.dtype):
-    """A function ``f(c, z, beta=1.0)``: ``upper(c) = beta·upper(c) + upper(zᵀz)`` in place,
-    GIL released; None if unavailable. With ``beta = 0`` the upper triangle of ``c`` is
-    overwritten without being read (BLAS semantics: its old values may be anything).
-
-    ``z`` is a row-major ``(rows, cols)`` CPU tensor with unit column stride, ``c`` a
-    contiguous ``(cols, cols)`` tensor of the same dtype; only ``c``'s upper triangle is
-    read and written. The BLAS thread count is whatever threadpoolctl set (callers run it
-    on one thread per Python thread).
-    """
-    global _CBLAS_SYRK
-    if _CBLAS_SYRK is None:
-        _CBLAS_SYRK = _load_cblas_syrk()
-    return _CBLAS_SYRK.get(dtype)

@@ -3,15 +3,14 @@
 Representations are ``(n_samples, n_features)`` tensors of the same samples. Rows are
 shifted by the first batch's mean before any product; float32 inputs are multiplied in
 float32, chunk products are summed in place (BLAS beta = 1), then added into float64
-totals; every sum, norm and the final ratio is float64.
+totals; every sum, norm and the final ratio is float64. Thread counts (torch's and
+SciPy's BLAS) are the caller's: nothing here changes them.
 
 * CPU, fewer than 1,024 features each (the fused path): one pass over the rows; each
   chunk of rows ``[x', y', 1]`` (plus the squared row norms for the debiased estimator)
-  is copied into a reused cache-sized buffer and one symmetric rank-k update (syrk) on
-  one thread gives ``XᵀX``, ``YᵀY``, ``XᵀY``, the column sums and the row-norm
-  statistics at once; sums go to float64 every 65,536 rows. The rows are split over
-  ``torch.get_num_threads()`` lanes (Python threads calling OpenBLAS's CBLAS syrk
-  through ctypes, which releases the GIL), each with its own buffer and sums.
+  is copied into a cache-sized buffer and one symmetric rank-k update (SciPy's BLAS
+  syrk) gives ``XᵀX``, ``YᵀY``, ``XᵀY``, the column sums and the row-norm statistics at
+  once; sums go to float64 every 65,536 rows.
 * Otherwise: row chunks of about 2**26 elements, three products (``XᵀX`` and ``YᵀY`` by
   syrk, half a GEMM's flops, on CPU for >= 1,024 features), 8 chunks per float64 flush.
 
@@ -19,7 +18,9 @@ totals; every sum, norm and the final ratio is float64.
   (unbiased HSIC of Song et al. 2007). Feature-space form (``XᵀX``-type products,
   O(p²) memory, never n x n) unless the samples are few compared with the features,
   then the Gram form.
-* :class:`LinearCKAAccumulator` — the same exact value streamed batch by batch.
+* :class:`LinearCKAAccumulator` — the same exact value streamed batch by batch;
+  :class:`Moments`, :class:`CrossMoments` and :func:`cka_from_moments` are its parts,
+  for callers that share one side's statistics between several pairs.
 * :func:`rbf_cka` — RBF-kernel CKA (builds n x n matrices: subsample large data).
 * :class:`MinibatchCKA` — the minibatch estimator of Nguyen, Raghu & Kornblith (2021):
   a different estimator whose value depends on the batch size.
@@ -27,12 +28,7 @@ totals; every sum, norm and the final ratio is float64.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import math
-import os
-import threading
-from collections.abc import Iterator
 
 import torch
 
@@ -46,7 +42,6 @@ from forgetlab.analysis._linalg import (
     SYRK_MIN_COLUMNS,
     _dot,
     gram_upper,
-    gil_free_syrk,
     gram_upper_add_,
     scipy_syrk_add_,
     sym_frob2,
@@ -55,7 +50,15 @@ from forgetlab.analysis._linalg import (
 )
 from forgetlab.errors import ConfigError, IncompatibleError
 
-__all__ = ["LinearCKAAccumulator", "MinibatchCKA", "linear_cka", "rbf_cka"]
+__all__ = [
+    "CrossMoments",
+    "LinearCKAAccumulator",
+    "MinibatchCKA",
+    "Moments",
+    "cka_from_moments",
+    "linear_cka",
+    "rbf_cka",
+]
 
 _F64 = torch.float64
 # Elements of one row chunk (per representation) multiplied in float32 at a time.
@@ -67,14 +70,10 @@ _METHODS = ("auto", "feature", "gram")
 # temporaries), then added into the float64 totals.
 _CHUNKS_PER_FLUSH = 8
 # Fused path (CPU, < SYRK_MIN_COLUMNS features each): rows of [x', y', 1 (, a, b)] are copied
-# into a reused buffer of about this many elements (cache-sized) and multiplied by one syrk.
+# into a buffer of about this many elements (cache-sized) and multiplied by one syrk.
 _FUSED_BUFFER_ELEMENTS = 1 << 19
 # Rows summed in the input dtype (BLAS beta = 1) before the fused product is added into float64.
 _FUSED_ROWS_PER_FLUSH = 1 << 16
-# The fused path splits the rows over up to torch.get_num_threads() lanes (Python threads),
-# each given at least this many buffer elements (rows x width; fewer: the thread hand-off
-# costs about what it saves, measured at 1,000 rows x 136 columns).
-_FUSED_MIN_ELEMENTS_PER_LANE = 1 << 17
 
 
 def _row_chunk(n_features: int, n_rows: int | None = None) -> int:
@@ -86,12 +85,14 @@ def _row_chunk(n_features: int, n_rows: int | None = None) -> int:
     return step
 
 
-class _Moments:
+class Moments:
     """Streaming moments of one representation, about a fixed shift (first batch's mean).
 
     Holds n, Σx', upper(Σx'x'ᵀ), Σa, Σa², Σ a_i x'_i with x' = x - shift and
-    a_i = ||x'_i||², all in float64. The products of up to ``_CHUNKS_PER_FLUSH`` chunks
-    are first summed in the input dtype, then flushed into float64.
+    a_i = ||x'_i||², all in float64 (``row_stats=False``: no a terms). The products of up
+    to ``_CHUNKS_PER_FLUSH`` chunks are first summed in the input dtype, then flushed into
+    float64. Feed a batch with ``m.update(*m.prepare(x, name))``; :meth:`scatter` gives the
+    centred scatter matrix, :func:`cka_from_moments` the CKA of two sides.
     """
 
     def __init__(self, row_stats: bool = True) -> None:
@@ -203,7 +204,7 @@ class _Moments:
         return self.shift.to(_F64) + self.sum / self.n
 
 
-class _Cross:
+class CrossMoments:
     """Streaming cross statistics of two representations about their shifts."""
 
     def __init__(self, p_x: int, p_y: int, device: torch.device) -> None:
@@ -263,128 +264,16 @@ class _Cross:
         return self._xy64
 
 
-_BLAS_CONTROLLERS: list | None = None
-_SINGLE_THREADED_LOCK = threading.Lock()
-_SINGLE_THREADED_DEPTH = 0
-_SAVED_THREADS: tuple[int, list[int]] = (1, [])
-
-
-def _blas_controllers() -> list:
-    global _BLAS_CONTROLLERS
-    if _BLAS_CONTROLLERS is None:
-        try:
-            from scipy.linalg import blas  # noqa: F401  (loaded before the libraries are listed)
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CONTROLLERS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        except Exception:  # pragma: no cover - threadpoolctl missing or failing: leave BLAS alone
-            _BLAS_CONTROLLERS = []
-    return _BLAS_CONTROLLERS
-
-
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """torch and SciPy's BLAS on one thread inside the block; the settings are restored after.
-
-    For the fused path (fewer than SYRK_MIN_COLUMNS features): OpenBLAS's threaded syrk
-    is pathologically slow on narrow products next to torch's OpenMP pool (measured
-    50-100x slower than one thread for 129 columns on the 2-core reference machine), and
-    each parallel region of the few small torch ops (a mean over the first rows, p x p
-    reductions) costs an OpenMP synchronisation, milliseconds on a loaded machine.
-    ``torch.set_num_threads`` is global: the first of nested or concurrent blocks saves
-    the settings and the last one restores them. Needs threadpoolctl (a scikit-learn
-    dependency) for the BLAS part; without it BLAS is left alone.
-    """
-    global _SINGLE_THREADED_DEPTH, _SAVED_THREADS
-    with _SINGLE_THREADED_LOCK:
-        if _SINGLE_THREADED_DEPTH == 0:
-            controllers = _blas_controllers()
-            _SAVED_THREADS = (torch.get_num_threads(), [c.get_num_threads() for c in controllers])
-            if _SAVED_THREADS[0] != 1:
-                torch.set_num_threads(1)
-            for c in controllers:
-                c.set_num_threads(1)
-        _SINGLE_THREADED_DEPTH += 1
-    try:
-        yield
-    finally:
-        with _SINGLE_THREADED_LOCK:
-            _SINGLE_THREADED_DEPTH -= 1
-            if _SINGLE_THREADED_DEPTH == 0:
-                torch_threads, blas_threads = _SAVED_THREADS
-                if torch_threads != 1:
-                    torch.set_num_threads(torch_threads)
-                for c, n in zip(_blas_controllers(), blas_threads):
-                    c.set_num_threads(n)
-
-
-class _Lane:
-    """One worker's share of the fused path: a reused row buffer and its sums.
-
-    ``pending`` holds upper(Σ zᵀz) of ``pending_rows`` rows in the input dtype; when
-    ``pending_rows`` is 0 its upper triangle is stale (the next product overwrites it:
-    BLAS beta = 0, or it is zeroed first). Its strictly lower part is always zero.
-    """
-
-    def __init__(self, rows: int, width: int, ones: int, dtype: torch.dtype) -> None:
-        self.buffer = torch.zeros(rows, width, dtype=dtype)
-        self.buffer[:, ones] = 1.0
-        self.pending = torch.zeros(width, width, dtype=dtype)
-        self.pending_rows = 0
-        self.total: torch.Tensor | None = None  # float64, upper triangle valid
-
-    def nbytes(self) -> int:
-        tensors = (self.buffer, self.pending) + (() if self.total is None else (self.total,))
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def add_rows(self, z: torch.Tensor, syrk) -> None:
-        """pending += upper(zᵀz) (``syrk``: :func:`gil_free_syrk`'s function or :func:`scipy_syrk_add_`)."""
-        syrk(self.pending, z, 0.0 if self.pending_rows == 0 else 1.0)
-        self.pending_rows += z.shape[0]
-
-    def flush(self) -> None:
-        if not self.pending_rows:
-            return
-        if self.total is None:
-            self.total = self.pending.to(_F64, copy=True)  # a float64 pending must not alias it
-        else:
-            self.total += self.pending
-        self.pending_rows = 0
-
-
-# Lanes of the last drained fused computation, all sums zero, kept for the next one of the
-# same dtype and width: fresh multi-MiB buffers cost page faults (measured 4-8 ms of a
-# 25 ms call at 2,000 x 512). Only one (dtype, width) is kept, and at most this many bytes.
-_SPARE_LANES: dict[tuple[torch.dtype, int, int], list[_Lane]] = {}
-_SPARE_LANES_LOCK = threading.Lock()
-_SPARE_LANES_MAX_BYTES = 64 << 20
-
-
-def _take_spare_lanes(key: tuple[torch.dtype, int, int]) -> list[_Lane]:
-    with _SPARE_LANES_LOCK:
-        return _SPARE_LANES.pop(key, [])
-
-
-def _give_back_lanes(key: tuple[torch.dtype, int, int], lanes: list[_Lane]) -> None:
-    if lanes and sum(lane.nbytes() for lane in lanes) <= _SPARE_LANES_MAX_BYTES:
-        with _SPARE_LANES_LOCK:
-            _SPARE_LANES.clear()
-            _SPARE_LANES[key] = lanes
-
-
 class _Fused:
     """Fused small-feature statistics: upper(ZᵀZ) for the rows ``z = [x', y', 1 (, a, b)]``.
 
-    One pass over the rows: each chunk of rows is shifted into a reused buffer of about
+    One pass over the rows: each chunk of rows is shifted into a buffer of about
     ``_FUSED_BUFFER_ELEMENTS`` elements (cache-sized), with a column of ones (its products
     are the column sums) and, with row statistics, the squared row norms ``a``, ``b`` (their
-    products give Σa, Σa², Σab, Σ a x', ...). One BLAS syrk per chunk adds upper(ZᵀZ) into
-    an input-dtype sum (beta = 1), added into float64 every ``_FUSED_ROWS_PER_FLUSH`` rows.
-    With ``lanes`` > 1 the rows are split into that many contiguous parts, each with its own
-    buffer and sums, run at once on Python threads (single-threaded syrk through ctypes,
-    which releases the GIL; see :func:`gil_free_syrk`). :meth:`drain` moves the float64
-    totals into the :class:`_Moments` / :class:`_Cross` sums. Callers run :meth:`update`
-    inside :func:`_single_threaded`.
+    products give Σa, Σa², Σab, Σ a x', ...). One SciPy BLAS syrk per chunk adds
+    upper(ZᵀZ) into an input-dtype sum (beta = 1), added into float64 every
+    ``_FUSED_ROWS_PER_FLUSH`` rows. :meth:`drain` moves the float64 totals into the
+    :class:`Moments` / :class:`CrossMoments` sums.
     """
 
     def __init__(self, p_x: int, p_y: int, row_stats: bool) -> None:
@@ -394,128 +283,65 @@ class _Fused:
         # (measured: 131 columns 15.0 ms, 136 columns 13.0 ms for 50,000 rows).
         self.width = -(-used // 8) * 8
         self.chunk_rows = max(64, _FUSED_BUFFER_ELEMENTS // self.width)  # rows per buffer (cache-sized)
-        self._lanes: dict[torch.dtype, list[_Lane]] = {}
+        self.buffer: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None  # upper(Σ zᵀz) of pending_rows rows, input dtype
+        self.pending_rows = 0
+        self.total: torch.Tensor | None = None  # float64, upper triangle valid
 
-    def _lanes_for(self, dtype: torch.dtype, count: int, rows: int) -> list[_Lane]:
-        ones = self.p_x + self.p_y
-        if dtype not in self._lanes:
-            self._lanes[dtype] = _take_spare_lanes((dtype, self.width, ones))
-        lanes = self._lanes[dtype]
-        for i, lane in enumerate(lanes):
-            if lane.buffer.shape[0] < rows:  # keep the sums, grow the buffer
-                grown = _Lane(rows, self.width, ones, dtype)
-                grown.pending, grown.pending_rows, grown.total = lane.pending, lane.pending_rows, lane.total
-                lanes[i] = grown
-        while len(lanes) < count:
-            lanes.append(_Lane(rows, self.width, ones, dtype))
-        return lanes[:count]
+    def _flush(self) -> None:
+        if self.pending_rows:
+            assert self.pending is not None
+            if self.total is None:
+                self.total = self.pending.to(_F64, copy=True)  # a float64 pending must not alias it
+            else:
+                self.total += self.pending
+            self.pending_rows = 0
 
-    def update(
-        self, x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor, lanes: int = 1
-    ) -> None:
-        dtype = x.dtype
-        syrk = gil_free_syrk(dtype)
-        if syrk is None:  # SciPy's wrapper holds the GIL: one lane
-            syrk, lanes = scipy_syrk_add_, 1
-        n = x.shape[0]
-        lanes = max(1, min(lanes, n * self.width // _FUSED_MIN_ELEMENTS_PER_LANE))
-        rows = min(self.chunk_rows, -(-n // lanes))
-        workers = self._lanes_for(dtype, lanes, rows)
-        bounds = [n * i // lanes for i in range(lanes + 1)]
-        sx, sy = shift_x.to(dtype), shift_y.to(dtype)
-
-        def run(i: int) -> None:
-            self._run_lane(workers[i], x, y, sx, sy, bounds[i], bounds[i + 1], syrk)
-
-        if lanes == 1:
-            run(0)
-            return
-        futures = [_lane_pool().submit(run, i) for i in range(1, lanes)]
-        try:
-            run(0)
-        finally:
-            for future in futures:
-                future.result()  # re-raises a worker's exception
-
-    def _run_lane(self, lane: _Lane, x, y, sx, sy, begin: int, end: int, syrk) -> None:
+    def update(self, x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> None:
         px, ones = self.p_x, self.p_x + self.p_y
-        step = lane.buffer.shape[0]
-        for start in range(begin, end, step):
-            stop = min(start + step, end)
-            z = lane.buffer[: stop - start]
+        rows = min(self.chunk_rows, x.shape[0])
+        if self.buffer is None or self.buffer.dtype != x.dtype or self.buffer.shape[0] < rows:
+            self._flush()
+            self.buffer = torch.zeros(rows, self.width, dtype=x.dtype)
+            self.buffer[:, ones] = 1.0
+            self.pending = torch.zeros(self.width, self.width, dtype=x.dtype)
+        assert self.pending is not None
+        sx, sy = shift_x.to(x.dtype), shift_y.to(x.dtype)
+        for start in range(0, x.shape[0], self.buffer.shape[0]):
+            stop = min(start + self.buffer.shape[0], x.shape[0])
+            z = self.buffer[: stop - start]
             torch.sub(x[start:stop], sx, out=z[:, :px])
             torch.sub(y[start:stop], sy, out=z[:, px:ones])
             if self.row_stats:
                 torch.linalg.vecdot(z[:, :px], z[:, :px], out=z[:, ones + 1])
                 torch.linalg.vecdot(z[:, px:ones], z[:, px:ones], out=z[:, ones + 2])
-            lane.add_rows(z, syrk)
-            if lane.pending_rows >= _FUSED_ROWS_PER_FLUSH:
-                lane.flush()
+            # A flushed pending sum is stale: beta = 0 overwrites it.
+            scipy_syrk_add_(self.pending, z, 0.0 if self.pending_rows == 0 else 1.0)
+            self.pending_rows += stop - start
+            if self.pending_rows >= _FUSED_ROWS_PER_FLUSH:
+                self._flush()
 
-    def drain(self, mx: _Moments, my: _Moments, cross: _Cross) -> None:
-        """Add everything summed so far into ``mx``, ``my`` and ``cross``, and start again from zero.
-
-        Each needed block of upper(ZᵀZ) is summed straight from the lanes' float64 totals
-        and input-dtype pending sums into a new float64 tensor (no full-width temporary).
-        """
-        parts = [lane.total for lanes in self._lanes.values() for lane in lanes if lane.total is not None]
-        for lanes in self._lanes.values():
-            pending = [lane.pending for lane in lanes if lane.pending_rows]
-            for other in pending[1:]:  # one input-dtype sum per dtype (a float32 add is cheap)
-                pending[0] += other
-            parts += pending[:1]
-        if parts:
-            self._drain_parts(parts, mx, my, cross)
-        for dtype, lanes in self._lanes.items():
-            for lane in lanes:
-                lane.pending_rows = 0  # pending is stale now: the next product overwrites it
-                if lane.total is not None:
-                    lane.total.zero_()
-            _give_back_lanes((dtype, self.width, self.p_x + self.p_y), lanes)
-        self._lanes = {}
-
-    def _drain_parts(self, parts: list[torch.Tensor], mx: _Moments, my: _Moments, cross: _Cross) -> None:
+    def drain(self, mx: Moments, my: Moments, cross: CrossMoments) -> None:
+        """Add everything summed so far into ``mx``, ``my`` and ``cross``, and start again from zero."""
+        self._flush()
+        if self.total is None:
+            return
+        z, self.total = self.total, None
         px, o = self.p_x, self.p_x + self.p_y
         a, b = o + 1, o + 2
         x, y = slice(0, px), slice(px, o)
 
-        def t(rows, cols) -> torch.Tensor:  # float64 Σ over the parts, a new contiguous tensor
-            total = parts[0][rows, cols].to(_F64, copy=True)
-            for part in parts[1:]:
-                total += part[rows, cols]
-            return total
-
-        def v(i: int, j: int) -> float:
-            return math.fsum(float(part[i, j]) for part in parts)
+        def t(rows, cols) -> torch.Tensor:  # a new contiguous float64 block
+            return z[rows, cols].clone()
 
         if self.row_stats:
-            mx.add_totals(t(x, o), t(x, x), v(o, a), v(a, a), t(x, a))
-            my.add_totals(t(y, o), t(y, y), v(o, b), v(b, b), t(y, b))
-            cross.add_totals(t(x, y), v(a, b), t(x, b), t(y, a))
+            mx.add_totals(t(x, o), t(x, x), float(z[o, a]), float(z[a, a]), t(x, a))
+            my.add_totals(t(y, o), t(y, y), float(z[o, b]), float(z[b, b]), t(y, b))
+            cross.add_totals(t(x, y), float(z[a, b]), t(x, b), t(y, a))
         else:
             mx.add_totals(t(x, o), t(x, x), 0.0, 0.0, None)
             my.add_totals(t(y, o), t(y, y), 0.0, 0.0, None)
             cross.add_totals(t(x, y), 0.0, None, None)
-
-
-_LANE_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool)
-_LANE_POOL_LOCK = threading.Lock()
-
-
-def _lane_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the fused path's extra lanes (created once per process, reused).
-
-    A forked child does not inherit the parent's threads, and a pool copied from the
-    parent would never run its work: the child makes its own.
-    """
-    global _LANE_POOL
-    with _LANE_POOL_LOCK:
-        if _LANE_POOL is None or _LANE_POOL[0] != os.getpid():
-            pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="forgetlab-cka"
-            )
-            _LANE_POOL = (os.getpid(), pool)
-        return _LANE_POOL[1]
 
 
 def _frob2(m: torch.Tensor) -> float:
@@ -527,7 +353,7 @@ def _hsic1(t: float, p: float, q: float, n: int) -> float:
     return (t + p / ((n - 1) * (n - 2)) - 2.0 * q / (n - 2)) / (n * (n - 3))
 
 
-def _hsic1_self(m: _Moments) -> float:
+def _hsic1_self(m: Moments) -> float:
     """HSIC1(K, K) for K = XXᵀ from streamed moments (invariant to the shift)."""
     assert m.sum is not None and m.norm_weighted is not None and m.upper is not None
     total = m.sum
@@ -537,7 +363,7 @@ def _hsic1_self(m: _Moments) -> float:
     return _hsic1(t, ones_k_ones * ones_k_ones, q, m.n)
 
 
-def _hsic1_cross(mx: _Moments, my: _Moments, c: _Cross) -> float:
+def _hsic1_cross(mx: Moments, my: Moments, c: CrossMoments) -> float:
     """HSIC1(K, L) for K = XXᵀ, L = YYᵀ from streamed moments."""
     assert mx.sum is not None and my.sum is not None and c.xy is not None
     sx, sy = mx.sum, my.sum
@@ -587,9 +413,9 @@ class LinearCKAAccumulator:
 
     def reset(self) -> None:
         """Forget every batch seen so far."""
-        self._x = _Moments(self.row_statistics)
-        self._y = _Moments(self.row_statistics)
-        self._cross: _Cross | None = None
+        self._x = Moments(self.row_statistics)
+        self._y = Moments(self.row_statistics)
+        self._cross: CrossMoments | None = None
         self._fused: _Fused | None = None
 
     @property
@@ -612,15 +438,10 @@ class LinearCKAAccumulator:
             self._x.update(xs, a)
             self._y.update(ys, b)
             if self._cross is None:
-                self._cross = _Cross(xs.shape[1], ys.shape[1], xs.device)
+                self._cross = CrossMoments(xs.shape[1], ys.shape[1], xs.device)
             self._cross.update(xs, a, ys, b)
 
     def _update_fused(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        lanes = torch.get_num_threads()  # the caller's setting: lanes run one thread each
-        with _single_threaded():
-            self._update_fused_single_threaded(x, y, lanes)
-
-    def _update_fused_single_threaded(self, x: torch.Tensor, y: torch.Tensor, lanes: int) -> None:
         if self._fused is None:
             self._fused = _Fused(x.shape[1], y.shape[1], self.row_statistics)
         # The first rows' mean is the shift (any value near the mean keeps the sums accurate).
@@ -628,9 +449,9 @@ class LinearCKAAccumulator:
         self._x.start(x[:rows], "x")
         self._y.start(y[:rows], "y")
         if self._cross is None:
-            self._cross = _Cross(x.shape[1], y.shape[1], x.device)
+            self._cross = CrossMoments(x.shape[1], y.shape[1], x.device)
         assert self._x.shift is not None and self._y.shift is not None
-        self._fused.update(x, y, self._x.shift, self._y.shift, lanes)
+        self._fused.update(x, y, self._x.shift, self._y.shift)
         self._x.n += x.shape[0]
         self._y.n += y.shape[0]
 
@@ -641,11 +462,6 @@ class LinearCKAAccumulator:
 
     def compute(self, *, debiased: bool = False) -> float:
         """Linear CKA of everything seen: biased (default) or debiased (needs n >= 4)."""
-        small = max(self._x.n_features, self._y.n_features) < SYRK_MIN_COLUMNS
-        with _single_threaded() if small else contextlib.nullcontext():
-            return self._compute(debiased)
-
-    def _compute(self, debiased: bool) -> float:
         self._drain()
         n = self.n_samples
         if self._cross is None or n < (4 if debiased else 2):
@@ -653,26 +469,33 @@ class LinearCKAAccumulator:
                 f"LinearCKAAccumulator.compute(debiased={debiased}) needs at least "
                 f"{4 if debiased else 2} samples; got {n}. Call update(x, y) first."
             )
-        if debiased:
-            if not self.row_statistics:
-                raise ConfigError(
-                    "compute(debiased=True) needs the row statistics: create the accumulator with "
-                    "LinearCKAAccumulator(row_statistics=True) (the default)."
-                )
-            return _ratio(
-                _hsic1_cross(self._x, self._y, self._cross),
-                _hsic1_self(self._x),
-                _hsic1_self(self._y),
-                "debiased linear CKA",
-                low=-1.0,
+        if debiased and not self.row_statistics:
+            raise ConfigError(
+                "compute(debiased=True) needs the row statistics: create the accumulator with "
+                "LinearCKAAccumulator(row_statistics=True) (the default)."
             )
-        return _ratio(
-            _centred_cross_frob2(self._x, self._y, self._cross),
-            self._x.scatter_frob2(),
-            self._y.scatter_frob2(),
-            "linear CKA",
-            low=0.0,
-        )
+        return cka_from_moments(self._x, self._y, self._cross, debiased=debiased)
+
+
+def cka_from_moments(mx: Moments, my: Moments, cross: CrossMoments, *, debiased: bool = False) -> float:
+    """Linear CKA from streamed statistics: ``mx``, ``my`` of each side and their ``cross``.
+
+    What :meth:`LinearCKAAccumulator.compute` returns; for callers that share one side's
+    :class:`Moments` between several pairs. ``debiased`` needs row statistics and n >= 4.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(100, 4, dtype=torch.float64)
+        >>> mx, my = Moments(), Moments()
+        >>> xs, a = mx.prepare(x, "x"); ys, b = my.prepare(-x, "y")
+        >>> mx.update(xs, a); my.update(ys, b)
+        >>> cross = CrossMoments(4, 4, x.device); cross.update(xs, a, ys, b)
+        >>> round(cka_from_moments(mx, my, cross, debiased=True), 12)
+        1.0
+    """
+    if debiased:
+        return _ratio(_hsic1_cross(mx, my, cross), _hsic1_self(mx), _hsic1_self(my), "debiased linear CKA", low=-1.0)
+    return _ratio(_centred_cross_frob2(mx, my, cross), mx.scatter_frob2(), my.scatter_frob2(), "linear CKA", low=0.0)
 
 
 def _fusable(x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -686,7 +509,7 @@ def _fusable(x: torch.Tensor, y: torch.Tensor) -> bool:
     )
 
 
-def _centred_cross_frob2(mx: _Moments, my: _Moments, c: _Cross) -> float:
+def _centred_cross_frob2(mx: Moments, my: Moments, c: CrossMoments) -> float:
     """``||(X - mean)ᵀ(Y - mean)||²_F`` from the shifted cross product, no p x p temporary."""
     assert mx.sum is not None and my.sum is not None and c.xy is not None
     sx, sy, n = mx.sum, my.sum, mx.n
@@ -887,3 +710,8 @@ class MinibatchCKA:
         if self.n_batches == 0:
             raise ConfigError("MinibatchCKA.compute() needs at least one batch. Call update(x, y) first.")
         return _ratio(self._xy, self._xx, self._yy, "minibatch CKA", low=-1.0)
+
+
+# The names before they were public (analysis/tables.py imports them).
+_Moments = Moments
+_Cross = CrossMoments

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from forgetlab.analysis._checks import as_matrix, check_in_range, check_positive_int
-from forgetlab.analysis.cka import _Moments
+from forgetlab.analysis.cka import Moments
 from forgetlab.errors import ConfigError, IncompatibleError
 
 __all__ = ["pca_basis", "subspace_similarity"]
@@ -54,7 +54,7 @@ def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
             f"shape {tuple(x.shape)}. Got k={k}."
         )
     if p <= n:
-        moments = _Moments()
+        moments = Moments()
         moments.update(*moments.prepare(x, "x"))
         return _basis_from_scatter(moments.scatter(), k, "x")
     centred = x.to(_F64) - x.to(_F64).mean(0)
