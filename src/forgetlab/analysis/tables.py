@@ -115,7 +115,8 @@ def cka_table(
     Two rows per block: ``linear_cka_debiased`` (shown by default in reports) and
     ``linear_cka`` (biased, as in Kornblith et al. 2019 and the paper's plots). One pass
     over ``inputs``; one :class:`~forgetlab.analysis.LinearCKAAccumulator` per block:
-    memory O(features²) per block, never n x n. Above ``max_memory_gb`` it raises: average-pool conv maps with ``pool=True``.
+    memory O(features²) per block, never n x n. Above ``max_memory_gb`` it raises:
+    average-pool conv maps with ``pool=True``.
 
     Example:
         >>> import torch
@@ -132,12 +133,11 @@ def cka_table(
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
     )
     accumulators, features = _pairwise(batches, pairs, LinearCKAAccumulator, "cka_table", max_memory_gb, min_rows=1)
-    rows = []
-    for pair in pairs:
-        acc = accumulators[pair]
-        for measure, debiased in (("linear_cka_debiased", True), ("linear_cka", False)):
-            rows.append(BlockSimilarity(pair[0], condition, measure, acc.compute(debiased=debiased), acc.n_samples, features[pair[0]]))
-    return rows
+    return [
+        BlockSimilarity(name, condition, measure, acc.compute(debiased=debiased), acc.n_samples, features[name])
+        for (name, _), acc in accumulators.items()
+        for measure, debiased in (("linear_cka_debiased", True), ("linear_cka", False))
+    ]
 
 
 def _pairwise(
