@@ -361,7 +361,7 @@ def _values(config, keys: list[str]) -> dict:
 
 def _command_analyze(args: argparse.Namespace) -> int:
     from forgetlab.analysis.compare import compare_checkpoints, format_rows
-    from forgetlab.analysis.tables import plot_block_similarity
+    from forgetlab.report.figures import plot_block_similarity
 
     rows = compare_checkpoints(
         args.checkpoint_a,

@@ -13,12 +13,12 @@ from forgetlab.analysis import (
     cka_table,
     collect_activations,
     linear_cka,
-    plot_block_similarity,
     subspace_conditions,
     subspace_similarity,
 )
 from forgetlab.errors import ConfigError
 from forgetlab.models import create_model
+from forgetlab.report.figures import plot_block_similarity
 
 
 def _pair():

@@ -34,3 +34,19 @@ def test_figures_write_png_and_svg(tmp_path):
     assert all(p.stat().st_size > 0 for p in plot_reset(reset, tmp_path / "r"))
     mean, std = mean_std([[1.0], [3.0]])
     assert mean.tolist() == [2.0] and std.tolist() == [1.0]
+
+
+def test_store_values_are_escaped(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    evil = "<script>alert('x')"
+    store.begin(evil, {"stream": {"stream": evil}, "method": {"name": "naive", "note": evil}}, "0.1.0")
+    data = {"n": [1], "top_down": [0.5], "bottom_up": [0.1], "task1_before_task2": 0.6, "task1_after_task2": 0.1,
+            "run_ids": [evil]}
+    store.put_analysis("anatomy/reset", "k", {
+        "analysis": "reset", "seed": evil, "group": "../../" + evil, "profile": {"name": evil}, "dataset": evil,
+        "model": evil, "seconds": 1.0, "data": data,
+    })
+    text = build_report(store, tmp_path / "out").read_text()
+    assert "<script" not in text and text.count("&lt;script&gt;") >= 6
+    assert "<summary>&lt;script&gt;alert(&#x27;x&#x27;)</summary>" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anatomy.html", "reset-_______s.png", "reset-_______s.svg"]

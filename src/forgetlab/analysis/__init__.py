@@ -2,7 +2,8 @@
 
 Pure functions over ``(n_samples, n_features)`` tensors with float64 accumulation, plus
 streaming accumulators and the plumbing that gets activations out of a model's named
-blocks. Example:
+blocks (and :func:`eval_mode`, the one "eval mode, then restore" context). Figures live
+in :mod:`forgetlab.report`. Example:
 
     >>> import torch
     >>> from forgetlab.analysis import linear_cka
@@ -15,6 +16,7 @@ from forgetlab.analysis._checks import NumericalError
 from forgetlab.analysis.activations import (
     batch_activations,
     collect_activations,
+    eval_mode,
     iter_activations,
     resolve_blocks,
 )
@@ -27,7 +29,6 @@ from forgetlab.analysis.tables import (
     SimilarityMatrix,
     cka_matrix,
     cka_table,
-    plot_block_similarity,
     subspace_conditions,
     subspace_table,
 )
@@ -43,10 +44,10 @@ __all__ = [
     "cka_table",
     "collect_activations",
     "diagonal_fisher",
+    "eval_mode",
     "iter_activations",
     "linear_cka",
     "pca_basis",
-    "plot_block_similarity",
     "rbf_cka",
     "resolve_blocks",
     "subspace_conditions",

@@ -27,7 +27,7 @@ from forgetlab.analysis._checks import check_positive_int
 from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.models.base import BlockModel
 
-__all__ = ["batch_activations", "collect_activations", "iter_activations", "resolve_blocks"]
+__all__ = ["batch_activations", "collect_activations", "eval_mode", "find_module", "iter_activations", "resolve_blocks"]
 
 Inputs = Union[torch.Tensor, Iterable[Any]]
 Prepare = Callable[[torch.Tensor], torch.Tensor]
@@ -61,11 +61,18 @@ def resolve_blocks(model: nn.Module, blocks: Sequence[str] | str | None = None) 
     if len(set(names)) != len(names):
         raise ConfigError(f"The 'blocks' parameter must not repeat a name. Got {list(names)}.")
     for name in names:
-        _find_module(model, name)
+        find_module(model, name)
     return names
 
 
-def _find_module(model: nn.Module, name: str) -> nn.Module:
+def find_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule ``name`` of ``model``: a block name of a BlockModel, else a dotted path.
+
+    Example:
+        >>> from torch import nn
+        >>> find_module(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), "1")
+        ReLU()
+    """
     if isinstance(model, BlockModel) and name in model.blocks:
         return model.blocks[name]
     try:
@@ -92,7 +99,21 @@ def model_device(model: nn.Module, device: torch.device | str | None = None) -> 
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every submodule's own flag afterwards (also on error)."""
+    """Put ``model`` in eval mode; restore every submodule's own flag afterwards (also on error).
+
+    The one "eval mode, then restore" of the package (a strategy may keep some submodules,
+    e.g. frozen BatchNorm layers, in eval mode while the rest trains).
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+        >>> net[1].eval() and None
+        >>> with eval_mode(net):
+        ...     net.training, net[1].training
+        (False, False)
+        >>> net.training, net[1].training
+        (True, False)
+    """
     modes = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
@@ -212,7 +233,7 @@ def batch_activations(
         >>> tuple(acts["0"].shape)
         (5, 2)
     """
-    modules = [_find_module(model, name) for name in names]
+    modules = [find_module(model, name) for name in names]
     captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     handles = []
     try:

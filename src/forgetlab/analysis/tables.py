@@ -1,16 +1,17 @@
-"""Per-block similarity tables and figures, ready for a CLI or a report (SPEC §3).
+"""Per-block similarity tables, ready for a CLI or a report (SPEC §3); figures: :mod:`forgetlab.report`.
 
-Every function here streams ``inputs`` once through all the models it compares, keeps
-only O(features²) statistics per block, and returns plain data: a list of
-:class:`BlockSimilarity` rows (long format: one row per block, condition and measure)
-or a :class:`SimilarityMatrix` (block x block, heatmap-ready).
+Every function here streams ``inputs`` once through all the models it compares and
+returns plain data: a list of :class:`BlockSimilarity` rows (long format: one row per
+block, condition and measure) or a :class:`SimilarityMatrix` (block x block,
+heatmap-ready). CKA keeps one :class:`~forgetlab.analysis.LinearCKAAccumulator` (or
+:class:`~forgetlab.analysis.MinibatchCKA`) per compared block pair: O(features²) memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,17 +25,8 @@ from forgetlab.analysis.activations import (
     model_device,
     resolve_blocks,
 )
-from forgetlab.analysis.cka import (
-    LinearCKAAccumulator,
-    MinibatchCKA,
-    _Cross,
-    _hsic1_cross,
-    _hsic1_self,
-    _Moments,
-    _ratio,
-    _centred_cross_frob2,
-)
-from forgetlab.analysis.subspace import _basis_from_scatter, similarity_of_bases
+from forgetlab.analysis.cka import LinearCKAAccumulator, MinibatchCKA
+from forgetlab.analysis.subspace import pca_basis, similarity_of_bases
 from forgetlab.errors import ConfigError, IncompatibleError
 
 __all__ = [
@@ -42,7 +34,6 @@ __all__ = [
     "SimilarityMatrix",
     "cka_matrix",
     "cka_table",
-    "plot_block_similarity",
     "subspace_conditions",
     "subspace_table",
 ]
@@ -89,7 +80,7 @@ def _stream(
     prepare: Prepare | None,
     device: torch.device | str | None,
     head_index: int,
-):
+) -> Iterator[list[dict[str, torch.Tensor]]]:
     """Yield one list of activation dicts (one per model) per batch of ``inputs``."""
     devices = [model_device(model, device) for model in models]
     for x, _ in iter_batches(inputs, batch_size=batch_size, device=devices[0], prepare=prepare):
@@ -123,8 +114,9 @@ def cka_table(
 
     Two rows per block: ``linear_cka_debiased`` (shown by default in reports) and
     ``linear_cka`` (biased, as in Kornblith et al. 2019 and the paper's plots). One pass
-    over ``inputs``; memory O(features²) per block (three float64 p x p matrices), never
-    n x n. Above ``max_memory_gb`` it raises: average-pool conv maps with ``pool=True``.
+    over ``inputs``; one :class:`~forgetlab.analysis.LinearCKAAccumulator` per block:
+    memory O(features²) per block, never n x n. Above ``max_memory_gb`` it raises:
+    average-pool conv maps with ``pool=True``.
 
     Example:
         >>> import torch
@@ -135,28 +127,47 @@ def cka_table(
         [('fc1', 'linear_cka_debiased', 1.0), ('fc1', 'linear_cka', 1.0)]
     """
     names = _common_blocks(model_a, model_b, blocks)
-    accumulators = {name: LinearCKAAccumulator() for name in names}
-    for acts_a, acts_b in _stream(
+    pairs = [(name, name) for name in names]
+    batches = _stream(
         (model_a, model_b), (names, names), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
-    ):
-        if accumulators[names[0]].n_samples == 0:
-            needed = sum(8 * (a.shape[1] + b.shape[1]) ** 2 for a, b in ((acts_a[n], acts_b[n]) for n in names))
-            if needed > max_memory_gb * 2**30:
-                raise ConfigError(
-                    f"cka_table needs {needed / 2**30:.1f} GiB of float64 statistics for blocks with "
-                    f"{[acts_a[n].shape[1] for n in names]} features, above max_memory_gb={max_memory_gb}. "
-                    "Use pool=True for conv maps, fewer blocks, or raise max_memory_gb."
-                )
-        for name in names:
-            accumulators[name].update(acts_a[name], acts_b[name].to(acts_a[name].device))
-    rows = []
-    for name in names:
-        acc = accumulators[name]
-        p = acc._x.n_features
-        for measure, debiased in (("linear_cka_debiased", True), ("linear_cka", False)):
-            rows.append(BlockSimilarity(name, condition, measure, acc.compute(debiased=debiased), acc.n_samples, p))
-    return rows
+    )
+    accumulators, features = _pairwise(batches, pairs, LinearCKAAccumulator, "cka_table", max_memory_gb, min_rows=1)
+    return [
+        BlockSimilarity(name, condition, measure, acc.compute(debiased=debiased), acc.n_samples, features[name])
+        for (name, _), acc in accumulators.items()
+        for measure, debiased in (("linear_cka_debiased", True), ("linear_cka", False))
+    ]
+
+
+def _pairwise(
+    batches: Iterable[list[dict[str, torch.Tensor]]],
+    pairs: Sequence[tuple[str, str]],
+    make: Callable[[], Any],
+    caller: str,
+    max_memory_gb: float | None,
+    *,
+    min_rows: int,
+) -> tuple[dict[tuple[str, str], Any], dict[str, int]]:
+    """Update one ``make()`` metric per (block of A, block of B) pair with each batch of
+    ``(activations of A, activations of B)``.
+
+    Batches of fewer than ``min_rows`` samples are skipped; with ``max_memory_gb`` the
+    float64 statistics of the pairs are checked against it on the first batch. Returns the
+    metrics and the number of features of each block of model A.
+    """
+    metrics = {pair: make() for pair in pairs}
+    features: dict[str, int] = {}
+    for acts_a, acts_b in batches:
+        if not features:
+            features = {r: int(a.shape[1]) for r, a in acts_a.items()}
+            if max_memory_gb is not None:
+                _check_memory(caller, pairs, acts_a, acts_b, max_memory_gb)
+        if next(iter(acts_a.values())).shape[0] < min_rows:
+            continue
+        for (r, c), metric in metrics.items():
+            metric.update(acts_a[r], acts_b[c].to(acts_a[r].device))
+    return metrics, features
 
 
 def cka_matrix(
@@ -177,8 +188,9 @@ def cka_matrix(
 ) -> SimilarityMatrix:
     """Linear CKA between every block of model A and every block of model B (heatmap-ready).
 
-    ``estimator="exact"``: full-data CKA streamed in float64 (needs
-    ``8·(Σp_a² + Σp_b² + Σp_a·p_b)`` bytes; above ``max_memory_gb`` it raises: pool conv
+    ``estimator="exact"``: full-data CKA streamed in float64, one
+    :class:`~forgetlab.analysis.LinearCKAAccumulator` per block pair (needs up to
+    ``8·Σ(p_a + p_b)²`` bytes over the pairs; above ``max_memory_gb`` it raises: pool conv
     maps with ``pool=True``, probe fewer blocks, or use ``"minibatch"``).
     ``estimator="minibatch"``: :class:`~forgetlab.analysis.MinibatchCKA` per pair
     (memory O(batch²); value depends on ``batch_size``; always debiased).
@@ -198,70 +210,42 @@ def cka_matrix(
     check_positive_int(batch_size, "batch_size", minimum=4 if estimator == "minibatch" else 1)
     rows = resolve_blocks(model_a, blocks)
     columns = resolve_blocks(model_b, blocks_b if blocks_b is not None else blocks)
-    side_a = {name: _Moments() for name in rows}
-    side_b = {name: _Moments() for name in columns}
-    cross: dict[tuple[str, str], _Cross] = {}
-    minibatch = {(r, c): MinibatchCKA() for r in rows for c in columns} if estimator == "minibatch" else {}
-    for acts_a, acts_b in _stream(
+    minibatch = estimator == "minibatch"
+    batches = _stream(
         (model_a, model_b), (rows, columns), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
-    ):
-        if estimator == "minibatch":
-            if next(iter(acts_a.values())).shape[0] < 4:
-                continue  # a last batch of < 4 samples has no unbiased HSIC
-            for (r, c), metric in minibatch.items():
-                metric.update(acts_a[r], acts_b[c].to(acts_a[r].device))
-            continue
-        if not cross:
-            _check_memory(acts_a, acts_b, max_memory_gb)
-        prepared_a = {r: side_a[r].prepare(acts_a[r], f"block {r!r} of model A") for r in rows}
-        prepared_b = {}
-        for c in columns:
-            first = acts_a[rows[0]]
-            prepared_b[c] = side_b[c].prepare(acts_b[c].to(first.device), f"block {c!r} of model B")
-        for r in rows:
-            side_a[r].update(*prepared_a[r])
-        for c in columns:
-            side_b[c].update(*prepared_b[c])
-        for r in rows:
-            xs, a = prepared_a[r]
-            for c in columns:
-                ys, b = prepared_b[c]
-                if (r, c) not in cross:
-                    cross[(r, c)] = _Cross(xs.shape[1], ys.shape[1], xs.device)
-                cross[(r, c)].update(xs, a, ys, b)
+    )
+    metrics, _ = _pairwise(
+        batches, [(r, c) for r in rows for c in columns], MinibatchCKA if minibatch else LinearCKAAccumulator,
+        "Exact cka_matrix", None if minibatch else max_memory_gb,
+        min_rows=4 if minibatch else 1,  # a last batch of < 4 samples has no unbiased HSIC
+    )
     values = torch.zeros(len(rows), len(columns), dtype=torch.float64)
-    n_samples = 0
     for i, r in enumerate(rows):
         for j, c in enumerate(columns):
-            if estimator == "minibatch":
-                values[i, j] = minibatch[(r, c)].compute()
-                n_samples = minibatch[(r, c)].n_samples
-                continue
-            mx, my, cxy = side_a[r], side_b[c], cross[(r, c)]
-            n_samples = mx.n
-            values[i, j] = _exact_cka(mx, my, cxy, debiased)
-    measure = "minibatch_cka" if estimator == "minibatch" else ("linear_cka_debiased" if debiased else "linear_cka")
-    return SimilarityMatrix(values, rows, columns, measure, n_samples)
+            metric = metrics[(r, c)]
+            values[i, j] = metric.compute() if minibatch else metric.compute(debiased=debiased)
+    measure = "minibatch_cka" if minibatch else ("linear_cka_debiased" if debiased else "linear_cka")
+    return SimilarityMatrix(values, rows, columns, measure, metrics[(rows[0], columns[0])].n_samples)
 
 
-def _exact_cka(mx: _Moments, my: _Moments, c: _Cross, debiased: bool) -> float:
-    if debiased:
-        if mx.n < 4:
-            raise ConfigError(f"Debiased CKA needs at least 4 samples. Got {mx.n}.")
-        return _ratio(_hsic1_cross(mx, my, c), _hsic1_self(mx), _hsic1_self(my), "debiased linear CKA", low=-1.0)
-    return _ratio(_centred_cross_frob2(mx, my, c), mx.scatter_frob2(), my.scatter_frob2(), "linear CKA", low=0.0)
-
-
-def _check_memory(acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor], max_memory_gb: float) -> None:
-    pa = [a.shape[1] for a in acts_a.values()]
-    pb = [b.shape[1] for b in acts_b.values()]
-    needed = 8 * (sum(p * p for p in pa) + sum(p * p for p in pb) + sum(pa) * sum(pb))
+def _check_memory(
+    caller: str,
+    pairs: Sequence[tuple[str, str]],
+    acts_a: Mapping[str, torch.Tensor],
+    acts_b: Mapping[str, torch.Tensor],
+    max_memory_gb: float,
+) -> None:
+    """Each pair's accumulator holds at most (p_a + p_b)² float64 statistics."""
+    needed = sum(8 * (acts_a[r].shape[1] + acts_b[c].shape[1]) ** 2 for r, c in pairs)
     if needed > max_memory_gb * 2**30:
+        pa = [a.shape[1] for a in acts_a.values()]
+        pb = [b.shape[1] for b in acts_b.values()]
+        hint = ", estimator='minibatch'" if caller.endswith("cka_matrix") else ""
         raise ConfigError(
-            f"Exact cka_matrix needs {needed / 2**30:.1f} GiB of float64 statistics for blocks with "
+            f"{caller} needs {needed / 2**30:.1f} GiB of float64 statistics for blocks with "
             f"{pa} x {pb} features, above max_memory_gb={max_memory_gb}. Use pool=True for conv maps, "
-            "fewer blocks, estimator='minibatch', or raise max_memory_gb."
+            f"fewer blocks{hint}, or raise max_memory_gb."
         )
 
 
@@ -281,8 +265,9 @@ def subspace_table(
     """Top-``k`` subspace similarity of each block for each pair of named models.
 
     ``models`` maps a label to a model; ``pairs`` lists the label pairs to compare
-    (default: every pair, in order). One pass over ``inputs``; one scatter matrix per
-    model and block (float64, O(features²)); one eigendecomposition each.
+    (default: every pair, in order). One pass over ``inputs``; the activations of each
+    model and block are held in memory (n x features) and each basis is one
+    :func:`~forgetlab.analysis.pca_basis` (SVD of the centred data when features > samples).
 
     Example:
         >>> import torch
@@ -305,26 +290,29 @@ def subspace_table(
     names = resolve_blocks(models[labels[0]], blocks)
     for label in labels[1:]:
         resolve_blocks(models[label], names)
-    moments = {(label, name): _Moments() for label in labels for name in names}
+    parts: dict[tuple[str, str], list[torch.Tensor]] = {(label, name): [] for label in labels for name in names}
     for acts in _stream(
         [models[label] for label in labels], [names] * len(labels), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
     ):
         for label, batch in zip(labels, acts):
             for name in names:
-                m = moments[(label, name)]
-                m.update(*m.prepare(batch[name], f"block {name!r} of model {label!r}"))
+                parts[(label, name)].append(batch[name])
     rows = []
     for name in names:
         bases = {}
         for label in labels:
-            m = moments[(label, name)]
-            if k > min(m.n - 1, m.n_features):
+            x = torch.cat(parts.pop((label, name)))
+            n, p = x.shape
+            if k > min(n - 1, p):
                 raise ConfigError(
                     f"The 'k' parameter must be <= min(n_samples - 1, n_features) = "
-                    f"{min(m.n - 1, m.n_features)} for block {name!r}. Got k={k}."
+                    f"{min(n - 1, p)} for block {name!r}. Got k={k}."
                 )
-            bases[label] = _basis_from_scatter(m.scatter(), k, f"block {name!r} of model {label!r}")
+            try:
+                bases[label] = pca_basis(x, k)
+            except ConfigError as exc:
+                raise ConfigError(f"Block {name!r} of model {label!r}: {exc}") from None
         for left, right in pairs:
             if bases[left].shape != bases[right].shape or bases[left].device != bases[right].device:
                 raise IncompatibleError(
@@ -332,8 +320,7 @@ def subspace_table(
                     f"bases of shape {tuple(bases[left].shape)} and {tuple(bases[right].shape)}."
                 )
             value = similarity_of_bases(bases[left], bases[right])
-            m = moments[(left, name)]
-            rows.append(BlockSimilarity(name, f"{left} vs {right}", "subspace_similarity", value, m.n, m.n_features, k))
+            rows.append(BlockSimilarity(name, f"{left} vs {right}", "subspace_similarity", value, n, bases[left].shape[0], k))
     return rows
 
 
@@ -362,49 +349,3 @@ def subspace_conditions(
     pairs = [("task1", "task2_only"), ("task1", "task1_then_2"), ("task2_only", "task1_then_2")]
     return subspace_table(models, inputs, k, blocks, pairs=pairs, **options)
 
-
-def plot_block_similarity(rows: Sequence[BlockSimilarity], path_stem: str | Path) -> list[Path]:
-    """Line plot of ``rows`` (x: blocks in first-seen order; one line per condition and measure).
-
-    Writes ``path_stem.png`` and ``path_stem.svg`` and returns both paths. Matplotlib is
-    imported only here, through its Agg canvas (no pyplot, no global backend change).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> rows = [BlockSimilarity(b, "a vs b", "linear_cka", v, 10, 4) for b, v in [("b1", 0.9), ("b2", 0.4)]]
-        >>> paths = plot_block_similarity(rows, pathlib.Path(tempfile.mkdtemp()) / "cka")
-        >>> [p.suffix for p in paths], all(p.stat().st_size > 0 for p in paths)
-        (['.png', '.svg'], True)
-    """
-    if not rows:
-        raise ConfigError("The 'rows' parameter of plot_block_similarity must hold at least one row.")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    blocks: list[str] = []
-    for row in rows:
-        if row.block not in blocks:
-            blocks.append(row.block)
-    series: dict[tuple[str, str], dict[str, float]] = {}
-    for row in rows:
-        label = row.measure if row.k is None else f"{row.measure} (k={row.k})"
-        series.setdefault((row.condition, label), {})[row.block] = row.value
-    figure = Figure(figsize=(max(4.0, 0.8 * len(blocks) + 2.0), 3.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for (condition, label), values in series.items():
-        xs = [i for i, b in enumerate(blocks) if b in values]
-        axes.plot(xs, [values[blocks[i]] for i in xs], marker="o", label=f"{condition}: {label}")
-    axes.set_xticks(range(len(blocks)), blocks, rotation=30 if len(blocks) > 6 else 0)
-    axes.set_xlabel("block (input side first)")
-    axes.set_ylabel("similarity")
-    low = min(0.0, min(row.value for row in rows))
-    axes.set_ylim(low - 0.02, 1.02)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    for path in paths:
-        figure.savefig(path, dpi=150)
-    return paths

@@ -1,8 +1,12 @@
-"""Matplotlib figures of the Anatomy analyses (Agg backend; PNG + SVG; mean ± std over seeds).
+"""Every figure of forgetlab: one figure factory and one saver (PNG + SVG), one style.
 
-Each ``plot_*`` takes the per-seed ``data`` dicts of one analysis (as stored by
+Figures are drawn on matplotlib's Agg canvas (never pyplot: no global backend change)
+with a constrained layout and saved by :func:`save_figure`, which appends ``.png`` and
+``.svg`` to the whole stem name (``cka.v1`` -> ``cka.v1.png``, ``cka.v1.svg``).
+
+Each Anatomy ``plot_*`` takes the per-seed ``data`` dicts of one analysis (as stored by
 :func:`forgetlab.experiments.reproduce_anatomy`) and a path stem; it writes
-``<stem>.png`` and ``<stem>.svg`` and returns both paths.
+``<stem>.png`` and ``<stem>.svg`` and returns both paths (mean ± std over seeds).
 
 Example:
     >>> import tempfile, pathlib
@@ -19,14 +23,45 @@ from typing import Any
 
 import numpy as np
 
+from forgetlab.analysis.tables import BlockSimilarity
+from forgetlab.errors import ConfigError
 
-def _plt():
-    import matplotlib
+DPI = 120
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    return plt
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib ``Figure`` on an Agg canvas with a constrained layout (add axes with
+    ``figure.subplots(...)``).
+
+    Example:
+        >>> new_figure(4, 3).get_size_inches().tolist()
+        [4.0, 3.0]
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Any, stem: str | Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.svg`` (suffixes appended to the whole name; parent
+    folders created); return both paths.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> figure = new_figure(2, 2)
+        >>> _ = figure.subplots().plot([0, 1])
+        >>> [p.name for p in save_figure(figure, pathlib.Path(tempfile.mkdtemp()) / "cka.v1")]
+        ['cka.v1.png', 'cka.v1.svg']
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    for path in paths:
+        figure.savefig(path, dpi=DPI)
+    return paths
 
 
 def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -54,25 +89,14 @@ def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: s
         ax.set_xticks(positions)
 
 
-def _save(fig: Any, stem: Path) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=90)
-    fig.savefig(paths[1])
-    _plt().close(fig)
-    return paths
-
-
 def _seeds_note(data: Sequence[Any]) -> str:
     return f"(mean ± std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
 
 
 def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Task-2 and task-1 accuracy vs number of frozen blocks k."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     k = data[0]["k"]
     _band(ax, k, [d["task2_accuracy"] for d in data], "task 2 accuracy")
     _band(ax, k, [d["task1_accuracy"] for d in data], "task 1 accuracy (after task 2)")
@@ -80,13 +104,13 @@ def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Freeze sweep {_seeds_note(data)}", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Task-1 accuracy after resetting N blocks, top-down vs bottom-up."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     n = data[0]["n"]
     _band(ax, n, [d["top_down"] for d in data], "top-down (head side first)")
     _band(ax, n, [d["bottom_up"] for d in data], "bottom-up (input side first)")
@@ -96,13 +120,13 @@ def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel("task 1 accuracy")
     ax.set_title(f"Reset sweep {_seeds_note(data)}", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Per-block CKA before vs after task 2 (debiased; biased dashed)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     blocks = data[0]["blocks"]
     _band(ax, blocks, [d["cka_debiased"] for d in data], "linear CKA (debiased)")
     _band(ax, blocks, [d["cka_biased"] for d in data], "linear CKA (biased)", ls="--")
@@ -110,15 +134,15 @@ def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel("CKA(task 1 model, task 1 then 2)")
     ax.set_title(f"CKA by block, task-1 test inputs {_seeds_note(data)}", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Block x block CKA heatmap (task-1 model rows, task-1-then-2 model columns), seed mean."""
-    plt = _plt()
     values = np.mean([d["matrix"] for d in data], axis=0)
     blocks = data[0]["blocks"]
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig = new_figure(4.2, 3.6)
+    ax = fig.subplots()
     image = ax.imshow(values, vmin=0, vmax=1, cmap="magma")
     ax.set_xticks(range(len(blocks)))
     ax.set_xticklabels(blocks, rotation=30, ha="right")
@@ -132,13 +156,13 @@ def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
                     color="white" if values[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("Block-pair CKA (debiased)", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Subspace similarity per block, three conditions."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     blocks = data[0]["blocks"]
     for condition in data[0]["conditions"]:
         _band(ax, blocks, [d["conditions"][condition] for d in data], condition)
@@ -146,14 +170,14 @@ def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel(f"subspace similarity (k={data[0]['k']})")
     ax.set_title(f"Subspace similarity {_seeds_note(data)}", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Per method: task-1 accuracy vs strength, and per-block CKA for each strength."""
-    plt = _plt()
     methods = list(data[0]["methods"])
-    fig, axes = plt.subplots(2, len(methods), figsize=(3.6 * len(methods), 6), squeeze=False)
+    fig = new_figure(3.6 * len(methods), 6)
+    axes = fig.subplots(2, len(methods), squeeze=False)
     blocks = data[0]["blocks"]
     for column, method in enumerate(methods):
         info = data[0]["methods"][method]
@@ -176,14 +200,14 @@ def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.set_ylabel("CKA before/after task 2 (debiased)")
         ax.legend(fontsize=7)
     fig.suptitle(f"Mitigation vs representation {_seeds_note(data)}", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Per-class forgetting of task 1's classes for each task-2 choice."""
-    plt = _plt()
     variants = data[0]["variants"]
-    fig, axes = plt.subplots(1, len(variants), figsize=(2.8 * len(variants), 3.2), squeeze=False, sharey=True)
+    fig = new_figure(2.8 * len(variants), 3.2)
+    axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)
     for index, variant in enumerate(variants):
         ax = axes[0][index]
         forgetting = [d["variants"][index]["forgetting"] for d in data]
@@ -195,13 +219,13 @@ def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.axhline(0, color="black", lw=0.5)
     axes[0][0].set_ylabel("per-class forgetting (acc. drop)")
     fig.suptitle(f"Class-pair semantics {_seeds_note(data)}", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Forgetting vs mixup fraction alpha, with trace overlap on a second axis."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     alpha = data[0]["alpha"]
     _band(ax, alpha, [d["forgetting"] for d in data], "forgetting of task 1", color="tab:red")
     ax.set_xlabel("mixup fraction alpha (0 = task 1 again)")
@@ -210,7 +234,40 @@ def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     _band(twin, alpha, [d["trace_overlap"] for d in data], "trace overlap", color="tab:blue", ls="--")
     twin.set_ylabel("trace overlap (Fisher)", color="tab:blue")
     ax.set_title(f"Mixup-fraction sweep {_seeds_note(data)}", fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
+
+
+def plot_block_similarity(rows: Sequence[BlockSimilarity], path_stem: str | Path) -> list[Path]:
+    """Line plot of ``rows`` (x: blocks in first-seen order; one line per condition and measure).
+
+    Writes ``path_stem.png`` and ``path_stem.svg`` and returns both paths.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> rows = [BlockSimilarity(b, "a vs b", "linear_cka", v, 10, 4) for b, v in [("b1", 0.9), ("b2", 0.4)]]
+        >>> paths = plot_block_similarity(rows, pathlib.Path(tempfile.mkdtemp()) / "cka")
+        >>> [p.suffix for p in paths], all(p.stat().st_size > 0 for p in paths)
+        (['.png', '.svg'], True)
+    """
+    if not rows:
+        raise ConfigError("The 'rows' parameter of plot_block_similarity must hold at least one row.")
+    blocks = list(dict.fromkeys(row.block for row in rows))
+    series: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        label = row.measure if row.k is None else f"{row.measure} (k={row.k})"
+        series.setdefault((row.condition, label), {})[row.block] = row.value
+    figure = new_figure(max(4.0, 0.8 * len(blocks) + 2.0), 3.5)
+    axes = figure.subplots()
+    for (condition, label), values in series.items():
+        xs = [i for i, b in enumerate(blocks) if b in values]
+        axes.plot(xs, [values[blocks[i]] for i in xs], marker="o", label=f"{condition}: {label}")
+    axes.set_xticks(range(len(blocks)), blocks, rotation=30 if len(blocks) > 6 else 0)
+    axes.set_xlabel("block (input side first)")
+    axes.set_ylabel("similarity")
+    axes.set_ylim(min(0.0, min(row.value for row in rows)) - 0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return save_figure(figure, path_stem)
 
 
 PLOTS = {

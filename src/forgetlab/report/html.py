@@ -1,8 +1,9 @@
-"""One self-contained HTML report of the Anatomy analyses, rebuilt from the result store alone.
+"""The one HTML writer (page, table, embedded figure) and the Anatomy report built with it.
 
-The report holds the figures (PNG embedded as base64; the SVG files sit beside it), a
-table per analysis, the exact config (JSON) of every run it used, and the software
-versions. Nothing but the store is read.
+:func:`build_report` rebuilds one self-contained HTML report of the Anatomy analyses
+from the result store alone: the figures (PNG embedded as base64; the SVG files sit
+beside it), a table per analysis, the exact config (JSON) of every run it used, and the
+software versions. Every value read from the store is HTML-escaped.
 
 Example:
     >>> import tempfile
@@ -18,11 +19,13 @@ import base64
 import html
 import json
 import platform
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from forgetlab._version import __version__
 from forgetlab.report.figures import PLOTS, mean_std
 from forgetlab.store import ResultStore
 
@@ -49,14 +52,12 @@ def software_versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import forgetlab
-
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "matplotlib": matplotlib.__version__,
-        "forgetlab": forgetlab.__version__,
+        "forgetlab": __version__,
         "platform": platform.platform(),
     }
 
@@ -70,10 +71,54 @@ def _pm(values: Iterable[float]) -> str:
     return f"{mean[0]:.3f}" + (f" ± {std[0]:.3f}" if len(list(values)) > 1 else "")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+td:first-child { text-align: left; }
+th { background: #f0f0f0; }
+img { max-width: 100%; }
+figure { display: inline-block; margin: 0.5em; }
+details pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+"""
+
+
+def html_page(title: str, body: Iterable[str]) -> str:
+    """A whole HTML document: ``title`` (escaped) and the ``body`` fragments (already HTML).
+
+    Example:
+        >>> html_page("a<b", ["<p>x</p>"]).count("a&lt;b")
+        1
+    """
+    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return "\n".join([head, f"<style>{STYLE}</style></head><body>", *body, "</body></html>"])
+
+
+def html_table(header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> str:
+    """An HTML table; every header and cell is converted with ``str`` and escaped.
+
+    Example:
+        >>> html_table(["run"], [["<script>"]])
+        '<table><tr><th>run</th></tr><tr><td>&lt;script&gt;</td></tr></table>'
+    """
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_figure(png: Path, caption: str) -> str:
+    """The PNG file embedded as base64 (no external file needed), with its caption.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> png = pathlib.Path(tempfile.mkdtemp()) / "f.png"
+        >>> _ = png.write_bytes(b"png")
+        >>> html_figure(png, "cka")
+        "<figure><img alt='cka' src='data:image/png;base64,cG5n'><figcaption>cka</figcaption></figure>"
+    """
+    encoded = base64.b64encode(Path(png).read_bytes()).decode()
+    caption = html.escape(caption, quote=True)
+    return f"<figure><img alt='{caption}' src='data:image/png;base64,{encoded}'><figcaption>{caption}</figcaption></figure>"
 
 
 def _column(data: list[dict[str, Any]], *path: Any) -> list[str]:
@@ -93,20 +138,20 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
     first = data[0]
     if name == "freeze":
         t2, t1 = _column(data, "task2_accuracy"), _column(data, "task1_accuracy")
-        return _table(["k (blocks frozen)", "task 2 acc.", "task 1 acc. after task 2"], [[k, a, b] for k, a, b in zip(first["k"], t2, t1)])
+        return html_table(["k (blocks frozen)", "task 2 acc.", "task 1 acc. after task 2"], [[k, a, b] for k, a, b in zip(first["k"], t2, t1)])
     if name == "reset":
         td, bu = _column(data, "top_down"), _column(data, "bottom_up")
         rows = [[n, a, b] for n, a, b in zip(first["n"], td, bu)]
         rows.append(["(after task 1)", _pm([d["task1_before_task2"] for d in data]), ""])
         rows.append(["(after task 2, no reset)", _pm([d["task1_after_task2"] for d in data]), ""])
-        return _table(["N blocks reset", "top-down: task 1 acc.", "bottom-up: task 1 acc."], rows)
+        return html_table(["N blocks reset", "top-down: task 1 acc.", "bottom-up: task 1 acc."], rows)
     if name == "cka":
         deb, bia = _column(data, "cka_debiased"), _column(data, "cka_biased")
-        return _table(["block", "CKA debiased", "CKA biased"], [[b, x, y] for b, x, y in zip(first["blocks"], deb, bia)])
+        return html_table(["block", "CKA debiased", "CKA biased"], [[b, x, y] for b, x, y in zip(first["blocks"], deb, bia)])
     if name == "subspace":
         conditions = list(first["conditions"])
         cols = [_column(data, "conditions", c) for c in conditions]
-        return _table(["block", *conditions], [[b, *(c[i] for c in cols)] for i, b in enumerate(first["blocks"])])
+        return html_table(["block", *conditions], [[b, *(c[i] for c in cols)] for i, b in enumerate(first["blocks"])])
     if name == "mitigation":
         rows = [["naive", "", _pm([d["naive"]["task1_accuracy"] for d in data]),
                  _pm([d["naive"]["task2_accuracy"] for d in data]), *_column(data, "naive", "cka_debiased")]]
@@ -116,7 +161,7 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
                 rows.append([method, f"{info['parameter']}={value:g}", _pm([p["task1_accuracy"] for p in points]),
                              _pm([p["task2_accuracy"] for p in points]),
                              *_column(points, "cka_debiased")])
-        return _table(["method", "strength", "task 1 acc.", "task 2 acc.", *(f"CKA {b}" for b in first["blocks"])], rows)
+        return html_table(["method", "strength", "task 1 acc.", "task 2 acc.", *(f"CKA {b}" for b in first["blocks"])], rows)
     if name == "class_pairs":
         rows = []
         for index, variant in enumerate(first["variants"]):
@@ -124,21 +169,11 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
             before, after, forget = _column(points, "before"), _column(points, "after"), _column(points, "forgetting")
             for c, cls in enumerate(variant["classes"]):
                 rows.append([variant["label"], cls, before[c], after[c], forget[c]])
-        return _table(["variant", "task-1 class", "acc. after task 1", "acc. after task 2", "forgetting"], rows)
+        return html_table(["variant", "task-1 class", "acc. after task 1", "acc. after task 2", "forgetting"], rows)
     if name == "mixup":
         f, o = _column(data, "forgetting"), _column(data, "trace_overlap")
-        return _table(["alpha", "forgetting of task 1", "trace overlap"], [[a, x, y] for a, x, y in zip(first["alpha"], f, o)])
+        return html_table(["alpha", "forgetting of task 1", "trace overlap"], [[a, x, y] for a, x, y in zip(first["alpha"], f, o)])
     return f"<pre>{html.escape(json.dumps(data, indent=1)[:5000])}</pre>"
-
-
-STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #f0f0f0; }
-img { max-width: 100%; }
-details pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
-"""
 
 
 def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups: Iterable[str] | None = None) -> Path:
@@ -154,9 +189,7 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
         if wanted is not None and value["group"] not in wanted:
             continue
         by_name.setdefault(value["analysis"], {}).setdefault(value["group"], []).append(value)
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>forgetlab: Anatomy of Catastrophic Forgetting</title>",
-             f"<style>{STYLE}</style></head><body>",
-             "<h1>Anatomy of Catastrophic Forgetting: reproduction report</h1>",
+    parts = ["<h1>Anatomy of Catastrophic Forgetting: reproduction report</h1>",
              "<p>Built by <code>forgetlab report</code> from the result store "
              f"<code>{html.escape(str(store.root))}</code> alone. Accuracies are fractions; "
              "values are mean ± std over seeds where there are several.</p>"]
@@ -168,17 +201,17 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
             entries = sorted(entries, key=lambda v: v["seed"])
             data = [e["data"] for e in entries]
             meta = entries[0]
-            parts.append(f"<h2>{html.escape(TITLES.get(name, name))}</h2>")
+            parts.append(f"<h2>{html.escape(str(TITLES.get(name, name)))}</h2>")
             parts.append(
-                f"<p>profile <code>{html.escape(meta['profile']['name'])}</code>, dataset "
-                f"<code>{html.escape(meta['dataset'])}</code>, model <code>{html.escape(meta['model'])}</code>, "
-                f"seeds {[e['seed'] for e in entries]}, computed in {sum(e['seconds'] for e in entries):.0f} s.</p>"
+                f"<p>profile <code>{html.escape(str(meta['profile']['name']))}</code>, dataset "
+                f"<code>{html.escape(str(meta['dataset']))}</code>, model <code>{html.escape(str(meta['model']))}</code>, "
+                f"seeds {html.escape(str([e['seed'] for e in entries]))}, "
+                f"computed in {sum(float(e['seconds']) for e in entries):.0f} s.</p>"
             )
+            tag = re.sub(r"[^A-Za-z0-9_-]", "_", str(group)[:8])  # a file name, whatever the store holds
             for figure_name, plot in PLOTS.get(name, []):
-                stem = out_dir / f"{figure_name}-{group[:8]}"
-                png, _svg = plot(data, stem)
-                encoded = base64.b64encode(png.read_bytes()).decode()
-                parts.append(f"<img alt='{figure_name}' src='data:image/png;base64,{encoded}'>")
+                png, _svg = plot(data, out_dir / f"{figure_name}-{tag}")
+                parts.append(html_figure(png, figure_name))
             parts.append(analysis_table(name, data))
             for d in data:
                 run_ids += [r for r in d.get("run_ids", []) if r not in run_ids]
@@ -195,12 +228,11 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
                      json.dumps({k: v for k, v in cfg["method"].items() if k != "name"}),
                      f"{stored.wall_seconds or 0:.1f}", "task 1 from " + Path(reuse[0]).parts[-3] if reuse else "",
                      " / ".join(_fmt(v) for row in (stored.accuracy_matrix or []) for v in row)])
-        configs.append(f"<details><summary>{run_id}</summary><pre>{html.escape(json.dumps(cfg, indent=2, sort_keys=True))}</pre></details>")
-    parts.append(_table(["run", "status", "stream", "method", "hyperparameters", "wall s", "prefix reuse", "R (row-major)"], rows))
+        configs.append(f"<details><summary>{html.escape(str(run_id))}</summary><pre>{html.escape(json.dumps(cfg, indent=2, sort_keys=True))}</pre></details>")
+    parts.append(html_table(["run", "status", "stream", "method", "hyperparameters", "wall s", "prefix reuse", "R (row-major)"], rows))
     parts += configs
     parts.append("<h2>Software</h2>")
-    parts.append(_table(["package", "version"], [[k, v] for k, v in software_versions().items()]))
-    parts.append("</body></html>")
+    parts.append(html_table(["package", "version"], software_versions().items()))
     path = out_dir / "anatomy.html"
-    path.write_text("\n".join(parts))
+    path.write_text(html_page("forgetlab: Anatomy of Catastrophic Forgetting", parts))
     return path

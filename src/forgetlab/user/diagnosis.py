@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from forgetlab.analysis import cka_table, collect_activations, subspace_similarity
-from forgetlab.analysis.activations import eval_mode
+from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
 from forgetlab.errors import ConfigError, IncompatibleError
 from forgetlab.user.userdata import UserData, as_inputs, check_fits
 from forgetlab.user.wrap import WrappedModel, wrap_model

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from forgetlab.analysis.activations import _find_module, resolve_blocks
+from forgetlab.analysis.activations import find_module as _find_module, resolve_blocks
 from forgetlab.errors import ConfigError, IncompatibleError
 
 __all__ = ["WrappedModel", "wrap_model"]

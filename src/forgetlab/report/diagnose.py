@@ -1,0 +1,123 @@
+"""The ``forgetlab diagnose`` report, from the plain data of a diagnosis (``Diagnosis.to_dict()``).
+
+:func:`diagnosis_report` writes ``report.html`` (figures embedded as base64 PNGs, no
+external file needed), the figures as PNG and SVG (``similarity``, ``weight_change``,
+``reset``) and ``diagnosis.json`` into a folder.
+
+Example:
+    >>> import tempfile
+    >>> data = {"old_task": {"old": 0.9, "new": 0.2}, "new_task": None, "n_samples": 100, "k": 3, "sources": {},
+    ...     "blocks": [{"block": "fc1", "weight_change": 0.5, "cka_debiased": 0.8, "cka": 0.85,
+    ...                 "subspace_similarity": 0.7, "subspace_k": 3, "old_accuracy_after_reset": 0.3,
+    ...                 "new_accuracy_after_reset": None}],
+    ...     "resets": [{"kind": "block", "blocks": ["fc1"], "old_accuracy": 0.3, "new_accuracy": None, "label": "fc1"}]}
+    >>> path = diagnosis_report(data, tempfile.mkdtemp())
+    >>> path.name, path.read_text().count("<img")
+    ('report.html', 3)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from forgetlab.analysis.tables import BlockSimilarity
+from forgetlab.errors import StoreError
+from forgetlab.report.figures import new_figure, plot_block_similarity, save_figure
+from forgetlab.report.html import html_figure, html_page, html_table
+
+__all__ = ["diagnosis_report"]
+
+
+def _weight_figure(d: Mapping[str, Any], stem: Path) -> list[Path]:
+    names = [b["block"] for b in d["blocks"]]
+    figure = new_figure(max(4.0, 0.8 * len(names) + 2.0), 3.2)
+    axes = figure.subplots()
+    axes.bar(range(len(names)), [b["weight_change"] or 0.0 for b in d["blocks"]], color="tab:orange")
+    axes.set_xticks(range(len(names)), names, rotation=30 if len(names) > 6 else 0)
+    axes.set_ylabel("relative weight change")
+    axes.set_xlabel("block (input side first)")
+    axes.grid(alpha=0.3, axis="y")
+    return save_figure(figure, stem)
+
+
+def _reset_figure(d: Mapping[str, Any], stem: Path) -> list[Path]:
+    resets = d["resets"]
+    labels = [r["label"] for r in resets]
+    figure = new_figure(max(5.0, 0.5 * len(labels) + 3.0), 3.8)
+    axes = figure.subplots()
+    xs = range(len(labels))
+    has_new = d["new_task"] is not None
+    width = 0.4 if has_new else 0.8
+    axes.bar([x - (width / 2 if has_new else 0) for x in xs], [r["old_accuracy"] for r in resets], width, label="old task")
+    if has_new:
+        axes.bar([x + width / 2 for x in xs], [r["new_accuracy"] or 0.0 for r in resets], width, label="new task")
+    axes.axhline(d["old_task"]["old"], color="tab:blue", linestyle="--", linewidth=1, label="OLD on old task")
+    axes.axhline(d["old_task"]["new"], color="tab:gray", linestyle=":", linewidth=1, label="NEW on old task")
+    axes.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize="small")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1.02)
+    axes.set_title("NEW with these blocks rewound to OLD")
+    axes.legend(fontsize="small")
+    return save_figure(figure, stem)
+
+
+def _similarity_rows(d: Mapping[str, Any]) -> list[BlockSimilarity]:
+    n, blocks = d["n_samples"], d["blocks"]
+    rows = []
+    for b in blocks:
+        rows.append(BlockSimilarity(b["block"], "OLD vs NEW", "linear_cka_debiased", b["cka_debiased"], n, 0))
+        rows.append(BlockSimilarity(b["block"], "OLD vs NEW", "linear_cka", b["cka"], n, 0))
+    for b in blocks:
+        if b["subspace_similarity"] is not None:
+            rows.append(BlockSimilarity(b["block"], "OLD vs NEW", "subspace_similarity", b["subspace_similarity"], n, 0, d["k"]))
+    return rows
+
+
+def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str = "forgetlab diagnose") -> Path:
+    """Write the report files of one diagnosis (``Diagnosis.to_dict()``) into ``directory``;
+    return the path of ``report.html``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"Cannot create report folder {str(directory)!r}: {exc.strerror or exc}.") from None
+    d = data
+    figures = {
+        "similarity": plot_block_similarity(_similarity_rows(d), directory / "similarity"),
+        "weight_change": _weight_figure(d, directory / "weight_change"),
+        "reset": _reset_figure(d, directory / "reset"),
+    }
+    (directory / "diagnosis.json").write_text(json.dumps(dict(d), indent=2) + "\n")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    summary = [["old task", pct(d["old_task"]["old"]), pct(d["old_task"]["new"])]]
+    if d["new_task"] is not None:
+        summary.append(["new task", pct(d["new_task"]["old"]), pct(d["new_task"]["new"])])
+    block_rows = [
+        [b["block"], num(b["weight_change"]), num(b["cka_debiased"]), num(b["cka"]),
+         num(b["subspace_similarity"]) + (f" (k={b['subspace_k']})" if b["subspace_similarity"] is not None else ""),
+         pct(b["old_accuracy_after_reset"]), pct(b["new_accuracy_after_reset"])]
+        for b in d["blocks"]
+    ]
+    reset_rows = [[r["kind"], ", ".join(r["blocks"]), pct(r["old_accuracy"]), pct(r["new_accuracy"])] for r in d["resets"]]
+    sources = "; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in d["sources"].items())
+    page = html_page(title, [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Data: {sources}. Similarities on {int(d['n_samples'])} old-task inputs; "
+        f"subspace dimension k &le; {int(d['k'])}.</p>",
+        f"<h2>Accuracy</h2>{html_table(['', 'OLD', 'NEW'], summary)}",
+        "<h2>Per block</h2>",
+        "<p>Weight change = ||w_NEW - w_OLD|| / ||w_OLD||. CKA and subspace similarity compare OLD's and NEW's\n"
+        "activations of each block (1 = same representation). \"If reset\": NEW with that block rewound to OLD.</p>",
+        html_table(["block", "weight change", "CKA debiased", "CKA (biased)", "subspace sim", "old acc if reset",
+                    "new acc if reset"], block_rows),
+        f"<h2>Reset analysis</h2>{html_table(['kind', 'blocks rewound to OLD', 'old acc', 'new acc'], reset_rows)}",
+        "<h2>Figures</h2>" + "".join(html_figure(paths[0], name) for name, paths in figures.items()),
+    ])
+    path = directory / "report.html"
+    path.write_text(page)
+    return path
