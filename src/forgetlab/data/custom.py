@@ -452,7 +452,7 @@ def content_fingerprint(paths: Sequence[str | Path]) -> str:
     tools) keeps its memoised digest; delete the memo file (always safe) to rehash.
 
     Example:
-        >>> import tempfile, os
+        >>> import tempfile
         >>> folder = tempfile.mkdtemp()
         >>> a, b = Path(folder, "a.npz"), Path(folder, "b.npz")
         >>> _ = a.write_bytes(b"same"), b.write_bytes(b"same")
