@@ -4,8 +4,8 @@ content fingerprint that makes a run's identity follow its input files.
 
 * a task (``stream.custom_paths``): a ``.npz`` file with arrays ``x_train``, ``y_train``,
   ``x_test``, ``y_test`` (optional ``label_names``), or an image folder with one
-  subfolder per class (:func:`load_task_path`); arrays are checked by :func:`as_images`
-  and :func:`as_labels` (uint8 or [0, 1] float images, integer labels >= 0).
+  subfolder per class (:func:`load_task_path`); arrays are checked by :func:`check_tasks`
+  (uint8 or [0, 1] float images, integer labels >= 0).
 * labelled data (diagnose / finetune): ``.npz`` (``x``, ``y``), ``.csv`` or an image
   folder (:func:`read_labelled_file`), checked by :func:`labelled_arrays` (any numeric
   inputs, integral labels >= 0).
@@ -43,7 +43,7 @@ from forgetlab.data.files import user_cache_dir
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 
 __all__ = [
-    "CUSTOM_TEST_EVERY", "NPZ_KEYS", "as_images", "as_labels", "check_tasks", "content_fingerprint", "labelled_arrays",
+    "CUSTOM_TEST_EVERY", "NPZ_KEYS", "check_tasks", "content_fingerprint", "labelled_arrays",
     "load_revision_inputs", "load_task_path", "load_task_paths", "read_labelled_file",
 ]
 
@@ -76,13 +76,8 @@ def _open_npz(path: Path, what: str) -> Iterator[Any]:
 
 # ------------------------------------------------------------ task arrays ----
 
-def as_images(x: ArrayLike, where: str) -> torch.Tensor:
-    """uint8 ``(N, C, H, W)`` images from ``(N, C, H, W)`` or ``(N, H, W)`` uint8, or float in [0, 1].
-
-    Example:
-        >>> as_images(np.ones((2, 3, 3), np.float32), "task 1").shape
-        torch.Size([2, 1, 3, 3])
-    """
+def _as_images(x: ArrayLike, where: str) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` from ``(N, C, H, W)`` or ``(N, H, W)`` uint8, or float in [0, 1]."""
     x = _tensor(x)
     if x.dim() == 3:
         x = x.unsqueeze(1)
@@ -100,15 +95,8 @@ def as_images(x: ArrayLike, where: str) -> torch.Tensor:
     raise DataError(f"{where}: images must be uint8 or float in [0, 1]. Got dtype {x.dtype}.")
 
 
-def as_labels(y: ArrayLike, n: int, where: str) -> torch.Tensor:
-    """int64 ``(n,)`` labels >= 0 from an integer array (floats and booleans are refused).
-
-    Example:
-        >>> as_labels(np.array([1, 0]), 3, "task 1, y_train")
-        Traceback (most recent call last):
-        ...
-        forgetlab.errors.DataError: task 1, y_train: labels must be integers of shape (3,). Got torch.int64 of shape (2,).
-    """
+def _as_labels(y: ArrayLike, n: int, where: str) -> torch.Tensor:
+    """int64 ``(n,)`` labels >= 0 from integers (floats and booleans are refused)."""
     y = _tensor(y)
     if y.dim() != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
         raise DataError(f"{where}: labels must be integers of shape ({n},). Got {y.dtype} of shape {tuple(y.shape)}.")
@@ -136,8 +124,8 @@ def check_tasks(
         if len(task) != 4:
             raise ConfigError(f"Task {index + 1} must be a tuple (x_train, y_train, x_test, y_test). Got {len(task)} items.")
         where = f"task {index + 1}" + (f" ({task_names[index]})" if task_names else "")
-        train_x, test_x = as_images(task[0], f"{where}, x_train"), as_images(task[2], f"{where}, x_test")
-        train_y, test_y = as_labels(task[1], len(train_x), f"{where}, y_train"), as_labels(task[3], len(test_x), f"{where}, y_test")
+        train_x, test_x = _as_images(task[0], f"{where}, x_train"), _as_images(task[2], f"{where}, x_test")
+        train_y, test_y = _as_labels(task[1], len(train_x), f"{where}, y_train"), _as_labels(task[3], len(test_x), f"{where}, y_test")
         if len(train_x) == 0 or len(test_x) == 0:
             raise DataError(f"{where}: the train and test splits must not be empty. Got {len(train_x)} and {len(test_x)} examples.")
         for x, split in ((train_x, "x_train"), (test_x, "x_test")):
