@@ -1,1 +1,1 @@
-"""Data: sources (official files -> uint8 tensors), task streams, batch augmentation."""
+"""Data: sources (official files -> uint8 tensors), task streams, custom data (your own files), batch augmentation."""

@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from forgetlab.config import StreamConfig, parse_class_sets
+from forgetlab.data.custom import ArrayLike, check_tasks, load_task_paths
 from forgetlab.data.sources import SOURCES, ImageData, _channel_stats, dataset_defaults, load_source
-from forgetlab.errors import ConfigError, DataError, IncompatibleError, did_you_mean, unknown_name
+from forgetlab.errors import ConfigError, DataError, did_you_mean, unknown_name
 
 
 @dataclass(frozen=True)
@@ -587,38 +587,7 @@ def _build_celeba_attributes(config: StreamConfig, data: ImageData, generator: t
 
 # ------------------------------------------------------------------ custom ----
 
-CUSTOM_TEST_EVERY = 5  # (choice) image folders without train/ and test/: every 5th image of a class is a test image
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-ArrayLike = Any  # a torch.Tensor or a numpy array
-
-
-def _as_images(x: ArrayLike, where: str) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4:
-        raise DataError(f"{where}: images must be (N, C, H, W) or (N, H, W). Got shape {tuple(x.shape)}.")
-    if x.dtype == torch.uint8:
-        return x.contiguous()
-    if x.is_floating_point():
-        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise DataError(
-                f"{where}: float images must lie in [0, 1] (they are stored as uint8 x 255). Got values in "
-                f"[{float(x.min()):g}, {float(x.max()):g}]; pass uint8 images instead."
-            )
-        return torch.round(x * 255.0).to(torch.uint8).contiguous()
-    raise DataError(f"{where}: images must be uint8 or float in [0, 1]. Got dtype {x.dtype}.")
-
-
-def _as_labels(y: ArrayLike, n: int, where: str) -> torch.Tensor:
-    y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
-    if y.dim() != 1 or y.shape[0] != n or y.is_floating_point() or y.dtype == torch.bool:
-        raise DataError(f"{where}: labels must be integers of shape ({n},). Got {y.dtype} of shape {tuple(y.shape)}.")
-    y = y.long()
-    if y.numel() and int(y.min()) < 0:
-        raise DataError(f"{where}: labels must be >= 0. Got {int(y.min())}.")
-    return y
-
+# Files and arrays are read and checked by forgetlab.data.custom; this builds the stream from them.
 
 def custom_stream(
     tasks: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
@@ -652,24 +621,7 @@ def custom_stream(
             f"The 'head' parameter must be one of 'multi', 'single'. Got {head!r} instead."
             f"{did_you_mean(head, ('multi', 'single'))}"
         )
-    if not tasks:
-        raise ConfigError("The 'tasks' parameter must hold at least one (x_train, y_train, x_test, y_test) tuple. Got none.")
-    prepared = []
-    shape = None
-    for index, task in enumerate(tasks):
-        if len(task) != 4:
-            raise ConfigError(f"Task {index + 1} must be a tuple (x_train, y_train, x_test, y_test). Got {len(task)} items.")
-        where = f"task {index + 1}" + (f" ({task_names[index]})" if task_names else "")
-        train_x, test_x = _as_images(task[0], f"{where}, x_train"), _as_images(task[2], f"{where}, x_test")
-        train_y, test_y = _as_labels(task[1], len(train_x), f"{where}, y_train"), _as_labels(task[3], len(test_x), f"{where}, y_test")
-        if len(train_x) == 0 or len(test_x) == 0:
-            raise DataError(f"{where}: the train and test splits must not be empty. Got {len(train_x)} and {len(test_x)} examples.")
-        for x, split in ((train_x, "x_train"), (test_x, "x_test")):
-            if shape is None:
-                shape = tuple(x.shape[1:])
-            elif tuple(x.shape[1:]) != shape:
-                raise IncompatibleError(f"{where}, {split}: images of shape {tuple(x.shape[1:])} do not match task 1's {shape}.")
-        prepared.append((train_x, train_y, test_x, test_y))
+    prepared = check_tasks(tasks, task_names)
     sizes = [int(max(t[1].max(), t[3].max())) + 1 for t in prepared]
     head_sizes = tuple(sizes) if head == "multi" else (max(sizes),)
     if label_names is not None and len(label_names) != len(prepared):
@@ -698,7 +650,7 @@ def custom_stream(
         )
         offset += len(names[index])
     mean, std = _pooled_channel_stats([t[0] for t in prepared])
-    assert shape is not None and len(shape) == 3  # set by the loop above (tasks is non-empty)
+    shape = prepared[0][0].shape[1:]  # (C, H, W), the same in every task (checked)
     return TaskStream(
         name="custom", tasks=tuple(out), head_sizes=head_sizes, input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
         mean=mean, std=std, augment=augment, class_names=tuple(n for task_labels in names for n in task_labels),
@@ -719,98 +671,6 @@ def _pooled_channel_stats(images: Sequence[torch.Tensor]) -> tuple[tuple[float, 
     return tuple(float(m) for m in mean), tuple(float(s) for s in var.sqrt())
 
 
-def load_task_path(path: str | Path, image_size: int | None = None) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    """One task's ``(x_train, y_train, x_test, y_test)`` arrays and label names from a
-    ``.npz`` file or an image folder.
-
-    ``.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional
-    ``label_names``). Image folder: one subfolder per class, either under ``train/`` and
-    ``test/`` (or ``val/``), or directly (then every 5th image of a class, by file name,
-    is a test image). Images are decoded once (RGB, or grey when every image is grey;
-    a custom stream makes grey tasks RGB when other tasks are in colour), at their own
-    size or resized to ``image_size``, and cached on disk.
-
-    Example:
-        (x_train, y_train, x_test, y_test), names = load_task_path("pets/")
-        names
-        ('cat', 'dog')
-    """
-    path = Path(path).expanduser()
-    if path.suffix == ".npz" and path.is_file():
-        return _load_npz(path)
-    if path.is_dir():
-        return _load_image_folder(path, image_size)
-    raise DataError(
-        f"Custom task path {str(path)!r} must be a .npz file (arrays {', '.join(NPZ_KEYS)}) or an image folder "
-        f"with one subfolder per class; {'it is neither' if path.exists() else 'it does not exist'}."
-    )
-
-
-def _load_npz(path: Path) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in NPZ_KEYS if k not in archive.files]
-            if missing:
-                raise DataError(f"Custom task file {str(path)!r} lacks array(s) {missing}; it holds {sorted(archive.files)}.")
-            arrays = tuple(archive[k] for k in NPZ_KEYS)
-            names = tuple(str(n) for n in archive["label_names"]) if "label_names" in archive.files else ()
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"Cannot read custom task file {str(path)!r}: {exc}.") from None
-    if not names:
-        size = int(max(np.max(arrays[1], initial=0), np.max(arrays[3], initial=0))) + 1
-        names = tuple(str(k) for k in range(size))
-    return arrays, names
-
-
-def _load_image_folder(path: Path, image_size: int | None) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    from forgetlab.data.cache import cache_key, cached_arrays
-    from forgetlab.data.images import DECODER_VERSION, class_folders, decode_images, files_fingerprint, list_images, to_grey_if_grey
-
-    train_root, test_root = path, None
-    if (path / "train").is_dir():
-        train_root = path / "train"
-        test_root = next((path / name for name in ("test", "val") if (path / name).is_dir()), None)
-    classes = class_folders(train_root)
-    if not classes:
-        raise DataError(f"Image folder {str(train_root)!r} must hold one subfolder per class; it holds none.")
-    train_items: list[tuple[Path, int]] = []
-    test_items: list[tuple[Path, int]] = []
-    for label, name in enumerate(classes):
-        images = list_images(train_root / name)
-        if not images:
-            raise DataError(f"Class folder {str(train_root / name)!r} holds no images (.png, .jpg, ...).")
-        if test_root is None:
-            train_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY != CUSTOM_TEST_EVERY - 1]
-            test_items += [(p, label) for k, p in enumerate(images) if k % CUSTOM_TEST_EVERY == CUSTOM_TEST_EVERY - 1]
-        else:
-            train_items += [(p, label) for p in images]
-    if test_root is not None:
-        extra = [c for c in class_folders(test_root) if c not in classes]
-        if extra:
-            raise DataError(f"Test folder {str(test_root)!r} has classes {extra} that {str(train_root)!r} lacks.")
-        for name in class_folders(test_root):
-            test_items += [(p, classes.index(name)) for p in list_images(test_root / name)]
-    if not test_items:
-        raise DataError(
-            f"Image folder {str(path)!r} yields no test images: give it train/ and test/ subfolders, or at least "
-            f"{CUSTOM_TEST_EVERY} images in a class (every {CUSTOM_TEST_EVERY}th is held out for testing)."
-        )
-    items = train_items + test_items
-    key = cache_key(
-        source="image-folder", size=image_size, decoder=DECODER_VERSION, classes=classes, n_train=len(train_items),
-        files=files_fingerprint([p for p, _ in items], path),
-    )
-
-    def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        x = to_grey_if_grey(decode_images([p for p, _ in items], image_size, progress=path.name))
-        y = np.array([label for _, label in items], dtype=np.int64)
-        n = len(train_items)
-        return {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}, {"classes": classes}
-
-    arrays, _ = cached_arrays(key, build)
-    return tuple(arrays[k] for k in NPZ_KEYS), tuple(classes)
-
-
 def _build_custom(config: StreamConfig, seed: int) -> TaskStream:
     if not config.custom_paths:
         raise ConfigError(
@@ -818,12 +678,7 @@ def _build_custom(config: StreamConfig, seed: int) -> TaskStream:
             "custom stream. Got () instead."
         )
     _check_n_tasks(config, len(config.custom_paths), "the number of custom_paths")
-    loaded = [load_task_path(path, config.image_size) for path in config.custom_paths]
-    if {arrays[0].shape[1:2] for arrays, _ in loaded} == {(1,), (3,)}:  # grey folders next to colour ones
-        loaded = [
-            ((np.repeat(a[0], 3, axis=1), a[1], np.repeat(a[2], 3, axis=1), a[3]) if a[0].shape[1] == 1 else a, names)
-            for a, names in loaded
-        ]
+    loaded = load_task_paths(config.custom_paths, config.image_size)
     return custom_stream(
         [arrays for arrays, _ in loaded],
         head=config.head,

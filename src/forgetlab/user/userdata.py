@@ -1,4 +1,5 @@
-"""User data for diagnose / finetune: a ``.npz`` file, a CSV of features, or an image folder.
+"""User data for diagnose / finetune: a ``.npz`` file, a CSV of features, or an image folder
+(read and checked by :mod:`forgetlab.data.custom`, the one loader of custom data):
 
 * ``.npz``: arrays ``x`` (inputs ``(N, ...)``) and ``y`` (integer labels ``(N,)``);
   ``x_train`` / ``y_train`` are accepted when ``x`` / ``y`` are absent (other arrays
@@ -8,9 +9,9 @@
 * a folder with one subfolder per class (images; ``train/`` and ``test/`` subfolders
   are merged): ``x`` is uint8 ``(N, C, H, W)``, labels follow the sorted class names.
 
-Inputs are fed to the model as given, as float32; uint8 inputs (images) are scaled to
-[0, 1]. Any other normalisation is yours: apply it before saving the file. Every error
-names the file and the problem.
+What is specific to a model lives here: inputs are fed to the model as given, as float32;
+uint8 inputs (images) are scaled to [0, 1]. Any other normalisation is yours: apply it
+before saving the file. Every error names the file and the problem.
 
 Example:
     >>> import tempfile, os, numpy as np
@@ -23,14 +24,14 @@ Example:
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import numpy as np  # noqa: F401 - the examples use it
 import torch
 
+from forgetlab.data.custom import labelled_arrays, read_labelled_file
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 
 __all__ = ["UserData", "as_inputs", "check_fits", "load_user_data", "split_data", "user_data"]
@@ -70,7 +71,8 @@ def as_inputs(x: torch.Tensor) -> torch.Tensor:
 
 
 def user_data(x: Any, y: Any, source: str = "data") -> UserData:
-    """Validate in-memory arrays (numpy or torch) as :class:`UserData`.
+    """Validate in-memory arrays (numpy or torch) as :class:`UserData`
+    (the checks: :func:`forgetlab.data.custom.labelled_arrays`).
 
     Example:
         >>> user_data(np.zeros((3, 2)), np.array([0.5, 1, 2]), "mine")
@@ -78,40 +80,12 @@ def user_data(x: Any, y: Any, source: str = "data") -> UserData:
         ...
         forgetlab.errors.DataError: mine: labels 'y' must be integers; got float64 values such as 0.5.
     """
-    x_t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x.detach().cpu()
-    y_np = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if x_t.dim() < 2:
-        raise DataError(f"{source}: inputs 'x' must be (n_samples, ...) with at least 2 dimensions. Got shape {tuple(x_t.shape)}.")
-    if x_t.shape[0] == 0:
-        raise DataError(f"{source}: holds no examples (x has shape {tuple(x_t.shape)}).")
-    if y_np.ndim != 1:
-        raise DataError(f"{source}: labels 'y' must be 1-D (n_samples,). Got shape {y_np.shape}.")
-    if y_np.shape[0] != x_t.shape[0]:
-        raise DataError(f"{source}: x has {x_t.shape[0]} samples but y has {y_np.shape[0]}; they must match.")
-    if y_np.dtype.kind == "f":
-        bad = y_np[~np.isfinite(y_np) | (y_np != np.round(y_np))]
-        if bad.size:
-            raise DataError(f"{source}: labels 'y' must be integers; got {y_np.dtype} values such as {float(bad[0])!r}.")
-        y_np = y_np.astype(np.int64)
-    if y_np.dtype.kind not in "iu":
-        raise DataError(f"{source}: labels 'y' must be integers; got dtype {y_np.dtype}.")
-    if y_np.min() < 0:
-        raise DataError(f"{source}: labels 'y' must be >= 0. Got {int(y_np.min())}.")
-    if x_t.dtype == torch.uint8:
-        pass
-    elif x_t.is_floating_point() or x_t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
-        x_t = x_t.float()
-        finite = torch.isfinite(x_t)
-        if not bool(finite.all()):
-            first = int((~finite).reshape(len(x_t), -1).any(1).nonzero()[0])
-            raise DataError(f"{source}: inputs 'x' hold NaN or infinite values (first in sample {first}).")
-    else:
-        raise DataError(f"{source}: inputs 'x' must be numbers (float or uint8). Got dtype {x_t.dtype}.")
-    return UserData(x_t.contiguous(), torch.from_numpy(y_np.astype(np.int64)), source)
+    return UserData(*labelled_arrays(x, y, source), source)
 
 
 def load_user_data(path: str | Path, *, label_column: str = "label", image_size: int | None = None) -> UserData:
-    """Read ``path`` (``.npz``, ``.csv`` or an image folder) as validated :class:`UserData`.
+    """Read ``path`` (``.npz``, ``.csv`` or an image folder) as validated :class:`UserData`
+    (the reader: :func:`forgetlab.data.custom.read_labelled_file`).
 
     Example:
         >>> import tempfile, os
@@ -121,79 +95,8 @@ def load_user_data(path: str | Path, *, label_column: str = "label", image_size:
         >>> data.x.tolist(), data.y.tolist()
         ([[0.5, 1.0], [2.0, 3.0]], [0, 1])
     """
-    path = Path(path).expanduser()
-    where = str(path)
-    if path.is_dir():
-        from forgetlab.data.streams import load_task_path
-
-        (x_train, y_train, x_test, y_test), _ = load_task_path(path, image_size)
-        return user_data(np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), where)
-    if not path.is_file():
-        raise DataError(f"Data file {where!r} does not exist.")
-    if path.suffix == ".npz":
-        return _load_npz(path)
-    if path.suffix == ".csv":
-        return _load_csv(path, label_column)
-    raise DataError(
-        f"Data file {where!r} must be a .npz file (arrays x, y), a .csv file with a label column, or a folder "
-        f"with one subfolder per class. Got suffix {path.suffix!r}."
-    )
-
-
-def _load_npz(path: Path) -> UserData:
-    where = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = archive.files
-            for xk, yk in (("x", "y"), ("x_train", "y_train")):
-                if xk in keys and yk in keys:
-                    x, y = archive[xk], archive[yk]
-                    break
-            else:
-                raise DataError(f"Data file {where!r} must hold arrays 'x' and 'y' (or 'x_train' and 'y_train'); it holds {sorted(keys)}.")
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types for a bad file
-        raise DataError(f"Data file {where!r} cannot be read as .npz ({type(exc).__name__}: {exc}).") from None
-    return user_data(x, y, where)
-
-
-def _load_csv(path: Path, label_column: str) -> UserData:
-    where = str(path)
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Data file {where!r} cannot be read as CSV ({exc}).") from None
-    rows = [row for row in rows if row and any(cell.strip() for cell in row)]
-    if not rows:
-        raise DataError(f"Data file {where!r} is empty: it needs a header row and one row per example.")
-    header = [cell.strip() for cell in rows[0]]
-    if label_column not in header:
-        raise DataError(
-            f"Data file {where!r} has no label column {label_column!r}; its columns are {header[:20]}. "
-            "Name the label column with --label-column."
-        )
-    if len(header) < 2:
-        raise DataError(f"Data file {where!r} has no feature column besides {label_column!r}.")
-    label_at = header.index(label_column)
-    xs, ys = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise DataError(f"Data file {where!r}, line {line}: {len(row)} values for {len(header)} columns.")
-        try:
-            ys.append(int(row[label_at]))
-        except ValueError:
-            raise DataError(
-                f"Data file {where!r}, line {line}: label {row[label_at]!r} in column {label_column!r} is not an integer."
-            ) from None
-        try:
-            xs.append([float(v) for i, v in enumerate(row) if i != label_at])
-        except ValueError as exc:
-            raise DataError(f"Data file {where!r}, line {line}: a feature is not a number ({exc}).") from None
-    if not ys:
-        raise DataError(f"Data file {where!r} holds a header but no examples.")
-    return user_data(np.array(xs, dtype=np.float32), np.array(ys, dtype=np.int64), where)
+    x, y = read_labelled_file(path, label_column=label_column, image_size=image_size)
+    return UserData(x, y, str(Path(path).expanduser()))
 
 
 def check_fits(data: UserData, model: Any) -> None:
