@@ -10,7 +10,8 @@ from strategy_helpers import make_context, tiny_model
 from forgetlab.models import create_model
 from forgetlab.strategies import EWC, L2, MAS, SI, EWCParams, L2Params, MASParams, SIParams, StrategyContext
 from forgetlab.strategies.base import penalised_parameters
-from forgetlab.strategies.importance import diagonal_fisher, mas_importance, si_importance, si_path_step
+from forgetlab.analysis.fisher import diagonal_fisher, mas_importance
+from forgetlab.strategies.regularizers import si_importance, si_path_step
 
 
 def _four_parameter_model():
@@ -87,7 +88,7 @@ def test_empirical_and_true_fisher_match_the_closed_form():
         per_sample_w = residual[:, :, None] * flat[:, None, :]  # (N, K, D)
         return per_sample_w.square().mean(0), residual.square().mean(0)
 
-    fisher = diagonal_fisher(model, x, 1, labels=y)
+    fisher = diagonal_fisher(model, x, y, head_index=1)
     expected_w, expected_b = closed_form(y)
     torch.testing.assert_close(fisher["heads.1.weight"], expected_w)
     torch.testing.assert_close(fisher["heads.1.bias"], expected_b)
@@ -96,7 +97,7 @@ def test_empirical_and_true_fisher_match_the_closed_form():
     # true Fisher: labels drawn from the model's softmax with the generator given
     probs = F.softmax(flat @ weight.T + bias, 1)
     sampled = torch.multinomial(probs.double(), 1, generator=torch.Generator().manual_seed(7)).squeeze(1)
-    true = diagonal_fisher(model, x, 1, labels=None, generator=torch.Generator().manual_seed(7))
+    true = diagonal_fisher(model, x, head_index=1, kind="true", generator=torch.Generator().manual_seed(7))
     expected_w, expected_b = closed_form(sampled)
     torch.testing.assert_close(true["heads.1.weight"], expected_w)
     torch.testing.assert_close(true["heads.1.bias"], expected_b)
@@ -110,7 +111,7 @@ def test_fisher_is_per_sample_not_batch_gradient():
         model.heads[0].weight.zero_()
         model.heads[0].bias.zero_()
     y = torch.tensor([0, 1])
-    fisher = diagonal_fisher(model, x, 0, labels=y)
+    fisher = diagonal_fisher(model, x, y)
     # d log p(y|x) / d b_k = 1[k=y] - 1/2: per-sample squares are 1/4 everywhere
     torch.testing.assert_close(fisher["heads.0.bias"], torch.tensor([0.25, 0.25]))
     batch_grad = torch.autograd.grad(F.log_softmax(model(x, 0), 1).gather(1, y[:, None]).mean(), model.heads[0].bias)[0]
@@ -121,7 +122,7 @@ def test_mas_importance_matches_the_closed_form():
     """For f = W x + b: d ||f||^2 / dW = 2 f x^T, d/db = 2 f."""
     model = _linear_model(3, 2, seed=1)
     x = torch.randn(21, 1, 1, 3)
-    importance = mas_importance(model, x, 0)
+    importance = mas_importance(model, x)
     flat = x.flatten(1)
     f = flat @ model.heads[0].weight.detach().T + model.heads[0].bias.detach()
     torch.testing.assert_close(importance["heads.0.weight"], (2 * f[:, :, None] * flat[:, None, :]).abs().mean(0))
@@ -205,7 +206,7 @@ def test_online_ewc_accumulates_gamma_times_old_plus_new(tiny_streams):
         strategy.before_task(model, context)
         task = stream.tasks[task_index]
         x = context.transform(task.train_x, train=False)
-        fishers.append(diagonal_fisher(model, x, 0, labels=task.train_y))
+        fishers.append(diagonal_fisher(model, x, task.train_y))
         strategy.after_task(model, context)
         with torch.no_grad():  # pretend training moved the weights
             for p in model.parameters():
