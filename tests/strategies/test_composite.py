@@ -9,10 +9,10 @@ import pytest
 import torch
 from strategy_helpers import make_context, tiny_model
 
-from forgetlab.config import TrainConfig, RunConfig, apply_overrides, load_config
+from forgetlab.config import RunConfig, TrainConfig, apply_overrides, load_config
 from forgetlab.engine import train_stream
 from forgetlab.errors import ConfigError, IncompatibleError
-from forgetlab.strategies import EWC, L2, Replay, Strategy, create_strategy, format_params, strategy_class
+from forgetlab.strategies import EWC, Replay, Strategy, create_strategy, format_params, strategy_class
 
 TRAIN = TrainConfig(optimizer="adam", lr=0.005, steps=10, batch_size=32, seed=0)
 
