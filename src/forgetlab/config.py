@@ -352,28 +352,46 @@ class MethodConfig:
 
     def with_params(self, values: Mapping[str, Any]) -> MethodConfig:
         """A copy with several hyperparameters set at once (checked together, so that
-        e.g. ``revision_source=user`` and its ``revision_path`` can come in any order)."""
-        hints = typing.get_type_hints(type(self.params))
-        names = [item.name for item in fields(self.params)]
-        for key in values:
-            if key not in names:
-                raise _unknown_method_key(self.name, key, names)
-        coerced = {key: _coerce(value, hints[key], f"method.{key}") for key, value in values.items()}
-        return MethodConfig(name=self.name, params=replace(self.params, **coerced))
+        e.g. ``revision_source=user`` and its ``revision_path`` can come in any order).
+        A composite's (``replay+ewc``) come per member: ``ewc.lam`` or an ``ewc`` table."""
+        return MethodConfig(name=self.name, params=_with_params(self.params, values, self.name, "method."))
 
 
-def _unknown_method_key(method: str, key: str, names: list[str]) -> ConfigError:
+def _with_params(params: Any, values: Mapping[str, Any], method: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(type(params))
+    names = [item.name for item in fields(params)]
+    plain: dict[str, Any] = {}
+    members: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        member, dot, rest = key.partition(".")
+        member = member.replace("-", "_")  # pseudo-rehearsal's field is pseudo_rehearsal
+        if member in names and dataclasses.is_dataclass(hints[member]):  # a composite's member
+            if not dot and not isinstance(value, Mapping):
+                raise ConfigError(f"'{prefix}{key}' is a method's section; set one of its fields, e.g. '{prefix}{key}.<field>'.")
+            members.setdefault(member, {}).update({rest: value} if dot else value)
+        elif key in names:
+            plain[key] = value
+        else:  # a composite's valid keys are its members' (ewc.lam, ...)
+            keys = [f"{n}.{f.name}" for n in names if dataclasses.is_dataclass(hints[n]) for f in fields(hints[n])]
+            raise _unknown_method_key(method, key, keys or names, prefix)
+    coerced = {key: _coerce(value, hints[key], f"{prefix}{key}") for key, value in plain.items()}
+    for member, table in members.items():
+        coerced[member] = _with_params(getattr(params, member), table, member, f"{prefix}{member}.")
+    return replace(params, **coerced)
+
+
+def _unknown_method_key(method: str, key: str, names: list[str], prefix: str = "method.") -> ConfigError:
     from forgetlab.strategies import STRATEGIES
 
     owners = [other for other, cls in STRATEGIES.items() if key in {f.name for f in fields(cls.params_type)}]
     elsewhere = f" ({key!r} is a hyperparameter of: {', '.join(owners)}.)" if owners else ""
     if not names:
         return ConfigError(
-            f"Unknown config key 'method.{key}': method {method!r} has no hyperparameters. "
+            f"Unknown config key '{prefix}{key}': method {method!r} has no hyperparameters. "
             f"Choose a method first (method.name / --method).{elsewhere}"
         )
     return ConfigError(
-        f"Unknown config key 'method.{key}'.{did_you_mean('method.' + key, ['method.' + n for n in names])} "
+        f"Unknown config key '{prefix}{key}'.{did_you_mean(prefix + key, [prefix + n for n in names])} "
         f"Method {method!r} has hyperparameters: {', '.join(names)}.{elsewhere}"
     )
 

@@ -40,7 +40,7 @@ def test_lwf_loss_is_ce_plus_distillation_on_old_outputs(head, tiny_streams):
     strategy = LwF(LwFParams(lam=0.7, temperature=3.0))
     context = make_context(stream, 1)
     strategy.before_task(model, context)
-    teacher = strategy.teacher_
+    teacher = strategy._teacher
     with torch.no_grad():  # the model moves away from the teacher
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -60,23 +60,23 @@ class _WatchedPseudoRehearsal(PseudoRehearsal):
     def before_task(self, model, context):
         super().before_task(model, context)
         self.checks_ = 0
-        if self.teacher_ is not None:
-            self.frozen_ = {k: v.clone() for k, v in self.teacher_.state_dict().items()}
+        if self._teacher is not None:
+            self.frozen_ = {k: v.clone() for k, v in self._teacher.state_dict().items()}
 
     def batch_loss(self, model, batch, context):
         loss = super().batch_loss(model, batch, context)
-        if self.teacher_ is not None:
-            assert not self.teacher_.training
-            assert all(not p.requires_grad and p.grad is None for p in self.teacher_.parameters())
+        if self._teacher is not None:
+            assert not self._teacher.training
+            assert all(not p.requires_grad and p.grad is None for p in self._teacher.parameters())
             model_memory = {p.data_ptr() for p in model.parameters()}
-            assert not model_memory & {p.data_ptr() for p in self.teacher_.parameters()}
-            for key, value in self.teacher_.state_dict().items():
+            assert not model_memory & {p.data_ptr() for p in self._teacher.parameters()}
+            for key, value in self._teacher.state_dict().items():
                 assert torch.equal(value, self.frozen_[key]), key
             self.checks_ += 1
         return loss
 
     def after_task(self, model, context):
-        if self.teacher_ is not None:
+        if self._teacher is not None:
             self.model_moved_ = any(
                 not torch.equal(v, self.frozen_[k]) for k, v in model.state_dict().items()
             )
@@ -115,7 +115,7 @@ def test_old_inputs_are_kept_without_labels_and_revised(tiny_streams):
     got = strategy.batch_loss(model, batch, context)
     index = sample_indices(30, 10, torch.Generator().manual_seed(4))
     revision = context.transform(kept[index], train=False)
-    teacher = strategy.teacher_
+    teacher = strategy._teacher
     distill = soft_cross_entropy(model(revision, 0), teacher(revision, 0), 2.0)  # head 0: the only trained head
     expected = (10 * F.cross_entropy(model(batch.inputs, 1), batch.targets) + 10 * distill) / 20
     torch.testing.assert_close(got, expected)
@@ -137,7 +137,7 @@ def test_alternate_mode_revises_on_every_other_step_only(tiny_streams):
     generator.set_state(state)
     noise = torch.randint(0, 256, (8, 1, 8, 8), generator=generator, dtype=torch.uint8)
     x = context.transform(noise, train=False)
-    torch.testing.assert_close(revision_step, F.mse_loss(model(x, 0), strategy.teacher_(x, 0)))
+    torch.testing.assert_close(revision_step, F.mse_loss(model(x, 0), strategy._teacher(x, 0)))
     torch.testing.assert_close(strategy.batch_loss(model, batch, context), labelled)  # step 3
 
 

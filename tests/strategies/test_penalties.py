@@ -10,7 +10,8 @@ from strategy_helpers import make_context, tiny_model
 from forgetlab.models import create_model
 from forgetlab.strategies import EWC, L2, MAS, SI, EWCParams, L2Params, MASParams, SIParams, StrategyContext
 from forgetlab.strategies.base import penalised_parameters
-from forgetlab.strategies.importance import diagonal_fisher, mas_importance, si_importance, si_path_step
+from forgetlab.analysis.fisher import diagonal_fisher, mas_importance
+from forgetlab.strategies.regularizers import si_importance, si_path_step, task_inputs
 
 
 def _four_parameter_model():
@@ -87,7 +88,7 @@ def test_empirical_and_true_fisher_match_the_closed_form():
         per_sample_w = residual[:, :, None] * flat[:, None, :]  # (N, K, D)
         return per_sample_w.square().mean(0), residual.square().mean(0)
 
-    fisher = diagonal_fisher(model, x, 1, labels=y)
+    fisher = diagonal_fisher(model, x, y, head_index=1)
     expected_w, expected_b = closed_form(y)
     torch.testing.assert_close(fisher["heads.1.weight"], expected_w)
     torch.testing.assert_close(fisher["heads.1.bias"], expected_b)
@@ -96,7 +97,7 @@ def test_empirical_and_true_fisher_match_the_closed_form():
     # true Fisher: labels drawn from the model's softmax with the generator given
     probs = F.softmax(flat @ weight.T + bias, 1)
     sampled = torch.multinomial(probs.double(), 1, generator=torch.Generator().manual_seed(7)).squeeze(1)
-    true = diagonal_fisher(model, x, 1, labels=None, generator=torch.Generator().manual_seed(7))
+    true = diagonal_fisher(model, x, head_index=1, kind="true", generator=torch.Generator().manual_seed(7))
     expected_w, expected_b = closed_form(sampled)
     torch.testing.assert_close(true["heads.1.weight"], expected_w)
     torch.testing.assert_close(true["heads.1.bias"], expected_b)
@@ -110,7 +111,7 @@ def test_fisher_is_per_sample_not_batch_gradient():
         model.heads[0].weight.zero_()
         model.heads[0].bias.zero_()
     y = torch.tensor([0, 1])
-    fisher = diagonal_fisher(model, x, 0, labels=y)
+    fisher = diagonal_fisher(model, x, y)
     # d log p(y|x) / d b_k = 1[k=y] - 1/2: per-sample squares are 1/4 everywhere
     torch.testing.assert_close(fisher["heads.0.bias"], torch.tensor([0.25, 0.25]))
     batch_grad = torch.autograd.grad(F.log_softmax(model(x, 0), 1).gather(1, y[:, None]).mean(), model.heads[0].bias)[0]
@@ -121,7 +122,7 @@ def test_mas_importance_matches_the_closed_form():
     """For f = W x + b: d ||f||^2 / dW = 2 f x^T, d/db = 2 f."""
     model = _linear_model(3, 2, seed=1)
     x = torch.randn(21, 1, 1, 3)
-    importance = mas_importance(model, x, 0)
+    importance = mas_importance(model, x)
     flat = x.flatten(1)
     f = flat @ model.heads[0].weight.detach().T + model.heads[0].bias.detach()
     torch.testing.assert_close(importance["heads.0.weight"], (2 * f[:, :, None] * flat[:, None, :]).abs().mean(0))
@@ -205,7 +206,7 @@ def test_online_ewc_accumulates_gamma_times_old_plus_new(tiny_streams):
         strategy.before_task(model, context)
         task = stream.tasks[task_index]
         x = context.transform(task.train_x, train=False)
-        fishers.append(diagonal_fisher(model, x, 0, labels=task.train_y))
+        fishers.append(diagonal_fisher(model, x, task.train_y))
         strategy.after_task(model, context)
         with torch.no_grad():  # pretend training moved the weights
             for p in model.parameters():
@@ -239,3 +240,117 @@ def test_hyperparameter_errors(build, message):
 
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+# ------------------------------------------- EWC / MAS against the old per-example loop -----
+
+def _per_example_gradients(model, x, head_index, value):
+    """The per-example loop EWC and MAS used before they shared analysis.fisher (an independent
+    reference): one forward and one ``autograd.grad`` per example, in eval mode."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for i in range(x.shape[0]):
+            logits = model(x[i : i + 1], head_index)[0]
+            grads = torch.autograd.grad(value(i, logits), [p for _, p in named], allow_unused=True, materialize_grads=True)
+            yield dict(zip((n for n, _ in named), grads))
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _reference_fisher(model, x, head_index, labels, generator):
+    """The old EWC Fisher: ``labels=None`` draws one label per example from the float32
+    softmax (chunks of 1,024), as float64, with ``generator``."""
+    if labels is None:
+        modes = [(m, m.training) for m in model.modules()]
+        with torch.no_grad():
+            model.eval()
+            probs = torch.cat([F.softmax(model(x[s : s + 1024], head_index), dim=1) for s in range(0, x.shape[0], 1024)])
+        for module, mode in modes:
+            module.training = mode
+        labels = torch.multinomial(probs.double(), 1, generator=generator).squeeze(1)
+    total = None
+    for grads in _per_example_gradients(model, x, head_index, lambda i, z: F.log_softmax(z, 0)[labels[i]]):
+        squares = {n: g.square() for n, g in grads.items()}
+        total = squares if total is None else {n: total[n] + squares[n] for n in total}
+    return {n: v / x.shape[0] for n, v in total.items()}
+
+
+def _reference_mas(model, x, head_index):
+    total = None
+    for grads in _per_example_gradients(model, x, head_index, lambda i, z: z.square().sum()):
+        total = {n: g.abs() for n, g in grads.items()} if total is None else {n: total[n] + g.abs() for n, g in grads.items()}
+    return {n: v / x.shape[0] for n, v in total.items()}
+
+
+def _trained_a_little(model, stream):
+    """Move the weights (and the BatchNorm statistics) away from the initialisation."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    task = stream.tasks[1]
+    x = task.train_x.float() / 16
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x, task.head_index), task.train_y).backward()
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("family", ["mlp", "vgg"])
+@pytest.mark.parametrize(("fisher", "n_samples"), [("empirical", 0), ("true", 60)])
+def test_ewc_fisher_equals_the_old_per_example_loop(family, fisher, n_samples, tiny_streams):
+    """The values EWC stores are those of the per-example loop it used before (same draws of
+    the true Fisher's labels from the same generator), to float tolerance, BatchNorm included."""
+    stream = tiny_streams["multi"]
+    torch.manual_seed(0)
+    model = _trained_a_little(create_model(
+        family, input_shape=stream.input_shape, head_sizes=stream.head_sizes, width=8, depth=2, batch_norm=True
+    ), stream)
+    strategy = EWC(EWCParams(fisher=fisher, fisher_samples=n_samples))
+    context = make_context(stream, 1, seed=3)
+    strategy.before_task(model, context)
+    strategy.after_task(model, context)
+    got = strategy.terms_[0]["fisher"]
+
+    reference_context = make_context(stream, 1, seed=3)
+    x, y = task_inputs(reference_context, n_samples)
+    expected = _reference_fisher(model, x, 1, y if fisher == "empirical" else None, reference_context.generator)
+    assert sorted(got) == sorted(penalised_parameters(model, [0, 1]))
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6 * float(expected[name].abs().max()), msg=name)
+    assert torch.equal(context.generator.get_state(), reference_context.generator.get_state())  # same randomness used
+    assert any(float(v.abs().max()) > 0 for v in got.values())
+
+
+def test_mas_importance_equals_the_old_per_example_loop(tiny_streams):
+    stream = tiny_streams["multi"]
+    torch.manual_seed(1)
+    model = _trained_a_little(create_model(
+        "vgg", input_shape=stream.input_shape, head_sizes=stream.head_sizes, width=8, depth=2, batch_norm=True
+    ), stream)
+    strategy = MAS(MASParams(importance_samples=40))
+    context = make_context(stream, 1, seed=5)
+    strategy.after_task(model, context)
+    x, _ = task_inputs(make_context(stream, 1, seed=5), 40)
+    expected = _reference_mas(model, x, 1)
+    for name, value in strategy.importance_.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-6 * float(expected[name].abs().max()), msg=name)
+
+
+def test_ewc_before_task_leaves_an_earlier_state_dict_alone(tiny_streams):
+    """before_task moves the state to the device in new containers: a state dict taken
+    before (e.g. the checkpoint being written) keeps its tensors where they were."""
+    stream = tiny_streams["multi"]
+    model = tiny_model(stream, width=8)
+    strategy = EWC(EWCParams(fisher_samples=20))
+    strategy.after_task(model, make_context(stream, 0))
+    state = strategy.state_dict()
+    copied = {"terms": [{key: dict(value) for key, value in entry.items()} for entry in state["terms"]]}
+    meta = StrategyContext(stream, 1, torch.device("meta"), None, torch.Generator())
+    strategy.before_task(model, meta)
+    assert all(t.is_meta for entry in strategy.terms_ for part in entry.values() for t in part.values())
+    for entry, before in zip(state["terms"], copied["terms"]):
+        for key in ("anchor", "fisher"):
+            assert all(entry[key][name] is before[key][name] for name in before[key])  # same tensors, same dict
+            assert not any(t.is_meta for t in entry[key].values())

@@ -1,6 +1,6 @@
 """One contract, checked for every registered strategy (STYLE: scikit-learn's check_estimator).
 
-For each method, single-head and multi-head, on two tiny digits tasks:
+For each method (and two composites), single-head and multi-head, on two tiny digits tasks:
 - the constructor stores its hyperparameters and nothing else;
 - training runs, and learned state lives in attributes ending in ``_``;
 - the strategy's state round-trips through a checkpoint: a run resumed after task 1 with
@@ -22,10 +22,11 @@ from forgetlab.config import TrainConfig
 from forgetlab.engine import train_stream
 from forgetlab.engine.checkpoint import checkpoint_path
 from forgetlab.errors import ConfigError
-from forgetlab.strategies import STRATEGIES, HyperParams, Strategy, create_strategy, list_methods
+from forgetlab.strategies import STRATEGIES, HyperParams, Strategy, create_strategy, list_methods, strategy_class
 
 TRAIN = TrainConfig(optimizer="adam", lr=0.005, steps=10, batch_size=32, seed=0)
-NAMES = sorted(STRATEGIES)
+# two composites: replay + a penalty; a path-integral penalty + a loss-replacing method with a '-' in its name
+NAMES = [*sorted(STRATEGIES), "replay+ewc", "si+pseudo-rehearsal"]
 
 
 def _equal_state(a, b) -> bool:
@@ -40,19 +41,19 @@ def _equal_state(a, b) -> bool:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_registry_entry_is_complete(name):
-    cls = STRATEGIES[name]
-    assert issubclass(cls, Strategy) and cls.name == name and cls.title
+    cls = strategy_class(name)
+    assert issubclass(cls, Strategy) and cls.name == name and cls.title and isinstance(cls.prefix_neutral, bool)
     assert dataclasses.is_dataclass(cls.params_type) and issubclass(cls.params_type, HyperParams)
     params = cls.params_type()
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.__setattr__("x", 1)
     assert cls.__doc__ and ">>>" in cls.__doc__, "every strategy documents a runnable example"
-    assert name in list_methods()
+    assert name in list_methods() or "+" in name
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_constructor_stores_hyperparameters_only(name):
-    cls = STRATEGIES[name]
+    cls = strategy_class(name)
     strategy = cls()
     assert vars(strategy) == {"params": cls.params_type()}
     assert create_strategy(name).params == strategy.params
@@ -79,6 +80,8 @@ def test_two_tasks_train_resume_and_leave_inputs_alone(name, head, tiny_streams,
     public = {key for key in vars(strategy) if not key.startswith("_")}
     assert all(key == "params" or key.endswith("_") for key in public), public
     state = strategy.state_dict()
+    if "+" in name:  # a composite's state: each member's, under its name (so resume restores every member)
+        assert set(state) == set(name.split("+")) and all(state.values())
     fresh = create_strategy(name, strategy.params)
     fresh.load_state_dict(state)
     assert _equal_state(fresh.state_dict(), state)
@@ -107,3 +110,5 @@ def test_unknown_state_is_refused():
         create_strategy("naive").load_state_dict({"buffer": {}})
     with pytest.raises(Exception, match="expects"):
         create_strategy("ewc").load_state_dict({"buffer": {}, "n_seen": 0})
+    with pytest.raises(Exception, match="expects"):
+        create_strategy("replay+ewc").load_state_dict({"si": {}})

@@ -1,4 +1,6 @@
-"""Diagonal Fisher information from per-sample gradients (SPEC §3, §4 EWC, §7).
+"""Diagonal Fisher information from per-sample gradients (SPEC §3, §4 EWC, §7): the ONE
+per-sample Fisher of forgetlab, used by EWC, the trace overlap and the analyses; and MAS's
+importance, the same machinery with ``|.|`` in place of ``(.)²``.
 
 ``F_θ = mean_i (∂ log p(y_i | x_i) / ∂θ)²`` over samples i, with y_i the true label
 (``kind="empirical"``) or a label sampled from the model's own prediction
@@ -25,7 +27,7 @@ Methods:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -36,7 +38,13 @@ from forgetlab.analysis.activations import Prepare, eval_mode, iter_batches, mod
 from forgetlab.errors import ConfigError, IncompatibleError
 from forgetlab.models.base import BlockModel
 
-__all__ = ["diagonal_fisher"]
+__all__ = ["diagonal_fisher", "mas_importance"]
+
+# per-sample value (B,) from logits (B, K) and labels (B,); labels from logits and the targets;
+# op: square (Fisher) or abs (MAS), both multiplicative: op(g a) = op(g) op(a)
+Value = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Labels = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Op = Callable[..., torch.Tensor]
 
 _F64 = torch.float64
 _KINDS = ("empirical", "true")
@@ -51,7 +59,7 @@ def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise IncompatibleError(
-            f"diagonal_fisher needs a model returning logits of shape (batch, n_classes) for inputs "
+            f"Per-sample gradients need a model returning logits of shape (batch, n_classes) for inputs "
             f"of shape {tuple(x.shape)}. Got {shape}."
         )
     return out
@@ -61,7 +69,8 @@ def _labels(
     logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
 ) -> torch.Tensor:
     if kind == "true":
-        probs = torch.softmax(logits.detach().to(_F64), dim=1).cpu()
+        # Softmax in the model's precision, then float64 for the draw (EWC's Fisher since v1).
+        probs = torch.softmax(logits.detach(), dim=1).to(_F64).cpu()
         return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
     if targets is None:
         raise ConfigError(
@@ -83,8 +92,14 @@ def _labels(
     return targets
 
 
-def _nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return -torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).sum()
+def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``-log p(y | x)`` ``(B,)``: the Fisher's per-sample value."""
+    return -torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+
+
+def _squared_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``||f(x)||^2`` ``(B,)``: MAS's per-sample value (labels unused)."""
+    return logits.square().sum(1)
 
 
 def _supported(module: nn.Module) -> bool:
@@ -98,11 +113,11 @@ def _supported(module: nn.Module) -> bool:
     return False
 
 
-def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    if a.dim() == 2:
-        g2 = g.square()
-        out["weight"] = g2.T @ a.square()
+    if a.dim() == 2:  # op(g a^T) = op(g) op(a)^T for op = square or abs: one GEMM
+        g2 = op(g)
+        out["weight"] = g2.T @ op(a)
         if module.bias is not None:
             out["bias"] = g2.sum(0)
         return out
@@ -112,14 +127,14 @@ def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict
     weight = torch.zeros_like(module.weight)
     for start in range(0, a3.shape[0], step):
         per_sample = torch.einsum("bto,bti->boi", g3[start : start + step], a3[start : start + step])
-        weight += per_sample.square_().sum(0)
+        weight += op(per_sample, out=per_sample).sum(0)
     out["weight"] = weight
     if module.bias is not None:
-        out["bias"] = g3.sum(1).square().sum(0)
+        out["bias"] = op(g3.sum(1)).sum(0)
     return out
 
 
-def _conv_squares(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def _conv_squares(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
     """Per-sample weight gradients as ONE grouped-convolution weight gradient: the batch
     becomes the group dimension (samples x groups), so every sample's gradient comes out
     of the backend's convolution kernel instead of an unfold + batched matmul."""
@@ -140,17 +155,19 @@ def _conv_squares(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[s
             padding=padding,
             dilation=module.dilation,
             groups=n * module.groups,
-        )
-        chunk = per_sample.reshape(n, *module.weight.shape).square_().sum(0)
+        ).reshape(n, *module.weight.shape)
+        chunk = op(per_sample, out=per_sample).sum(0)
         weight = chunk if weight is None else weight + chunk
     assert weight is not None
     out = {"weight": weight}
     if module.bias is not None:
-        out["bias"] = g.sum((2, 3)).square().sum(0)
+        out["bias"] = op(g.sum((2, 3))).sum(0)
     return out
 
 
-def _batchnorm_squares(module: nn.modules.batchnorm._BatchNorm, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def _batchnorm_squares(
+    module: nn.modules.batchnorm._BatchNorm, a: torch.Tensor, g: torch.Tensor, op: Op
+) -> dict[str, torch.Tensor]:
     # Eval mode: y = weight·(a - running_mean)/sqrt(running_var + eps) + bias, so per sample
     # dL/dweight = (Σ g·a - running_mean·Σ g) / sqrt(running_var + eps) over positions.
     dims = tuple(range(2, a.dim()))
@@ -162,21 +179,21 @@ def _batchnorm_squares(module: nn.modules.batchnorm._BatchNorm, a: torch.Tensor,
         ga_sum = g * a
     inv_std = torch.rsqrt(module.running_var + module.eps).to(g.dtype)
     gamma = (ga_sum - module.running_mean.to(g.dtype) * g_sum) * inv_std
-    return {"weight": gamma.square_().sum(0), "bias": g_sum.square().sum(0)}
+    return {"weight": op(gamma, out=gamma).sum(0), "bias": op(g_sum).sum(0)}
 
 
-def _squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def _squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
     if isinstance(module, nn.Linear):
-        return _linear_squares(module, a, g)
+        return _linear_squares(module, a, g, op)
     if isinstance(module, nn.Conv2d):
-        return _conv_squares(module, a, g)
-    return _batchnorm_squares(module, a, g)
+        return _conv_squares(module, a, g, op)
+    return _batchnorm_squares(module, a, g, op)
 
 
 def _vmap_squares(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, names: list[str], head_index: int
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, names: list[str], head_index: int, value: Value, op: Op
 ) -> dict[str, torch.Tensor]:
-    """Σ_i (per-sample grad)² of the parameters ``names``: vmap, else a per-sample loop."""
+    """Σ_i op(per-sample grad) of the parameters ``names``: vmap, else a per-sample loop."""
     from torch.func import functional_call, grad, vmap
 
     params = dict(model.named_parameters())
@@ -187,21 +204,21 @@ def _vmap_squares(
 
     def loss_one(train_params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, {**fixed, **train_params}, (xi.unsqueeze(0),), kwargs)
-        return -torch.log_softmax(out, dim=1)[0].gather(0, yi.reshape(1)).sum()
+        return value(out, yi.reshape(1)).sum()
 
     try:
         per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))(train, x, labels)
-        return {n: per_sample[n].square().sum(0) for n in names}
+        return {n: op(per_sample[n]).sum(0) for n in names}
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         pass
     sums = {n: torch.zeros_like(params[n]) for n in names}
     wanted = [params[n] for n in names]
     for i in range(x.shape[0]):
-        loss = _nll_sum(_call(model, x[i : i + 1], head_index), labels[i : i + 1])
+        loss = value(_call(model, x[i : i + 1], head_index), labels[i : i + 1]).sum()
         grads = torch.autograd.grad(loss, wanted, allow_unused=True)
         for n, gi in zip(names, grads):
             if gi is not None:
-                sums[n] += gi.square()
+                sums[n] += op(gi)
     return sums
 
 
@@ -210,9 +227,10 @@ def _exact_batch(
     x: torch.Tensor,
     targets: torch.Tensor | None,
     *,
-    kind: str,
+    labels_of: Labels,
+    value: Value,
+    op: Op,
     head_index: int,
-    generator: torch.Generator | None,
     trainable: dict[str, nn.Parameter],
     clone_outputs: set[nn.Module],
 ) -> dict[str, torch.Tensor]:
@@ -247,11 +265,11 @@ def _exact_batch(
     if modified:  # seen once per call: clone these outputs from now on and redo the batch
         clone_outputs.update(modified)
         return _exact_batch(
-            model, x, targets, kind=kind, head_index=head_index, generator=generator,
+            model, x, targets, labels_of=labels_of, value=value, op=op, head_index=head_index,
             trainable=trainable, clone_outputs=clone_outputs,
         )
-    labels = _labels(logits, targets, kind, generator)
-    loss = _nll_sum(logits, labels)
+    labels = labels_of(logits, targets)
+    loss = value(logits, labels).sum()
     once = [m for m in owners if len(records[m]) == 1 and records[m][0][1].requires_grad]
     grads = torch.autograd.grad(loss, [records[m][0][1] for m in once], allow_unused=True) if once else ()
     sums: dict[str, torch.Tensor] = {}
@@ -260,10 +278,10 @@ def _exact_batch(
         if g is None:
             continue
         a = records[module][0][0]
-        for local, value in _squares(module, a, g.detach()).items():
+        for local, result in _squares(module, a, g.detach(), op).items():
             full = f"{prefix}.{local}" if prefix else local
             if full in trainable:
-                sums[full] = value
+                sums[full] = result
     covered = set(sums)
     for module in once:  # ran once but unused by the loss: zero gradient
         for local, p in module.named_parameters(recurse=False):
@@ -282,8 +300,85 @@ def _exact_batch(
         covered.add(name)
     rest = [n for n in trainable if n not in covered]
     if rest:
-        sums.update(_vmap_squares(model, x, labels, rest, head_index))
+        sums.update(_vmap_squares(model, x, labels, rest, head_index, value, op))
     return sums
+
+
+def _batches(inputs: torch.Tensor | Iterable[Any], targets: torch.Tensor | None, batch_size: int) -> Iterable[Any]:
+    """``inputs`` (and ``targets``) as batches, or the caller's own iterable of batches."""
+    if not isinstance(inputs, torch.Tensor):
+        if targets is not None:
+            raise ConfigError("Pass 'targets' only with an inputs tensor; batches of (inputs, targets) carry their own.")
+        return inputs
+    if targets is None:
+        return inputs.split(batch_size)
+    targets = torch.as_tensor(targets)
+    if targets.shape[0] != inputs.shape[0]:
+        raise IncompatibleError(
+            f"inputs and targets must hold the same number of samples. Got inputs of shape "
+            f"{tuple(inputs.shape)} and targets of shape {tuple(targets.shape)}."
+        )
+    return list(zip(inputs.split(batch_size), targets.split(batch_size)))
+
+
+def _check_model(model: nn.Module, head_index: int, caller: str) -> dict[str, nn.Parameter]:
+    if not isinstance(model, BlockModel) and head_index != 0:
+        raise ConfigError(
+            f"The 'head_index' parameter applies only to BlockModel models; {type(model).__name__} has one "
+            f"output. Got head_index={head_index}."
+        )
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ConfigError(f"{type(model).__name__} has no parameter with requires_grad=True: its {caller} is empty.")
+    return trainable
+
+
+def _mean_over_samples(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    labels_of: Labels,
+    value: Value,
+    op: Op,
+    method: str,
+    head_index: int,
+    trainable: dict[str, nn.Parameter],
+    batch_size: int,
+    prepare: Prepare | None,
+    device: torch.device | str | None,
+    caller: str,
+) -> dict[str, torch.Tensor]:
+    """``mean_i op(∂ value_i / ∂θ)`` over the batches, in eval mode, accumulated in float64."""
+    sums = {n: torch.zeros_like(p, dtype=_F64) for n, p in trainable.items()}
+    clone_outputs: set[nn.Module] = set()
+    n_samples = 0
+    target_device = model_device(model, device)
+    with eval_mode(model), torch.enable_grad():
+        for x, y in iter_batches(batches, batch_size=batch_size, device=target_device, prepare=prepare, with_targets=True):
+            n = x.shape[0]
+            if method == "exact":
+                squares = _exact_batch(
+                    model, x, y, labels_of=labels_of, value=value, op=op, head_index=head_index,
+                    trainable=trainable, clone_outputs=clone_outputs,
+                )
+            elif method == "vmap":
+                logits = _call(model, x, head_index)
+                squares = _vmap_squares(model, x, labels_of(logits, y), list(trainable), head_index, value, op)
+            else:
+                logits = _call(model, x, head_index)
+                params = list(trainable.values())
+                grads = torch.autograd.grad(value(logits, labels_of(logits, y)).sum() / n, params, allow_unused=True)
+                # Weight each batch by its size, so the result is a mean over samples too.
+                squares = {
+                    name: (op(g) * n if g is not None else torch.zeros_like(p))
+                    for (name, p), g in zip(trainable.items(), grads)
+                }
+            for name, result in squares.items():
+                sums[name] += result.to(_F64)
+            n_samples += n
+    if n_samples == 0:
+        raise ConfigError(f"The 'inputs' parameter of {caller} holds no samples.")
+    return {name: (total / n_samples).to(trainable[name].dtype) for name, total in sums.items()}
 
 
 def diagonal_fisher(
@@ -302,8 +397,9 @@ def diagonal_fisher(
     """Diagonal Fisher ``{parameter name: tensor like the parameter}``, mean over samples.
 
     ``inputs``: a tensor ``(n_samples, ...)`` with ``targets`` ``(n_samples,)``, or an
-    iterable of ``(inputs, targets)`` batches. ``kind``: ``"empirical"`` (true labels) or
-    ``"true"`` (labels sampled from the model's softmax with ``generator``). ``method``:
+    iterable of ``(inputs, targets)`` batches. ``kind``: ``"empirical"`` (the given
+    labels) or ``"true"`` (one label per input drawn, in input order, from the model's
+    softmax with ``generator``; ``targets`` are then not used). ``method``:
     ``"exact"`` (per-sample, default), ``"batch_gradient"`` (squared minibatch
     gradients: about ``batch_size`` times smaller; say which one a number uses) or
     ``"vmap"`` (naive reference). Only parameters with ``requires_grad`` are included.
@@ -326,58 +422,39 @@ def diagonal_fisher(
     if method not in _METHODS:
         raise ConfigError(f"The 'method' parameter of diagonal_fisher must be one of {_METHODS}. Got {method!r} instead.")
     batch_size = check_positive_int(batch_size, "batch_size")
-    if not isinstance(model, BlockModel) and head_index != 0:
-        raise ConfigError(
-            f"The 'head_index' parameter applies only to BlockModel models; {type(model).__name__} has one "
-            f"output. Got head_index={head_index}."
-        )
-    if isinstance(inputs, torch.Tensor):
-        if targets is not None:
-            targets = torch.as_tensor(targets)
-            if targets.shape[0] != inputs.shape[0]:
-                raise IncompatibleError(
-                    f"inputs and targets must hold the same number of samples. Got inputs of shape "
-                    f"{tuple(inputs.shape)} and targets of shape {tuple(targets.shape)}."
-                )
-            batches: Iterable[Any] = list(zip(inputs.split(batch_size), targets.split(batch_size)))
-        else:
-            batches = inputs.split(batch_size)
-    else:
-        if targets is not None:
-            raise ConfigError("Pass 'targets' only with an inputs tensor; batches of (inputs, targets) carry their own.")
-        batches = inputs
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not trainable:
-        raise ConfigError(f"{type(model).__name__} has no parameter with requires_grad=True: its Fisher is empty.")
-    sums = {n: torch.zeros_like(p, dtype=_F64) for n, p in trainable.items()}
-    clone_outputs: set[nn.Module] = set()
-    n_samples = 0
-    target_device = model_device(model, device)
-    with eval_mode(model), torch.enable_grad():
-        for x, y in iter_batches(batches, batch_size=batch_size, device=target_device, prepare=prepare, with_targets=True):
-            n = x.shape[0]
-            if method == "exact":
-                squares = _exact_batch(
-                    model, x, y, kind=kind, head_index=head_index, generator=generator,
-                    trainable=trainable, clone_outputs=clone_outputs,
-                )
-            elif method == "vmap":
-                logits = _call(model, x, head_index)
-                labels = _labels(logits, y, kind, generator)
-                squares = _vmap_squares(model, x, labels, list(trainable), head_index)
-            else:
-                logits = _call(model, x, head_index)
-                labels = _labels(logits, y, kind, generator)
-                params = list(trainable.values())
-                grads = torch.autograd.grad(_nll_sum(logits, labels) / n, params, allow_unused=True)
-                # Weight each batch by its size, so the result is a mean over samples too.
-                squares = {
-                    name: (g.square() * n if g is not None else torch.zeros_like(p))
-                    for (name, p), g in zip(trainable.items(), grads)
-                }
-            for name, value in squares.items():
-                sums[name] += value.to(_F64)
-            n_samples += n
-    if n_samples == 0:
-        raise ConfigError("The 'inputs' parameter of diagonal_fisher holds no samples.")
-    return {name: (total / n_samples).to(trainable[name].dtype) for name, total in sums.items()}
+    trainable = _check_model(model, head_index, "Fisher")
+    return _mean_over_samples(
+        model, _batches(inputs, targets, batch_size),
+        labels_of=lambda logits, y: _labels(logits, y, kind, generator), value=_nll, op=torch.square,
+        method=method, head_index=head_index, trainable=trainable, batch_size=batch_size, prepare=prepare,
+        device=device, caller="diagonal_fisher",
+    )
+
+
+def mas_importance(
+    model: nn.Module,
+    inputs: torch.Tensor | Iterable[Any],
+    *,
+    head_index: int = 0,
+    batch_size: int = 128,
+    prepare: Prepare | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """MAS importance ``Ω_θ = mean_i |∂ ||f(x_i)||² / ∂θ|`` (Aljundi et al. 2018), ``f`` = the
+    logits of head ``head_index``, exact per sample with the same per-layer tricks as
+    :func:`diagonal_fisher` (``|g aᵀ| = |g| |a|ᵀ`` for a Linear layer), in eval mode.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> bool(mas_importance(net, torch.randn(16, 4))["2.bias"].ge(0).all())
+        True
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    trainable = _check_model(model, head_index, "MAS importance")
+    return _mean_over_samples(
+        model, _batches(inputs, None, batch_size),
+        labels_of=lambda logits, y: torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device),
+        value=_squared_norm, op=torch.abs, method="exact", head_index=head_index, trainable=trainable,
+        batch_size=batch_size, prepare=prepare, device=device, caller="mas_importance",
+    )

@@ -6,7 +6,7 @@ executor (:mod:`forgetlab.experiments.executors`: in-process, local worker proce
 Ray) and returns finished runs from the result store without training again.
 
 Prefix reuse: a run whose method is *prefix-neutral*
-(:data:`forgetlab.strategies.PREFIX_NEUTRAL`: it does nothing during task 1 but its
+(``Strategy.prefix_neutral``: it does nothing during task 1 but its
 ``after_task``) trains task 1 exactly as the naive run with the same stream, model and
 training config. :func:`execute` therefore runs that naive run first (its :func:`prefix_key`
 is the same) and starts the other run from the naive run's ``task-1.pt``: a freeze sweep
@@ -66,9 +66,9 @@ def prefix_source(config: RunConfig) -> RunConfig | None:
         >>> prefix_source(RunConfig(method=MethodConfig("si"))) is None
         True
     """
-    from forgetlab.strategies import PREFIX_NEUTRAL
+    from forgetlab.strategies import strategy_class
 
-    if config.method.name == "naive" or config.method.name not in PREFIX_NEUTRAL or config.stream.n_tasks < 2:
+    if config.method.name == "naive" or not strategy_class(config.method.name).prefix_neutral or config.stream.n_tasks < 2:
         return None
     return replace(config, method=MethodConfig())
 
@@ -82,11 +82,11 @@ def prefix_key(config: RunConfig) -> str:
         >>> prefix_key(RunConfig(method=MethodConfig("ewc"))) == prefix_key(RunConfig())
         True
     """
-    from forgetlab.strategies import PREFIX_NEUTRAL
+    from forgetlab.strategies import strategy_class
 
     resolved = resolve(config)
     data = resolved.to_dict()
-    if resolved.method.name in PREFIX_NEUTRAL:
+    if strategy_class(resolved.method.name).prefix_neutral:
         data.pop("method")
     payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -21,36 +21,22 @@ from forgetlab.strategies.base import (
     Strategy,
     StrategyContext,
 )
+from forgetlab.strategies.composite import SEPARATOR, Composite, composite_class
 from forgetlab.strategies.distillation import LwF, LwFParams, PseudoRehearsal, PseudoRehearsalParams
 from forgetlab.strategies.freeze import Freeze, FreezeParams
 from forgetlab.strategies.regularizers import EWC, L2, MAS, SI, EWCParams, L2Params, MASParams, SIParams
 from forgetlab.strategies.rehearsal import AGEM, AGEMParams, DERpp, DERppParams, Replay, ReplayParams
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    "naive": Naive,
-    "freeze": Freeze,
-    "l2": L2,
-    "ewc": EWC,
-    "si": SI,
-    "mas": MAS,
-    "lwf": LwF,
-    "replay": Replay,
-    "pseudo-rehearsal": PseudoRehearsal,
-    "agem": AGEM,
-    "derpp": DERpp,
+    cls.name: cls for cls in (Naive, Freeze, L2, EWC, SI, MAS, LwF, Replay, PseudoRehearsal, AGEM, DERpp)
 }
 
 
-#: Methods that do nothing during the first task except in ``after_task`` (checked hook by
-#: hook): their run's task-1 training equals a naive run's, so a sweep may start them from
-#: the naive run's task-1 checkpoint (:func:`forgetlab.experiments.execute`). Not here: SI
-#: (path integral accumulated while training), DER++ (stores logits while training),
-#: pseudo-rehearsal (prepares its revision pool in task 1's ``before_task``).
-PREFIX_NEUTRAL: frozenset[str] = frozenset({"naive", "freeze", "l2", "ewc", "mas", "lwf", "replay", "agem"})
-
-
 def strategy_class(name: str) -> type[Strategy]:
-    """The registered strategy called ``name``; an unknown name lists the valid ones."""
+    """The registered strategy called ``name``, or the :mod:`~forgetlab.strategies.composite`
+    of several joined by ``+`` (``"replay+ewc"``); an unknown name lists the valid ones."""
+    if SEPARATOR in name:
+        return composite_class(tuple(strategy_class(part) for part in name.split(SEPARATOR)))
     if name not in STRATEGIES:
         raise unknown_name("method", name, STRATEGIES)
     return STRATEGIES[name]
@@ -62,12 +48,19 @@ def create_strategy(name: str, params: HyperParams | None = None) -> Strategy:
 
 
 def format_params(params: HyperParams) -> str:
-    """``lam=100.0 fisher=empirical ...``: hyperparameters as one line."""
+    """``lam=100.0 fisher=empirical ...``: hyperparameters as one line (a composite's as ``ewc.lam=...``)."""
+    return " ".join(_param_items(params, ""))
+
+
+def _param_items(params: HyperParams, prefix: str) -> list[str]:
     items = []
     for item in dataclasses.fields(params):
         value = getattr(params, item.name)
-        items.append(f"{item.name}={value!r}" if value == "" else f"{item.name}={value}")
-    return " ".join(items)
+        if isinstance(value, HyperParams):
+            items += _param_items(value, f"{prefix}{item.name}.")
+        else:
+            items.append(f"{prefix}{item.name}={value!r}" if value == "" else f"{prefix}{item.name}={value}")
+    return items
 
 
 def list_methods() -> dict[str, str]:
@@ -85,8 +78,8 @@ def list_methods() -> dict[str, str]:
 
 
 __all__ = [
-    "AGEM", "AGEMParams", "Batch", "DERpp", "DERppParams", "EWC", "EWCParams", "Freeze", "FreezeParams",
+    "AGEM", "AGEMParams", "Batch", "Composite", "DERpp", "DERppParams", "EWC", "EWCParams", "Freeze", "FreezeParams",
     "HyperParams", "L2", "L2Params", "LwF", "LwFParams", "MAS", "MASParams", "Naive", "NaiveParams",
-    "PREFIX_NEUTRAL", "PseudoRehearsal", "PseudoRehearsalParams", "Replay", "ReplayParams", "SI", "SIParams", "STRATEGIES",
+    "PseudoRehearsal", "PseudoRehearsalParams", "Replay", "ReplayParams", "SI", "SIParams", "STRATEGIES",
     "Strategy", "StrategyContext", "create_strategy", "format_params", "list_methods", "strategy_class",
 ]

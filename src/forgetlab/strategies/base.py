@@ -2,9 +2,10 @@
 
 A strategy is a small object. Its constructor stores its hyperparameters (one frozen
 dataclass, ``params``) and nothing else; everything it learns (anchors, importances,
-buffers) is created by its hooks, in attributes whose names end in ``_``, and
-round-trips through :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` so
-that it lives in every task-boundary checkpoint. Hooks receive what they need as
+buffers) is created by its hooks, in attributes whose names end in ``_`` (declared on
+the class with a default), and that is its state: :meth:`Strategy.state_dict` /
+:meth:`Strategy.load_state_dict` derive it from those attributes, so that it lives in
+every task-boundary checkpoint. Transient objects (teachers, bound terms) start with ``_``. Hooks receive what they need as
 arguments (the model, the current :class:`Batch`, a :class:`StrategyContext` with the
 stream, the device, the batch transform and a seeded generator) and return their
 result; no hook reads globals.
@@ -173,13 +174,17 @@ class NaiveParams(HyperParams):
 class Strategy:
     """Base class with no-op hooks: plain sequential fine-tuning ("naive").
 
-    Subclasses set ``name`` (registry key), ``title`` (one line for ``forgetlab list``)
-    and ``params_type`` (their :class:`HyperParams` dataclass).
+    Subclasses set ``name`` (registry key), ``title`` (one line for ``forgetlab list``),
+    ``params_type`` (their :class:`HyperParams` dataclass) and ``prefix_neutral``: True
+    when the method does nothing during the first task except in ``after_task`` (checked
+    hook by hook), so that its task-1 training equals a naive run's and a sweep may start
+    it from the naive run's task-1 checkpoint (:func:`forgetlab.experiments.execute`).
     """
 
     name: ClassVar[str] = "naive"
     title: ClassVar[str] = "plain fine-tuning, task after task (the baseline that forgets)"
     params_type: ClassVar[type[HyperParams]] = NaiveParams
+    prefix_neutral: ClassVar[bool] = False
 
     def __init__(self, params: HyperParams | None = None) -> None:
         if params is None:
@@ -215,16 +220,40 @@ class Strategy:
         """Called after training on ``context.task_index`` (importances, buffers)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Learned state (tensors and plain values), for checkpoints."""
-        return {}
+        """Learned state, for checkpoints: every attribute ``x_`` this strategy has set, as ``"x"``."""
+        return {name[:-1]: value for name, value in vars(self).items() if _is_state(name)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        if state:
+        """Restore what :meth:`state_dict` returned (``{}`` = nothing learnt yet)."""
+        expected = sorted(name[:-1] for name in dir(type(self)) if _is_state(name))
+        if state and sorted(state) != expected:
             raise IncompatibleError(
-                f"{type(self).__name__} keeps no state, but the checkpoint holds strategy state "
-                f"{sorted(state)}: it was written by another method."
+                f"The checkpoint's strategy state has keys {sorted(state)}; {type(self).__name__} "
+                f"expects {expected or 'none (it keeps no state)'}. Was it written by another method?"
             )
+        for key, value in state.items():
+            setattr(self, key + "_", value)
+
+    def move_state(self, device: torch.device) -> None:
+        """Put the learned state's tensors on ``device`` (new containers: a state dict taken
+        earlier is left as it was)."""
+        for name, value in list(vars(self).items()):
+            if _is_state(name):
+                setattr(self, name, _moved(value, device))
+
+
+def _is_state(name: str) -> bool:
+    return name.endswith("_") and not name.startswith("_")
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _moved(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_moved(item, device) for item in value)
+    return value
 
 
 class Naive(Strategy):
@@ -235,18 +264,10 @@ class Naive(Strategy):
         NaiveParams()
     """
 
+    prefix_neutral = True
+
 
 # ---------------------------------------------------------------- helpers -----
-
-def check_state_keys(strategy: Strategy, state: dict[str, Any], keys: set[str]) -> None:
-    """Raise :class:`IncompatibleError` unless ``state`` has exactly ``keys`` (a checkpoint
-    of another method or version)."""
-    if set(state) != keys:
-        raise IncompatibleError(
-            f"The checkpoint's strategy state has keys {sorted(state)}; {type(strategy).__name__} "
-            f"expects {sorted(keys)}. Was it written by another method?"
-        )
-
 
 def trained_heads(stream: TaskStream, task_index: int) -> list[int]:
     """Heads trained by the tasks before ``task_index``, sorted.
@@ -278,8 +299,3 @@ def penalised_parameters(model: nn.Module, heads: list[int]) -> dict[str, nn.Par
 def snapshot(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached copies of named tensors."""
     return {name: p.detach().clone() for name, p in parameters.items()}
-
-
-def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The same named tensors on ``device``."""
-    return {name: t.to(device) for name, t in tensors.items()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,17 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetlab.errors import DataError
-from forgetlab.strategies.base import (
-    Batch,
-    HyperParams,
-    Strategy,
-    StrategyContext,
-    check_state_keys,
-    to_device,
-    trained_heads,
-)
+from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext, trained_heads
 from forgetlab.strategies.losses import old_outputs, soft_cross_entropy
-from forgetlab.strategies.memory import buffer_length, reservoir_update, sample_indices
+from forgetlab.strategies.memory import reservoir_update, sample_indices
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -81,32 +73,33 @@ class LwF(Strategy):
     name = "lwf"
     title = "Learning without Forgetting (distillation on the new task's inputs)"
     params_type = LwFParams
-    teacher_: nn.Module | None = None
+    prefix_neutral = True
+    _teacher: nn.Module | None = None
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self.teacher_ = frozen_copy(model) if context.task_index > 0 else None
+        self._teacher = frozen_copy(model) if context.task_index > 0 else None
         self._outputs = [
             (head, torch.tensor(labels, device=context.device))
             for head, labels in old_outputs(context.stream, context.task_index).items()
         ]
 
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
-        if self.teacher_ is None:
+        if self._teacher is None:
             return super().batch_loss(model, batch, context)
         features = model.features(batch.inputs)
         logits = {batch.head_index: model.heads[batch.head_index](features)}
         loss = F.cross_entropy(logits[batch.head_index], batch.targets)
         with torch.no_grad():
-            teacher_features = self.teacher_.features(batch.inputs)
+            teacher_features = self._teacher.features(batch.inputs)
         distill = features.new_zeros(())
         for head, outputs in self._outputs:
             student = logits[head] if head in logits else model.heads[head](features)
-            teacher = self.teacher_.heads[head](teacher_features)
+            teacher = self._teacher.heads[head](teacher_features)
             distill = distill + soft_cross_entropy(student[:, outputs], teacher[:, outputs], self.params.temperature)
         return loss + self.params.lam * distill
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self.teacher_ = None
+        self._teacher = None
 
 
 # ---------------------------------------------------------- pseudo-rehearsal -----
@@ -221,19 +214,18 @@ class PseudoRehearsal(Strategy):
     name = "pseudo-rehearsal"
     title = "pseudo-rehearsal: a frozen copy gives soft targets on revision inputs"
     params_type = PseudoRehearsalParams
-    teacher_: nn.Module | None = None
+    _teacher: nn.Module | None = None
     inputs_: dict[str, torch.Tensor] | None = None
     n_seen_: int = 0
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._step = 0
-        self.teacher_ = None
+        self._teacher = None
         self._pool: torch.Tensor | None = None
-        if self.inputs_:
-            self.inputs_ = to_device(self.inputs_, context.device)
+        self.move_state(context.device)
         if context.task_index == 0:
             return
-        self.teacher_ = frozen_copy(model)
+        self._teacher = frozen_copy(model)
         self._heads = trained_heads(context.stream, context.task_index)
         source = self.params.revision_source
         if source == "old-inputs":
@@ -255,12 +247,12 @@ class PseudoRehearsal(Strategy):
     def revision_loss(self, model: nn.Module, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Mean over trained heads of the distance between the model's and the teacher's
         outputs on ``inputs`` (``features`` = the model's features of ``inputs``)."""
-        assert self.teacher_ is not None
+        assert self._teacher is not None
         with torch.no_grad():
-            teacher_features = self.teacher_.features(inputs)
+            teacher_features = self._teacher.features(inputs)
         total = features.new_zeros(())
         for head in self._heads:
-            student, teacher = model.heads[head](features), self.teacher_.heads[head](teacher_features)
+            student, teacher = model.heads[head](features), self._teacher.heads[head](teacher_features)
             if self.params.loss == "mse":
                 total = total + F.mse_loss(student, teacher)
             else:
@@ -268,7 +260,7 @@ class PseudoRehearsal(Strategy):
         return total / len(self._heads)
 
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
-        if self.teacher_ is None or (self.params.revision_source == "old-inputs" and self._pool is None):
+        if self._teacher is None or (self.params.revision_source == "old-inputs" and self._pool is None):
             return super().batch_loss(model, batch, context)
         n = batch.targets.shape[0]
         if self.params.mode == "alternate":
@@ -286,7 +278,7 @@ class PseudoRehearsal(Strategy):
         return (n * task_loss + n_revision * revision) / (n + n_revision)
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self.teacher_, self._pool = None, None
+        self._teacher, self._pool = None, None
         if self.params.revision_source != "old-inputs":
             return
         task = context.task
@@ -296,15 +288,3 @@ class PseudoRehearsal(Strategy):
             n_seen=self.n_seen_, capacity=self.params.revision_size, generator=context.generator,
         )
         self.n_seen_ += task.n_train
-
-    def state_dict(self) -> dict[str, Any]:
-        if not self.inputs_:
-            return {}
-        return {"inputs": self.inputs_, "n_seen": self.n_seen_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"inputs", "n_seen"})
-            self.inputs_, self.n_seen_ = dict(state["inputs"]), int(state["n_seen"])
-            if buffer_length(self.inputs_) == 0:
-                self.inputs_ = None

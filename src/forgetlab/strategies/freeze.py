@@ -43,6 +43,7 @@ class Freeze(Strategy):
     name = "freeze"
     title = "freeze the first k blocks after task 1 (BatchNorm statistics too)"
     params_type = FreezeParams
+    prefix_neutral = True
     _restore: tuple = ()
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:

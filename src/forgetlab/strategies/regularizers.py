@@ -1,8 +1,10 @@
 """Weight regularisers: L2 to the old weights, EWC (separate / online), SI, MAS.
 
-Each adds ``penalty = sum over anchors of w_i (theta_i - theta*_i)^2`` (times its
-strength) to every step's loss; they differ in the importance ``w``. The penalty covers
-every trainable parameter except heads that no earlier task trained.
+Each is a :class:`QuadraticPenalty`: ``strength * sum_t sum_i w_t,i (theta_i - theta*_t,i)^2``
+added to every step's loss, over every trainable parameter except heads that no earlier
+task trained. They differ only in the importance ``w`` learnt at the end of a task
+(:meth:`~QuadraticPenalty.importance`), in how it accumulates over tasks
+(:meth:`~QuadraticPenalty.consolidate`) and in the strength.
 
 Example:
     >>> import torch
@@ -14,25 +16,24 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from forgetlab.analysis.fisher import diagonal_fisher, mas_importance
 from forgetlab.strategies.base import (
     Batch,
     HyperParams,
     Strategy,
     StrategyContext,
-    check_state_keys,
     penalised_parameters,
     snapshot,
-    to_device,
     trained_heads,
 )
-from forgetlab.strategies.importance import diagonal_fisher, mas_importance, si_importance, si_path_step
 
 Term = tuple[nn.Parameter, torch.Tensor, "torch.Tensor | None"]
+Named = dict[str, torch.Tensor]
 
 
 def quadratic_penalty(terms: list[Term]) -> torch.Tensor:
@@ -43,12 +44,6 @@ def quadratic_penalty(terms: list[Term]) -> torch.Tensor:
         diff = (param - anchor).square()
         total = total + (diff.sum() if weight is None else (weight * diff).sum())
     return total
-
-
-def bind_terms(model: nn.Module, anchor: dict[str, torch.Tensor], weight: dict[str, torch.Tensor] | None) -> list[Term]:
-    """Pair the model's parameters with their anchors (and weights), by name."""
-    params = dict(model.named_parameters())
-    return [(params[name], value, None if weight is None else weight[name]) for name, value in anchor.items()]
 
 
 def task_inputs(context: StrategyContext, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +57,83 @@ def task_inputs(context: StrategyContext, n_samples: int) -> tuple[torch.Tensor,
     return x, task.train_y[index].to(context.device)
 
 
-def _add(old: dict[str, torch.Tensor] | None, new: dict[str, torch.Tensor], decay: float = 1.0) -> dict[str, torch.Tensor]:
+def _add(old: Named | None, new: Named, decay: float = 1.0) -> Named:
     """``decay * old + new`` by name (names missing from ``old`` count as 0)."""
     if not old:
         return new
     return {name: value + decay * old[name] if name in old else value for name, value in new.items()}
+
+
+def si_path_step(gradient: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """One step of SI's path integral: ``-g * (theta_after - theta_before)`` (Zenke et al. 2017).
+
+    Example:
+        >>> si_path_step(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.5])).item()
+        1.0
+    """
+    return -gradient * (after - before)
+
+
+def si_importance(omega: torch.Tensor, delta: torch.Tensor, xi: float) -> torch.Tensor:
+    """SI's per-task importance ``omega / (delta^2 + xi)``; ``delta`` = the parameter's
+    total change over the task, ``omega`` = its summed :func:`si_path_step`.
+
+    Example:
+        >>> si_importance(torch.tensor([1.0]), torch.tensor([1.0]), 1.0).item()
+        0.5
+    """
+    return omega / (delta.square() + xi)
+
+
+class QuadraticPenalty(Strategy):
+    """The shared body of the weight penalties: subclasses supply :meth:`strength`,
+    :meth:`importance` and, over their own ``_``-state, :meth:`anchors` / :meth:`consolidate`.
+
+    ``before_task`` moves the state to the device and binds each (anchor, weight) to the
+    model's parameters; ``penalty`` is ``strength() * quadratic_penalty(terms)``;
+    ``after_task`` snapshots the penalised parameters and folds them, with the task's
+    importance, into the state.
+    """
+
+    _terms: tuple[Term, ...] | list[Term] = ()
+
+    def strength(self) -> float:
+        """The factor in front of the quadratic sum (e.g. ``lam / 2``)."""
+        raise NotImplementedError
+
+    def importance(self, model: nn.Module, context: StrategyContext, params: dict[str, nn.Parameter]) -> Named | None:
+        """Per-parameter weights learnt on the task just finished (``None`` = all 1)."""
+        return None
+
+    def anchors(self) -> list[tuple[Named, Named | None]]:
+        """``(anchor, weight)`` pairs the penalty pulls towards (none before a task has ended)."""
+        raise NotImplementedError
+
+    def consolidate(self, anchor: Named, importance: Named | None) -> None:
+        """Fold the finished task's weights and importance into the learned state."""
+        raise NotImplementedError
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self.move_state(context.device)
+        params = dict(model.named_parameters())
+        self._terms = [
+            (params[name], value, None if weight is None else weight[name])
+            for anchor, weight in self.anchors()
+            for name, value in anchor.items()
+        ]
+
+    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
+        if not self._terms:
+            return None
+        return self.strength() * quadratic_penalty(self._terms)
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        params = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
+        importance = self.importance(model, context, params)
+        if importance is not None:
+            params = {name: p for name, p in params.items() if name in importance}
+            importance = {name: importance[name] for name in params}
+        self.consolidate(snapshot(params), importance)
 
 
 # ------------------------------------------------------------------------ L2 -----
@@ -82,7 +149,7 @@ class L2Params(HyperParams):
         self.check(self.lam >= 0, "lam", ">= 0")
 
 
-class L2(Strategy):
+class L2(QuadraticPenalty):
     """``L + lam/2 ||theta - theta*||^2``, theta* = the weights after the previous task.
 
     Example:
@@ -93,30 +160,17 @@ class L2(Strategy):
     name = "l2"
     title = "L2 distance to the previous task's weights"
     params_type = L2Params
-    _terms: tuple[Term, ...] | list[Term] = ()
-    anchor_: dict[str, torch.Tensor] | None = None
+    prefix_neutral = True
+    anchor_: Named | None = None
 
-    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = []
-        if self.anchor_:
-            self.anchor_ = to_device(self.anchor_, context.device)
-            self._terms = bind_terms(model, self.anchor_, None)
+    def strength(self) -> float:
+        return 0.5 * self.params.lam
 
-    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
-        if not self._terms:
-            return None
-        return 0.5 * self.params.lam * quadratic_penalty(self._terms)
+    def anchors(self) -> list[tuple[Named, Named | None]]:
+        return [(self.anchor_, None)] if self.anchor_ else []
 
-    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self.anchor_ = snapshot(penalised_parameters(model, trained_heads(context.stream, context.task_index + 1)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.anchor_ is None else {"anchor": self.anchor_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"anchor"})
-            self.anchor_ = dict(state["anchor"])
+    def consolidate(self, anchor: Named, importance: Named | None) -> None:
+        self.anchor_ = anchor
 
 
 # ----------------------------------------------------------------------- EWC -----
@@ -147,11 +201,12 @@ class EWCParams(HyperParams):
         self.check(self.fisher_samples >= 0, "fisher_samples", ">= 0 (0 = all)")
 
 
-class EWC(Strategy):
+class EWC(QuadraticPenalty):
     """Elastic Weight Consolidation (Kirkpatrick et al. 2017; online: Schwarz et al. 2018).
 
-    ``L + lam/2 sum_t sum_i F_t,i (theta_i - theta*_t,i)^2`` with the per-sample diagonal
-    Fisher of :func:`~forgetlab.strategies.importance.diagonal_fisher`.
+    ``L + lam/2 sum_t sum_i F_t,i (theta_i - theta*_t,i)^2`` with the exact per-sample
+    diagonal Fisher of :func:`~forgetlab.analysis.fisher.diagonal_fisher` (``kind`` =
+    ``params.fisher``) on ``fisher_samples`` training examples of the task.
 
     Example:
         >>> EWC(EWCParams(lam=1000.0, mode="online")).params.mode
@@ -161,66 +216,42 @@ class EWC(Strategy):
     name = "ewc"
     title = "Elastic Weight Consolidation (per-sample diagonal Fisher)"
     params_type = EWCParams
-    _terms: tuple[Term, ...] | list[Term] = ()
-    terms_: list[dict[str, dict[str, torch.Tensor]]] | None = None  # [{"anchor": ..., "fisher": ...}]
+    prefix_neutral = True
+    terms_: list[dict[str, Named]] | None = None  # [{"anchor": ..., "fisher": ...}], one per task (online: one)
 
-    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = []
-        for entry in self.terms_ or []:
-            entry["anchor"] = to_device(entry["anchor"], context.device)
-            entry["fisher"] = to_device(entry["fisher"], context.device)
-            self._terms += bind_terms(model, entry["anchor"], entry["fisher"])
+    def strength(self) -> float:
+        return 0.5 * self.params.lam
 
-    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
-        if not self._terms:
-            return None
-        return 0.5 * self.params.lam * quadratic_penalty(self._terms)
+    def anchors(self) -> list[tuple[Named, Named | None]]:
+        return [(entry["anchor"], entry["fisher"]) for entry in self.terms_ or []]
 
-    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+    def importance(self, model: nn.Module, context: StrategyContext, params: dict[str, nn.Parameter]) -> Named:
         x, y = task_inputs(context, self.params.fisher_samples)
-        labels = y if self.params.fisher == "empirical" else None
-        fisher = diagonal_fisher(model, x, context.task.head_index, labels=labels, generator=context.generator)
-        params = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
-        entry = {"anchor": snapshot(params), "fisher": {name: fisher[name] for name in params}}
+        return diagonal_fisher(
+            model, x, y, head_index=context.task.head_index, kind=self.params.fisher, generator=context.generator
+        )
+
+    def consolidate(self, anchor: Named, importance: Named | None) -> None:
+        assert importance is not None
         if self.params.mode == "online" and self.terms_:
-            entry["fisher"] = _add(self.terms_[0]["fisher"], entry["fisher"], self.params.gamma)
-            self.terms_ = [entry]
+            self.terms_ = [{"anchor": anchor, "fisher": _add(self.terms_[0]["fisher"], importance, self.params.gamma)}]
         else:
-            self.terms_ = [*(self.terms_ or []), entry]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.terms_ is None else {"terms": self.terms_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"terms"})
-            self.terms_ = [{"anchor": dict(e["anchor"]), "fisher": dict(e["fisher"])} for e in state["terms"]]
+            self.terms_ = [*(self.terms_ or []), {"anchor": anchor, "fisher": importance}]
 
 
-class _ImportanceStrategy(Strategy):
-    """Shared by SI and MAS: a per-parameter importance and an anchor, learnt at the end of
-    each task, bound to the model's parameters as penalty terms, saved in checkpoints."""
+class _SummedImportance(QuadraticPenalty):
+    """Shared by SI and MAS: one importance summed over tasks, anchored at the last task's weights."""
 
-    _terms: tuple[Term, ...] | list[Term] = ()
-    importance_: dict[str, torch.Tensor] | None = None
-    anchor_: dict[str, torch.Tensor] | None = None
+    importance_: Named | None = None
+    anchor_: Named | None = None
 
-    def _bind_importance(self, model: nn.Module, device: torch.device) -> list[Term]:
-        """Move ``anchor_`` / ``importance_`` to ``device`` and bind them to the model's
-        parameters (no terms before the first task has ended)."""
-        if not self.importance_:
-            return []
-        self.importance_ = to_device(self.importance_, device)
-        self.anchor_ = to_device(self.anchor_ or {}, device)
-        return bind_terms(model, self.anchor_, self.importance_)
+    def anchors(self) -> list[tuple[Named, Named | None]]:
+        return [(self.anchor_ or {}, self.importance_)] if self.importance_ else []
 
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.importance_ is None else {"importance": self.importance_, "anchor": self.anchor_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"importance", "anchor"})
-            self.importance_, self.anchor_ = dict(state["importance"]), dict(state["anchor"])
+    def consolidate(self, anchor: Named, importance: Named | None) -> None:
+        assert importance is not None
+        self.importance_ = _add(self.importance_, importance)
+        self.anchor_ = anchor
 
 
 # ------------------------------------------------------------------------ SI -----
@@ -241,7 +272,7 @@ class SIParams(HyperParams):
         self.check(self.xi > 0, "xi", "> 0")
 
 
-class SI(_ImportanceStrategy):
+class SI(_SummedImportance):
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017).
 
     During a task, ``omega_k += -g_k * (theta_k after - before the step)`` at every step,
@@ -258,18 +289,16 @@ class SI(_ImportanceStrategy):
     title = "Synaptic Intelligence (path-integral importance)"
     params_type = SIParams
 
+    def strength(self) -> float:
+        return self.params.c
+
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = self._bind_importance(model, context.device)
+        super().before_task(model, context)
         tracked = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
         self._tracked = list(tracked.items())
         self._start = snapshot(tracked)
         self._omega = {name: torch.zeros_like(p) for name, p in tracked.items()}
         self._pending: list[tuple[str, nn.Parameter, torch.Tensor, torch.Tensor]] = []
-
-    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
-        if not self._terms:
-            return None
-        return self.params.c * quadratic_penalty(self._terms)
 
     def after_backward(self, model: nn.Module, batch: Batch, context: StrategyContext) -> None:
         pending = []
@@ -287,14 +316,14 @@ class SI(_ImportanceStrategy):
             self._omega[name] += si_path_step(grad, before, p.detach())
         self._pending = []
 
-    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
-        tracked = dict(self._tracked)
-        new = {
+    def importance(self, model: nn.Module, context: StrategyContext, params: dict[str, nn.Parameter]) -> Named:
+        return {
             name: si_importance(self._omega[name], p.detach() - self._start[name], self.params.xi)
-            for name, p in tracked.items()
+            for name, p in self._tracked
         }
-        self.importance_ = _add(self.importance_, new)
-        self.anchor_ = snapshot(tracked)
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        super().after_task(model, context)
         self._omega, self._start, self._pending = {}, {}, []
 
 
@@ -316,10 +345,11 @@ class MASParams(HyperParams):
         self.check(self.importance_samples >= 0, "importance_samples", ">= 0 (0 = all)")
 
 
-class MAS(_ImportanceStrategy):
+class MAS(_SummedImportance):
     """Memory Aware Synapses (Aljundi et al. 2018): importance = mean over examples of
-    ``|d ||f(x)||^2 / d theta|`` (``f`` = the task's head logits), summed over tasks;
-    penalty ``lam sum_i Omega_i (theta_i - theta*_i)^2`` around the last task's weights.
+    ``|d ||f(x)||^2 / d theta|`` (``f`` = the task's head logits; exact per sample,
+    :func:`~forgetlab.analysis.fisher.mas_importance`), summed over tasks; penalty
+    ``lam sum_i Omega_i (theta_i - theta*_i)^2`` around the last task's weights.
 
     Example:
         >>> MAS().params.lam
@@ -329,18 +359,11 @@ class MAS(_ImportanceStrategy):
     name = "mas"
     title = "Memory Aware Synapses (output-sensitivity importance)"
     params_type = MASParams
+    prefix_neutral = True
 
-    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        self._terms = self._bind_importance(model, context.device)
+    def strength(self) -> float:
+        return self.params.lam
 
-    def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
-        if not self._terms:
-            return None
-        return self.params.lam * quadratic_penalty(self._terms)
-
-    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+    def importance(self, model: nn.Module, context: StrategyContext, params: dict[str, nn.Parameter]) -> Named:
         x, _ = task_inputs(context, self.params.importance_samples)
-        importance = mas_importance(model, x, context.task.head_index)
-        params = penalised_parameters(model, trained_heads(context.stream, context.task_index + 1))
-        self.importance_ = _add(self.importance_, {name: importance[name] for name in params})
-        self.anchor_ = snapshot(params)
+        return mas_importance(model, x, head_index=context.task.head_index)

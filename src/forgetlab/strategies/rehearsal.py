@@ -15,13 +15,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext, check_state_keys, to_device
+from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext
 from forgetlab.strategies.losses import grouped_cross_entropy
 from forgetlab.strategies.memory import (
     BUFFER_KINDS,
@@ -33,14 +33,13 @@ from forgetlab.strategies.memory import (
 
 
 class _BufferStrategy(Strategy):
-    """Shared buffer handling: device moves, end-of-task filling, state round trip."""
+    """Shared buffer handling: device moves, end-of-task filling."""
 
     buffer_: dict[str, torch.Tensor] | None = None
     n_seen_: int = 0
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
-        if self.buffer_:
-            self.buffer_ = to_device(self.buffer_, context.device)
+        self.move_state(context.device)
 
     def fill_from_task(self, context: StrategyContext) -> None:
         """Offer the finished task's training examples to the buffer (``params.buffer`` rule)."""
@@ -67,14 +66,6 @@ class _BufferStrategy(Strategy):
         assert self.buffer_ is not None
         index = sample_indices(buffer_length(self.buffer_), n, context.generator).to(self.buffer_["y"].device)
         return index, context.prepare(self.buffer_["x"][index]), self.buffer_["y"][index], self.buffer_["head"][index]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if not self.buffer_ else {"buffer": self.buffer_, "n_seen": self.n_seen_}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            check_state_keys(self, state, {"buffer", "n_seen"})
-            self.buffer_, self.n_seen_ = dict(state["buffer"]), int(state["n_seen"])
 
 
 # -------------------------------------------------------------------- replay -----
@@ -113,6 +104,7 @@ class Replay(_BufferStrategy):
     name = "replay"
     title = "experience replay from a buffer of old examples"
     params_type = ReplayParams
+    prefix_neutral = True
 
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
         if not self.buffer_ or self.params.fraction == 0:
@@ -176,6 +168,7 @@ class AGEM(_BufferStrategy):
     name = "agem"
     title = "Averaged GEM: project gradients that would raise the memory loss"
     params_type = AGEMParams
+    prefix_neutral = True
 
     def after_backward(self, model: nn.Module, batch: Batch, context: StrategyContext) -> None:
         if not self.buffer_:
