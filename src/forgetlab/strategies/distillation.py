@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetlab.errors import DataError
+from forgetlab.data.custom import load_revision_inputs
 from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext, trained_heads
 from forgetlab.strategies.losses import old_outputs, soft_cross_entropy
 from forgetlab.strategies.memory import reservoir_update, sample_indices
@@ -145,55 +143,6 @@ class PseudoRehearsalParams(HyperParams):
         self.check(0 < self.revision_fraction < 1, "revision_fraction", "in (0, 1)")
         self.check(self.temperature > 0, "temperature", "> 0")
         self.check_choice("loss", ("soft-ce", "mse"))
-
-
-def load_revision_inputs(path: str | Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Read unlabelled inputs for pseudo-rehearsal: ``(N, C, H, W)`` in pixel units
-    (uint8, or float = 255 x the file's [0, 1] values).
-
-    Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "x.npz")
-        >>> np.savez(path, x=np.zeros((3, 8, 8), dtype=np.uint8))
-        >>> tuple(load_revision_inputs(path, (1, 8, 8)).shape)
-        (3, 1, 8, 8)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"The revision inputs file {str(path)!r} (method.revision_path) does not exist.")
-    try:
-        if path.suffix in (".pt", ".pth"):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            array = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        else:
-            loaded = np.load(path, allow_pickle=False)
-            if isinstance(loaded, np.lib.npyio.NpzFile):
-                keys = list(loaded.keys())
-                if "x" not in keys and len(keys) != 1:
-                    raise DataError(f"{str(path)!r} holds arrays {keys}: name the inputs 'x'.")
-                array = loaded["x" if "x" in keys else keys[0]]
-            else:
-                array = loaded
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - numpy/torch raise many types for a bad file
-        raise DataError(f"Cannot read revision inputs {str(path)!r} ({type(exc).__name__}: {exc}).") from None
-    x = torch.from_numpy(np.ascontiguousarray(array))
-    channels, height, width = input_shape
-    if x.dim() == 3 and channels == 1:
-        x = x.unsqueeze(1)
-    elif x.dim() == 4 and tuple(x.shape[1:]) == (height, width, channels) and tuple(x.shape[1:]) != input_shape:
-        x = x.permute(0, 3, 1, 2).contiguous()
-    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
-        raise DataError(
-            f"Revision inputs in {str(path)!r} have shape {tuple(x.shape)}; the stream's inputs are "
-            f"(N, {channels}, {height}, {width})."
-        )
-    if x.dtype == torch.uint8:
-        return x
-    if not x.is_floating_point():
-        raise DataError(f"Revision inputs in {str(path)!r} must be uint8 pixels or floats in [0, 1]. Got {x.dtype}.")
-    return x.float() * 255.0
 
 
 class PseudoRehearsal(Strategy):
