@@ -54,7 +54,8 @@ def compare_checkpoints(
         device: where the models run and the similarities are computed: ``cpu``,
             ``cuda`` or ``auto``.
     """
-    from forgetlab.api import build_stream_for, resolve_device
+    from forgetlab.api import build_stream_for
+    from forgetlab.engine.device import resolve_device
     from forgetlab.engine.checkpoint import load_model
 
     target = resolve_device(device)
