@@ -191,15 +191,8 @@ class _Loop:
     is in a task-boundary checkpoint)."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        stream: TaskStream,
-        config: TrainConfig,
-        device: torch.device,
-        strategy: Strategy,
-        progress: bool,
-        checkpoint_dir: Path | None,
-        checkpoint_extra: dict[str, Any] | None,
+        self, model: nn.Module, stream: TaskStream, config: TrainConfig, device: torch.device, strategy: Strategy,
+        progress: bool, checkpoint_dir: Path | None, checkpoint_extra: dict[str, Any] | None,
     ) -> None:
         model.to(device)
         model.train()
