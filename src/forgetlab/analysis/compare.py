@@ -55,8 +55,8 @@ def compare_checkpoints(
             ``cuda`` or ``auto``.
     """
     from forgetlab.api import build_stream_for
-    from forgetlab.engine.device import resolve_device
     from forgetlab.engine.checkpoint import load_model
+    from forgetlab.engine.device import resolve_device
 
     target = resolve_device(device)
 

@@ -134,8 +134,8 @@ def run_job(job: RunJob) -> Any:
     import torch
 
     from forgetlab.api import RunFailure, failure_reason, train_run
-    from forgetlab.engine.device import resolve_device
     from forgetlab.config import RunConfig
+    from forgetlab.engine.device import resolve_device
     from forgetlab.engine.train import DivergedError
 
     if job.threads:
