@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import forgetlab
-from forgetlab.api import resolve_device
+from forgetlab.engine.device import resolve_device
 from forgetlab.cli import main
 from forgetlab.config import RunConfig, resolve
 

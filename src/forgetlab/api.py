@@ -10,8 +10,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +22,13 @@ import forgetlab
 from forgetlab.config import RunConfig, resolve
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
-from forgetlab.engine.train import CurvePoint, mixed_precision, train_stream
-from forgetlab.errors import ConfigError, ForgetlabError
+from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
+from forgetlab.engine.train import CurvePoint, train_stream
+from forgetlab.errors import ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import BlockModel, create_model
 from forgetlab.store import ResultStore, default_store_dir
 from forgetlab.strategies import Strategy, create_strategy
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -64,17 +61,6 @@ class RunResult:
     train_seconds: float = 0.0
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device not in DEVICES:
-        raise ConfigError(f"The 'device' parameter must be one of {', '.join(DEVICES)}. Got {device!r} instead.")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("The 'device' parameter is 'cuda' but no CUDA device is available. Use --device cpu or auto.")
-    return torch.device(device)
-
-
 def build_stream_for(config: RunConfig, *, data_dir: str | Path | None = None, download: bool = False) -> TaskStream:
     """Load the config's dataset and cut it into its task stream."""
     data = load_stream_data(config.stream, data_dir=data_dir, download=download)
@@ -104,37 +90,6 @@ def build_strategy_for(config: RunConfig) -> Strategy:
         'si'
     """
     return create_strategy(config.method.name, config.method.params)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak-memory window for :func:`peak_memory_bytes` (per run, not per process).
-
-    CUDA: the allocator's peak. CPU on Linux: the resident-set high-water mark, reset
-    through ``/proc/self/clear_refs``; elsewhere the process's lifetime peak is kept.
-    """
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory since :func:`reset_peak_memory`: CUDA allocator peak, or resident set size."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
 @dataclass(frozen=True)
@@ -236,7 +191,7 @@ def train_run(
             },
         },
         progress=progress,
-        start_from=source_payload,
+        prefix_checkpoint=source_payload,
     )
     return RunOutcome(
         run_id=resolved.run_id(),

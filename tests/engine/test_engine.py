@@ -85,6 +85,20 @@ def test_resume_after_interruption_equals_straight_run(digits_data, tmp_path):
     assert [c.accuracies for c in resumed.curves] == [c.accuracies for c in straight.curves]
 
 
+def test_adopted_prefix_continues_like_the_source_run(digits_data, tmp_path):
+    source_model, stream = _fresh(data=digits_data)
+    straight = train_stream(source_model, stream, CONFIG.train, checkpoint_dir=tmp_path / "source")
+    prefix = read_checkpoint(checkpoint_path(tmp_path / "source", 0))
+    torch.manual_seed(123)  # a different untrained model: the prefix replaces it
+    model = build_model_for(CONFIG, stream)
+    adopted = train_stream(model, stream, CONFIG.train, checkpoint_dir=tmp_path / "own", prefix_checkpoint=prefix)
+    assert adopted.resumed_from == 1 and checkpoint_path(tmp_path / "own", 0).is_file()
+    np.testing.assert_array_equal(adopted.accuracy_matrix, straight.accuracy_matrix)
+    assert [c.accuracies for c in adopted.curves] == [c.accuracies for c in straight.curves]
+    for key, value in source_model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+
 def test_divergence_is_reported(digits_data):
     class NaNPenalty(Strategy):
         def penalty(self, model, context):

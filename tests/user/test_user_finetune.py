@@ -127,11 +127,11 @@ def test_train_stream_start_task_runs_hooks_without_training():
     task = lambda name, labels: Task(name, x, labels, x, labels, 0, (0, 1))  # noqa: E731
     stream = TaskStream("t", (task("a", y), task("b", 1 - y)), (2,), (3,), (), (), False, ("0", "1"))
     strategy = Recorder()
-    result = train_stream(net, stream, TrainConfig(lr=0.01, epochs=2, batch_size=8), strategy=strategy, start_task=1)
+    result = train_stream(net, stream, TrainConfig(lr=0.01, epochs=2, batch_size=8), strategy=strategy, n_learned_tasks=1)
     assert strategy.calls == [("before_task", 0), ("after_task", 0), ("before_task", 1), ("after_task", 1)]
     assert all(torch.equal(original[k], v) for k, v in strategy.weights[0].items())  # task 0: not trained
     assert not all(torch.equal(original[k], v) for k, v in strategy.weights[1].items())
     assert list(result.accuracy_matrix[0]) == list(result.initial_accuracy)
     assert len(result.curves) == 2 and all(point.task_index == 1 for point in result.curves)
-    with pytest.raises(ConfigError, match=r"'start_task' parameter must be in \[0, 1\]. Got 2"):
-        train_stream(net, stream, TrainConfig(lr=0.01, epochs=1), start_task=2)
+    with pytest.raises(ConfigError, match=r"'n_learned_tasks' parameter must be in \[0, 1\]. Got 2"):
+        train_stream(net, stream, TrainConfig(lr=0.01, epochs=1), n_learned_tasks=2)

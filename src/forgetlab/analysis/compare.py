@@ -54,8 +54,9 @@ def compare_checkpoints(
         device: where the models run and the similarities are computed: ``cpu``,
             ``cuda`` or ``auto``.
     """
-    from forgetlab.api import build_stream_for, resolve_device
+    from forgetlab.api import build_stream_for
     from forgetlab.engine.checkpoint import load_model
+    from forgetlab.engine.device import resolve_device
 
     target = resolve_device(device)
 

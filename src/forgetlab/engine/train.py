@@ -7,7 +7,6 @@ forward, loss, backward, step) so that its cost is that of a hand-written PyTorc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -19,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from forgetlab.analysis.activations import eval_mode
 from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
+from forgetlab.engine.device import mixed_precision
 from forgetlab.errors import ConfigError, ForgetlabError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
@@ -97,51 +98,19 @@ def evaluate_task(
     Every submodule's train/eval mode is restored afterwards (a strategy may keep some
     submodules, e.g. frozen BatchNorm layers, in eval mode while training).
     """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        correct = 0
+    correct = 0
+    with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
             logits = model(transform(x[start : start + batch_size], train=False), head_index)
             correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
-    finally:
-        for module, mode in modes:
-            module.training = mode
     return correct / max(int(x.shape[0]), 1)
 
 
-class _Bar:
-    """A tqdm bar (or nothing, when disabled) usable as a context manager."""
+def _progress(total: int, description: str, enabled: bool, unit: str = "step") -> Any:
+    """A tqdm bar (a context manager), silent unless ``enabled``."""
+    from tqdm.auto import tqdm
 
-    def __init__(self, total: int, description: str, enabled: bool, unit: str) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, unit=unit)
-
-    def update(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def wrap(self, items: list[Any]) -> Any:
-        for item in items:
-            yield item
-            self.update()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _progress(total: int, description: str, enabled: bool, unit: str = "step") -> _Bar:
-    return _Bar(total, description, enabled, unit)
+    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, unit=unit, disable=not enabled)
 
 
 def train_stream(
@@ -154,31 +123,30 @@ def train_stream(
     checkpoint_dir: Path | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
     progress: bool = False,
-    start_task: int = 0,
-    start_from: dict[str, Any] | None = None,
+    n_learned_tasks: int = 0,
+    prefix_checkpoint: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on every task of ``stream`` in order; evaluate all tasks as it goes.
 
-    With ``checkpoint_dir``, writes ``task-{i}.pt`` after each task and, if checkpoints
-    are already there, resumes after the last one (same result as an uninterrupted run).
     ``strategy`` (default: naive fine-tuning) is called as ``forgetlab.strategies.base``
-    documents; its state and its generator are part of every checkpoint.
+    documents. Where training starts is one of three steps:
 
-    ``start_task`` > 0 declares the first ``start_task`` tasks already learned by
-    ``model`` (e.g. a user's trained model whose old task is given as data): they are
-    not trained; the strategy's ``before_task`` and ``after_task`` run on each of them
-    in order (so it builds its anchors, importances or buffers from their data and the
-    model as it is), their rows of ``R`` are the initial accuracies, and training
-    starts at task ``start_task``.
+    - :func:`_resume`: ``checkpoint_dir`` already holds this run's ``task-{i}.pt``: go on
+      after the last one (same result as an uninterrupted run).
+    - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
+      run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
+      trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
+      during those tasks but ``after_task``; see :data:`forgetlab.strategies.PREFIX_NEUTRAL`)
+      and a source trained with the same stream, model and training config by a
+      strategy without state.
+    - :func:`_start_fresh`: else evaluate the untrained model; the first
+      ``n_learned_tasks`` tasks count as already learned by ``model`` (e.g. a user's
+      trained model whose old task is given as data): not trained, only the strategy's
+      ``before_task`` and ``after_task`` run on them, and their rows of ``R`` are the
+      initial accuracies.
 
-    ``start_from`` (a checkpoint payload of *another* run, see :func:`read_checkpoint`)
-    adopts that run's trained prefix when ``checkpoint_dir`` holds no checkpoint yet:
-    model, optimizer, RNG states, accuracy rows and curves are loaded, the strategy's
-    ``after_task`` is called for the adopted last task (EWC computes its Fisher, replay
-    fills its buffer) and training continues with the next task. It is only exact for
-    a *prefix-neutral* method (one that does nothing during those tasks but
-    ``after_task``; see :data:`forgetlab.strategies.PREFIX_NEUTRAL`) and a source
-    trained with the same stream, model and training config by a strategy without state.
+    With ``checkpoint_dir``, writes ``task-{i}.pt`` (``checkpoint_extra`` included, and
+    the strategy's state and generator) after each task.
 
     Example:
         >>> import forgetlab
@@ -191,197 +159,237 @@ def train_stream(
         >>> result.accuracy_matrix.shape
         (2, 2)
     """
-    device = torch.device(device)
+    if not 0 <= n_learned_tasks < stream.n_tasks:
+        raise ConfigError(
+            f"The 'n_learned_tasks' parameter must be in [0, {stream.n_tasks - 1}]. Got {n_learned_tasks}."
+        )
     strategy = strategy or Naive()
-    n_tasks = stream.n_tasks
-    model.to(device)
-    model.train()
-    transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device)
-    test_sets = [(t.test_x.to(device), t.test_y.to(device), t.head_index) for t in stream.tasks]
-
-    data_generator = torch.Generator().manual_seed(config.seed)
-    augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    strategy_generator = torch.Generator().manual_seed(config.seed + 2)
-    autocast, scaler = mixed_precision(config.precision, device)
-    R = np.zeros((n_tasks, n_tasks))
-    curves: list[CurvePoint] = []
-    eval_seconds = 0.0
-    start_time = time.perf_counter()
-    global_step = 0
-    first_task = 0
-    optimizer: torch.optim.Optimizer | None = None
-
-    def evaluate_all() -> tuple[float, ...]:
-        nonlocal eval_seconds
-        tick = time.perf_counter()
-        with _progress(len(test_sets), "evaluating", progress, unit="task") as bar:
-            accuracies = tuple(
-                evaluate_task(model, x, y, head, transform, config.eval_batch_size) for x, y, head in bar.wrap(test_sets)
-            )
-        eval_seconds += time.perf_counter() - tick
-        return accuracies
-
-    found = latest_checkpoint(checkpoint_dir, n_tasks) if checkpoint_dir is not None else None
-    adopted = found is None and start_from is not None
-    if found is not None or adopted:
-        payload = read_checkpoint(found[1]) if found is not None else start_from
-        if adopted:
-            found = (int(payload["task_index"]), None)
-        model.load_state_dict(payload["model_state"])
-        if not adopted:
-            strategy.load_state_dict(payload["strategy_state"])
-        optimizer = make_optimizer(model, config)
-        optimizer.load_state_dict(payload["optimizer_state"])
-        data_generator.set_state(payload["rng"]["data"])
-        augment_generator.set_state(payload["rng"]["augment"])
-        if "strategy" in payload["rng"]:
-            strategy_generator.set_state(payload["rng"]["strategy"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        R = np.array(payload["accuracy_matrix"], dtype=np.float64)
-        initial = np.array(payload["initial_accuracy"], dtype=np.float64)
-        curves = [CurvePoint(**{**point, "accuracies": tuple(point["accuracies"])}) for point in payload["curves"]]
-        global_step = int(payload["global_step"])
-        first_task = found[0] + 1
-        eval_seconds = float(payload.get("eval_seconds", 0.0))
-        start_time -= float(payload.get("elapsed_seconds", 0.0))
+    loop = _Loop(model, stream, config, torch.device(device), strategy, progress, checkpoint_dir, checkpoint_extra)
+    found = latest_checkpoint(checkpoint_dir, stream.n_tasks) if checkpoint_dir is not None else None
+    if found is not None:
+        first_task = _resume(loop, read_checkpoint(found[1]))
+    elif prefix_checkpoint is not None:
+        first_task = _adopt_prefix(loop, prefix_checkpoint)
     else:
-        initial = np.array(evaluate_all())
-        if not 0 <= start_task < n_tasks:
-            raise ConfigError(f"The 'start_task' parameter must be in [0, {n_tasks - 1}]. Got {start_task}.")
-        for task_index in range(start_task):
-            context = StrategyContext(stream, task_index, device, transform, strategy_generator, augment_generator)
-            strategy.before_task(model, context)
-            strategy.after_task(model, context)
-            R[task_index] = initial
-        first_task = start_task
+        first_task = _start_fresh(loop, n_learned_tasks)
 
-    def save(task_index: int) -> None:
-        if checkpoint_dir is None:
+    for task_index in range(first_task, stream.n_tasks):
+        context = loop.context(task_index)
+        strategy.before_task(model, context)
+        if loop.optimizer is None or config.reset_optimizer:
+            loop.optimizer = make_optimizer(model, config)
+        _train_task(loop, loop.optimizer, context)  # epochs of steps, every task evaluated after each
+        strategy.after_task(model, context)
+        loop.R[task_index] = loop.accuracies_now(task_index)
+        loop.save(task_index)
+    return loop.result(resumed_from=first_task)
+
+
+class _Loop:
+    """What one :func:`train_stream` call carries from task to task: the model and its
+    optimizer, the generators, ``R``, the curves, the counters and the clocks (all of it
+    is in a task-boundary checkpoint)."""
+
+    def __init__(
+        self, model: nn.Module, stream: TaskStream, config: TrainConfig, device: torch.device, strategy: Strategy,
+        progress: bool, checkpoint_dir: Path | None, checkpoint_extra: dict[str, Any] | None,
+    ) -> None:
+        model.to(device)
+        model.train()
+        self.model, self.stream, self.config, self.device, self.strategy = model, stream, config, device, strategy
+        self.progress, self.checkpoint_dir, self.checkpoint_extra = progress, checkpoint_dir, checkpoint_extra or {}
+        self.transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device)
+        self.test_sets = [(t.test_x.to(device), t.test_y.to(device), t.head_index) for t in stream.tasks]
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.strategy_generator = torch.Generator().manual_seed(config.seed + 2)
+        self.autocast, self.scaler = mixed_precision(config.precision, device)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.R = np.zeros((stream.n_tasks, stream.n_tasks))
+        self.initial = np.zeros(stream.n_tasks)
+        self.curves: list[CurvePoint] = []
+        self.global_step = 0
+        self.eval_seconds = 0.0
+        self.start_time = time.perf_counter()
+
+    def context(self, task_index: int) -> StrategyContext:
+        return StrategyContext(
+            self.stream, task_index, self.device, self.transform, self.strategy_generator, self.augment_generator
+        )
+
+    def evaluate_all(self) -> tuple[float, ...]:
+        """Test accuracy on every task now, in stream order."""
+        tick = time.perf_counter()
+        accuracies = []
+        with _progress(len(self.test_sets), "evaluating", self.progress, unit="task") as bar:
+            for x, y, head in self.test_sets:
+                accuracies.append(evaluate_task(self.model, x, y, head, self.transform, self.config.eval_batch_size))
+                bar.update()
+        self.eval_seconds += time.perf_counter() - tick
+        return tuple(accuracies)
+
+    def record_curve(self, task_index: int, epoch: float) -> None:
+        self.curves.append(CurvePoint(task_index, epoch, self.global_step, self.evaluate_all()))
+
+    def accuracies_now(self, task_index: int) -> tuple[float, ...]:
+        """The last curve point's accuracies when it was taken at this step of this task, else a new evaluation."""
+        last = self.curves[-1] if self.curves else None
+        if last is not None and last.task_index == task_index and last.step == self.global_step:
+            return last.accuracies
+        return self.evaluate_all()
+
+    def save(self, task_index: int) -> None:
+        """Write the checkpoint of the boundary after task ``task_index`` (with a ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
             return
-        assert optimizer is not None
+        assert self.optimizer is not None  # built before the first task trains, or restored
         save_checkpoint(
-            checkpoint_path(checkpoint_dir, task_index),
+            checkpoint_path(self.checkpoint_dir, task_index),
             {
-                **(checkpoint_extra or {}),
+                **self.checkpoint_extra,
                 "task_index": task_index,
-                "global_step": global_step,
-                "model_state": model.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "strategy_state": strategy.state_dict(),
-                "accuracy_matrix": R.tolist(),
-                "initial_accuracy": initial.tolist(),
-                "curves": [dataclasses.asdict(point) for point in curves],
+                "global_step": self.global_step,
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "strategy_state": self.strategy.state_dict(),
+                "accuracy_matrix": self.R.tolist(),
+                "initial_accuracy": self.initial.tolist(),
+                "curves": [dataclasses.asdict(point) for point in self.curves],
                 "rng": {
-                    "data": data_generator.get_state(),
-                    "augment": augment_generator.get_state(),
-                    "strategy": strategy_generator.get_state(),
+                    "data": self.data_generator.get_state(),
+                    "augment": self.augment_generator.get_state(),
+                    "strategy": self.strategy_generator.get_state(),
                     "torch": torch.get_rng_state(),
                 },
-                "eval_seconds": eval_seconds,
-                "elapsed_seconds": time.perf_counter() - start_time,
+                "eval_seconds": self.eval_seconds,
+                "elapsed_seconds": time.perf_counter() - self.start_time,
             },
         )
 
-    if adopted:
-        # The adopted prefix ends with the source's after_task (a no-op for a stateless
-        # source); run this strategy's own end-of-task step, then checkpoint as our own.
-        last = first_task - 1
-        strategy.after_task(model, StrategyContext(stream, last, device, transform, strategy_generator, augment_generator))
-        save(last)
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload."""
+        self.optimizer = make_optimizer(self.model, self.config)
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        rng = payload["rng"]
+        self.data_generator.set_state(rng["data"])
+        self.augment_generator.set_state(rng["augment"])
+        if "strategy" in rng:
+            self.strategy_generator.set_state(rng["strategy"])
+        torch.set_rng_state(rng["torch"])
+        self.R = np.array(payload["accuracy_matrix"], dtype=np.float64)
+        self.initial = np.array(payload["initial_accuracy"], dtype=np.float64)
+        self.curves = [CurvePoint(**{**point, "accuracies": tuple(point["accuracies"])}) for point in payload["curves"]]
+        self.global_step = int(payload["global_step"])
+        self.eval_seconds = float(payload.get("eval_seconds", 0.0))
+        self.start_time -= float(payload.get("elapsed_seconds", 0.0))
 
-    for task_index in range(first_task, n_tasks):
-        task: Task = stream.tasks[task_index]
-        context = StrategyContext(stream, task_index, device, transform, strategy_generator, augment_generator)
-        strategy.before_task(model, context)
-        if optimizer is None or config.reset_optimizer:
-            optimizer = make_optimizer(model, config)
-        base_lrs = [group["lr"] for group in optimizer.param_groups]
-        x_train = task.train_x.to(device)
-        y_train = task.train_y.to(device)
-        n_train = task.n_train
-        batch_size = min(config.batch_size, n_train)
-        steps_per_epoch = math.ceil(n_train / batch_size)
-        if n_train % batch_size == 1 and steps_per_epoch > 1:
-            steps_per_epoch -= 1  # never a batch of one (BatchNorm cannot train on it)
-        total_steps = config.steps or config.epochs * steps_per_epoch
-        head = task.head_index
-        bar = _progress(total_steps, f"task {task_index + 1}/{n_tasks}", progress)
-        step = 0
-        try:
-            while step < total_steps:
-                order = torch.randperm(n_train, generator=data_generator).to(device, non_blocking=True)
-                for batch_start in range(0, steps_per_epoch * batch_size, batch_size):
-                    if config.lr_schedule != "constant":
-                        factor = lr_factor(config.lr_schedule, step, total_steps)
-                        for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                            group["lr"] = base_lr * factor
-                    index = order[batch_start : batch_start + batch_size]
-                    raw = x_train[index]
-                    batch = Batch(raw, transform(raw, train=True, generator=augment_generator), y_train[index], head)
-                    with autocast:
-                        loss = strategy.batch_loss(model, batch, context)
-                        extra = strategy.penalty(model, context)
-                        if extra is not None:
-                            loss = loss + extra
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is None:
-                        loss.backward()
-                        strategy.after_backward(model, batch, context)
-                        optimizer.step()
-                    else:
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)  # strategies see true gradients
-                        strategy.after_backward(model, batch, context)
-                        scaler.step(optimizer)
-                        scaler.update()
-                    strategy.after_step(model, context)
-                    step += 1
-                    global_step += 1
-                    bar.update()
-                    if config.eval_every_steps and step % config.eval_every_steps == 0:
-                        _check_finite(loss, task_index, step)
-                        curves.append(CurvePoint(task_index, step / steps_per_epoch, global_step, evaluate_all()))
-                    if step >= total_steps:
-                        break
-                _check_finite(loss, task_index, step)
-                if not config.eval_every_steps:
-                    curves.append(CurvePoint(task_index, step / steps_per_epoch, global_step, evaluate_all()))
-        finally:
-            bar.close()
-        strategy.after_task(model, context)
-        if curves and curves[-1].task_index == task_index and curves[-1].step == global_step:
-            R[task_index] = curves[-1].accuracies
-        else:
-            R[task_index] = evaluate_all()
-        save(task_index)
-    total = time.perf_counter() - start_time
-    return TrainResult(
-        accuracy_matrix=R,
-        initial_accuracy=initial,
-        curves=curves,
-        train_seconds=total - eval_seconds,
-        eval_seconds=eval_seconds,
-        resumed_from=first_task,
-    )
-
-
-def mixed_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
-    """``(autocast context, gradient scaler or None)`` for ``train.precision``.
-
-    ``fp32`` autocasts nothing; ``bf16`` autocasts to bfloat16 (no scaler: bfloat16 has
-    float32's range); ``fp16`` autocasts to float16 with a ``GradScaler`` and needs CUDA.
-    """
-    if precision == "fp32":
-        return contextlib.nullcontext(), None
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            f"train.precision='fp16' needs a CUDA device (this run is on {device.type}). "
-            f"Use train.precision=bf16 on a CPU."
+    def result(self, resumed_from: int) -> TrainResult:
+        total = time.perf_counter() - self.start_time
+        return TrainResult(
+            accuracy_matrix=self.R,
+            initial_accuracy=self.initial,
+            curves=self.curves,
+            train_seconds=total - self.eval_seconds,
+            eval_seconds=self.eval_seconds,
+            resumed_from=resumed_from,
         )
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    autocast = torch.autocast(device_type=device.type, dtype=dtype)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    return autocast, scaler
+
+
+def _resume(loop: _Loop, payload: dict[str, Any]) -> int:
+    """Go on from this run's own last checkpoint ``payload``; returns the next task index."""
+    loop.model.load_state_dict(payload["model_state"])
+    loop.strategy.load_state_dict(payload["strategy_state"])
+    loop.restore(payload)
+    return int(payload["task_index"]) + 1
+
+
+def _adopt_prefix(loop: _Loop, payload: dict[str, Any]) -> int:
+    """Take over another run's trained tasks from its checkpoint ``payload``: everything but
+    its strategy state. The prefix ends with the source's ``after_task`` (a no-op for a
+    stateless source), so this strategy's own end-of-task step runs on the last adopted
+    task (EWC computes its Fisher, replay fills its buffer) before the boundary is saved as
+    this run's checkpoint. Returns the next task index."""
+    loop.model.load_state_dict(payload["model_state"])
+    loop.restore(payload)
+    last = int(payload["task_index"])
+    loop.strategy.after_task(loop.model, loop.context(last))
+    loop.save(last)
+    return last + 1
+
+
+def _start_fresh(loop: _Loop, n_learned_tasks: int) -> int:
+    """Evaluate the untrained model; run the strategy's ``before_task`` and ``after_task`` on
+    each of the first ``n_learned_tasks`` tasks (already learned: not trained, their rows
+    of ``R`` are the initial accuracies). Returns the first task to train."""
+    loop.initial = np.array(loop.evaluate_all())
+    for task_index in range(n_learned_tasks):
+        context = loop.context(task_index)
+        loop.strategy.before_task(loop.model, context)
+        loop.strategy.after_task(loop.model, context)
+        loop.R[task_index] = loop.initial
+    return n_learned_tasks
+
+
+def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: StrategyContext) -> None:
+    """Train on task ``context.task_index`` for ``train.epochs`` epochs (or ``train.steps``
+    steps); every task is evaluated into ``loop.curves`` after each epoch, or every
+    ``train.eval_every_steps`` steps."""
+    config, task_index = loop.config, context.task_index
+    task: Task = loop.stream.tasks[task_index]
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    x_train, y_train = task.train_x.to(loop.device), task.train_y.to(loop.device)
+    batch_size = min(config.batch_size, task.n_train)
+    steps_per_epoch = math.ceil(task.n_train / batch_size)
+    if task.n_train % batch_size == 1 and steps_per_epoch > 1:
+        steps_per_epoch -= 1  # never a batch of one (BatchNorm cannot train on it)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    step = 0
+    with _progress(total_steps, f"task {task_index + 1}/{loop.stream.n_tasks}", loop.progress) as bar:
+        while step < total_steps:
+            order = torch.randperm(task.n_train, generator=loop.data_generator).to(loop.device, non_blocking=True)
+            for batch_start in range(0, steps_per_epoch * batch_size, batch_size):
+                if config.lr_schedule != "constant":
+                    factor = lr_factor(config.lr_schedule, step, total_steps)
+                    for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base_lr * factor
+                index = order[batch_start : batch_start + batch_size]
+                raw = x_train[index]
+                inputs = loop.transform(raw, train=True, generator=loop.augment_generator)
+                loss = _step(loop, optimizer, Batch(raw, inputs, y_train[index], task.head_index), context)
+                step += 1
+                loop.global_step += 1
+                bar.update()
+                if config.eval_every_steps and step % config.eval_every_steps == 0:
+                    _check_finite(loss, task_index, step)
+                    loop.record_curve(task_index, step / steps_per_epoch)
+                if step >= total_steps:
+                    break
+            _check_finite(loss, task_index, step)
+            if not config.eval_every_steps:
+                loop.record_curve(task_index, step / steps_per_epoch)
+
+
+def _step(loop: _Loop, optimizer: torch.optim.Optimizer, batch: Batch, context: StrategyContext) -> torch.Tensor:
+    """One optimizer step on ``batch`` (loss + the strategy's penalty, under autocast); returns the loss."""
+    model, strategy, scaler = loop.model, loop.strategy, loop.scaler
+    with loop.autocast:
+        loss = strategy.batch_loss(model, batch, context)
+        extra = strategy.penalty(model, context)
+        if extra is not None:
+            loss = loss + extra
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        strategy.after_backward(model, batch, context)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # strategies see true gradients
+        strategy.after_backward(model, batch, context)
+        scaler.step(optimizer)
+        scaler.update()
+    strategy.after_step(model, context)
+    return loss
 
 
 def _check_finite(loss: torch.Tensor, task_index: int, step: int) -> None:
@@ -417,16 +425,11 @@ def per_class_accuracy(
     """
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        predictions = []
+    predictions = []
+    with eval_mode(model):
         for start in range(0, task.n_test, batch_size):
             inputs = transform(task.test_x[start : start + batch_size].to(device), train=False)
             predictions.append(model(inputs, task.head_index).argmax(1).cpu())
-    finally:
-        for module, mode in modes:
-            module.training = mode
     correct = torch.cat(predictions) == task.test_y if predictions else torch.zeros(0, dtype=torch.bool)
     groups = task.test_source_y if task.test_source_y is not None else task.test_y
     return {int(c): float(correct[groups == c].double().mean()) for c in torch.unique(groups).tolist()}

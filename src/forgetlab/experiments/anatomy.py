@@ -41,11 +41,12 @@ from typing import Any
 import torch
 
 import forgetlab
-from forgetlab.api import RunFailure, resolve_device
+from forgetlab.api import RunFailure
 from forgetlab.config import RunConfig, apply_overrides, resolve
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
+from forgetlab.engine.device import resolve_device
 from forgetlab.engine.train import evaluate_task, per_class_accuracy
 from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile

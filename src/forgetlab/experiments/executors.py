@@ -133,8 +133,9 @@ def run_job(job: RunJob) -> Any:
     (bad config, missing data, unwritable folder: the same for every run) propagates."""
     import torch
 
-    from forgetlab.api import RunFailure, failure_reason, resolve_device, train_run
+    from forgetlab.api import RunFailure, failure_reason, train_run
     from forgetlab.config import RunConfig
+    from forgetlab.engine.device import resolve_device
     from forgetlab.engine.train import DivergedError
 
     if job.threads:

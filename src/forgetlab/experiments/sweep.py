@@ -133,9 +133,9 @@ def execute(
         [True, True]
     """
     import forgetlab
-    from forgetlab.api import RunOutcome, failure_reason, record_outcome, resolve_device, stored_result
+    from forgetlab.api import RunOutcome, failure_reason, record_outcome, stored_result
     from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint
-    from forgetlab.engine.train import mixed_precision
+    from forgetlab.engine.device import mixed_precision, resolve_device
 
     executor = executor or ExecutorConfig()
     resolved = [resolve(config) for config in configs]

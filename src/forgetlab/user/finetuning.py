@@ -206,7 +206,7 @@ def finetune(
     student = copy.deepcopy(original)
     torch.manual_seed(seed)
     tick = time.perf_counter()
-    result = train_stream(student, stream, config, device=device, strategy=create_strategy(method, hyper), start_task=1)
+    result = train_stream(student, stream, config, device=device, strategy=create_strategy(method, hyper), n_learned_tasks=1)
     seconds = time.perf_counter() - tick
     student.eval()
     notes = []
