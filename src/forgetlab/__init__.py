@@ -7,8 +7,7 @@ Example:
     (2, 2)
 """
 
-__version__ = "0.1.0"
-
+from forgetlab._version import __version__
 from forgetlab.api import RunResult, run
 from forgetlab.config import MethodConfig, ModelConfig, RunConfig, StreamConfig, TrainConfig
 

@@ -23,12 +23,8 @@ from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
-from forgetlab.errors import ConfigError, ForgetlabError
+from forgetlab.errors import ConfigError, DivergedError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
-
-
-class DivergedError(ForgetlabError, RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
