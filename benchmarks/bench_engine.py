@@ -25,9 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from forgetlab.config import RunConfig, apply_overrides, resolve
+from forgetlab.config import RunConfig, apply_overrides
+from forgetlab.resolve import resolve
 from forgetlab.data.augment import BatchTransform
-from forgetlab.api import build_model_for, build_stream_for
+from forgetlab.api import build_stream_for
+from forgetlab.models import build_model
 from forgetlab.engine.train import train_stream
 
 
@@ -98,7 +100,7 @@ def main() -> None:
     )
     stream = build_stream_for(config, data_dir=args.data_dir)
     torch.manual_seed(0)
-    initial = build_model_for(config, stream)
+    initial = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     print(f"dataset {args.dataset}, model {args.model}, {args.n_tasks} tasks x {args.steps} steps of batch "
           f"{args.batch_size}, device {device}, {args.threads} threads, torch {torch.__version__}")
 

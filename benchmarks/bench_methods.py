@@ -32,6 +32,7 @@ import torch
 
 import forgetlab
 from forgetlab.config import MethodConfig, ModelConfig, RunConfig, StreamConfig, TrainConfig
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 from forgetlab.strategies import format_params
 
@@ -147,7 +148,7 @@ def report(args: argparse.Namespace, rows) -> str:
         for seed in range(args.seeds):
             for setting in settings:
                 config = setting_config((label, method, task_params, class_params), setting, seed, args.steps)
-                stored = store.get(config.run_id()) if config is not None else None
+                stored = store.get(resolve(config).run_id()) if config is not None else None
                 if stored is not None and stored.status == "finished":
                     accs[setting].append(100 * stored.metrics["acc"])
                     if setting in SETTINGS:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from bench_methods import make_config  # this folder is on sys.path when run as a script
-from forgetlab.api import build_model_for, build_stream_for
-from forgetlab.config import resolve
+from forgetlab.api import build_stream_for
+from forgetlab.models import build_model
+from forgetlab.resolve import resolve
 from forgetlab.engine.train import train_stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,8 @@ def main() -> None:
     if args.variant == "raw":
         stream = dataclasses.replace(stream, mean=tuple(0.0 for _ in stream.mean), std=tuple(1.0 for _ in stream.std))
     torch.manual_seed(config.train.seed)
-    R = train_stream(build_model_for(config, stream), stream, config.train).accuracy_matrix
+    model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
+    R = train_stream(model, stream, config.train).accuracy_matrix
     print(f"{args.variant}: ACC {100 * R[-1].mean():.1f}%  last row {np.round(100 * R[-1], 1).tolist()}  "
           f"diagonal {np.round(100 * np.diag(R), 1).tolist()}")
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import forgetlab
 from forgetlab.engine.device import resolve_device
 from forgetlab.cli import main
-from forgetlab.config import RunConfig, resolve
+from forgetlab.config import RunConfig
+from forgetlab.resolve import resolve
 
 KEYS = [
     f"{section.name}.{field.name}"

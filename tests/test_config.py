@@ -11,9 +11,9 @@ from forgetlab.config import (
     TrainConfig,
     apply_overrides,
     load_config,
-    resolve,
 )
 from forgetlab.errors import ConfigError
+from forgetlab.resolve import resolve
 
 
 def test_overrides_coerce_types():
@@ -83,9 +83,31 @@ def test_resolve_fills_dataset_and_family_defaults():
 
 
 def test_run_id_is_the_hash_of_the_resolved_config():
-    implicit = RunConfig()
-    explicit = resolve(RunConfig())
-    assert implicit.run_id() == explicit.run_id()
+    implicit = resolve(RunConfig())
+    explicit = resolve(RunConfig(model=ModelConfig(name="mlp", width=256, depth=2, batch_norm=False)))
+    assert implicit.run_id() == explicit.run_id() == "5a21174bbb31b316"  # the id README shows: stored runs are found
     assert len(implicit.run_id()) == 16
-    assert RunConfig(train=TrainConfig(seed=1)).run_id() != implicit.run_id()
-    assert RunConfig(stream=StreamConfig(n_tasks=5)).run_id() != implicit.run_id()
+    assert resolve(RunConfig(train=TrainConfig(seed=1))).run_id() != implicit.run_id()
+    assert resolve(RunConfig(stream=StreamConfig(n_tasks=5))).run_id() != implicit.run_id()
+    assert resolve(implicit) == implicit  # resolving twice changes nothing
+
+
+def test_an_unresolved_config_has_no_run_id():
+    with pytest.raises(ConfigError, match=r"run_id\(\) needs a resolved config; model.name, .*stream.head are still 'auto'"):
+        RunConfig().run_id()
+    partly = resolve(RunConfig())
+    with pytest.raises(ConfigError, match=r"; train.lr is still 'auto'\. Use forgetlab.resolve.resolve"):
+        RunConfig(stream=partly.stream, model=partly.model, train=TrainConfig(epochs=10)).run_id()
+
+
+@pytest.mark.parametrize("family", ["vgg", "resnet", "densenet"])
+def test_a_conv_family_of_depth_0_is_rejected_before_any_data_loads(family, tmp_path):
+    import forgetlab
+
+    assert resolve(RunConfig(model=ModelConfig(name="mlp", depth=0))).model.depth == 0  # a linear model
+    message = rf"The 'model.depth' parameter of model '{family}' must be >= 1\. Got 0 instead\."
+    with pytest.raises(ConfigError, match=message):
+        resolve(RunConfig(model=ModelConfig(name=family, depth=0)))
+    config = RunConfig(stream=StreamConfig(dataset="cifar10"), model=ModelConfig(name=family, depth=0))
+    with pytest.raises(ConfigError, match=message):  # not a missing-file error: the folder is empty
+        forgetlab.run(config, data_dir=tmp_path / "no-data", store=tmp_path / "store")

@@ -1,4 +1,5 @@
-"""The Python entry point: ``forgetlab.run(config)``.
+"""The Python entry point: ``forgetlab.run(config)``: resolve the config once, then
+build the stream, model and strategy, train, and record the outcome in the store.
 
 Example:
     >>> import forgetlab, tempfile
@@ -18,15 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-import forgetlab
-from forgetlab.config import RunConfig, resolve
+from forgetlab._version import __version__
+from forgetlab.config import RunConfig
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
 from forgetlab.engine.train import CurvePoint, train_stream
 from forgetlab.errors import ForgetlabError
 from forgetlab.metrics import summary
-from forgetlab.models import BlockModel, create_model
+from forgetlab.models import build_model
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore, default_store_dir
 from forgetlab.strategies import Strategy, create_strategy
 
@@ -62,23 +64,9 @@ class RunResult:
 
 
 def build_stream_for(config: RunConfig, *, data_dir: str | Path | None = None, download: bool = False) -> TaskStream:
-    """Load the config's dataset and cut it into its task stream."""
+    """Load the config's dataset and cut it into its task stream (seeded by ``train.seed``)."""
     data = load_stream_data(config.stream, data_dir=data_dir, download=download)
     return build_stream(config.stream, data, seed=config.train.seed)
-
-
-def build_model_for(config: RunConfig, stream: TaskStream) -> BlockModel:
-    """Create the config's model for a stream (input shape, one head per head size)."""
-    config = resolve(config)
-    assert config.model.name is not None  # resolve() fills it
-    return create_model(
-        config.model.name,
-        input_shape=stream.input_shape,
-        head_sizes=stream.head_sizes,
-        width=config.model.width,
-        depth=config.model.depth,
-        batch_norm=config.model.batch_norm,
-    )
 
 
 def build_strategy_for(config: RunConfig) -> Strategy:
@@ -149,18 +137,18 @@ def train_run(
     rerun: bool = False,
     start_from: str | Path | None = None,
 ) -> RunOutcome:
-    """Train one resolved ``config`` with its checkpoints in ``run_dir/checkpoints`` and
-    return its outcome. Writes only files of this run's folder, never the database: the
+    """Train one resolved ``config`` (:func:`~forgetlab.resolve.resolve`) with its
+    checkpoints in ``run_dir/checkpoints`` and return its outcome. Writes only files of this run's folder, never the database: the
     caller records the outcome (:func:`record_outcome`), so that runs can train in worker
     processes while one process writes the store.
 
     Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
     first; ``start_from`` as in :func:`run`.
     """
-    resolved = resolve(config)
+    run_id = config.run_id()  # an unresolved config stops here, before any work
     reset_peak_memory(device)
     start = time.perf_counter()
-    stream = build_stream_for(resolved, data_dir=data_dir, download=download)
+    stream = build_stream_for(config, data_dir=data_dir, download=download)
     checkpoint_dir = run_dir / "checkpoints"
     for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
         partial.unlink(missing_ok=True)
@@ -172,17 +160,17 @@ def train_run(
     if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
         source_payload = read_checkpoint(start_from)
         reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
-    torch.manual_seed(resolved.train.seed)
-    model = build_model_for(resolved, stream)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     result = train_stream(
         model,
         stream,
-        resolved.train,
+        config.train,
         device=device,
-        strategy=build_strategy_for(resolved),
+        strategy=build_strategy_for(config),
         checkpoint_dir=checkpoint_dir,
         checkpoint_extra={
-            "config": resolved.to_dict(),
+            "config": config.to_dict(),
             "model_spec": {
                 "input_shape": list(stream.input_shape),
                 "head_sizes": list(stream.head_sizes),
@@ -194,7 +182,7 @@ def train_run(
         prefix_checkpoint=source_payload,
     )
     return RunOutcome(
-        run_id=resolved.run_id(),
+        run_id=run_id,
         accuracy_matrix=result.accuracy_matrix.tolist(),
         initial_accuracy=result.initial_accuracy.tolist(),
         curves=[dataclasses.asdict(point) for point in result.curves],
@@ -208,7 +196,8 @@ def train_run(
 
 
 def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -> RunResult:
-    """Write a finished run's outcome to the store (one transaction) and return its result."""
+    """Write a finished run's outcome to the store (one transaction) and return its result;
+    ``config`` is the run's resolved config."""
     if outcome.reused is not None:
         store.record_reuse(outcome.run_id, *outcome.reused)
     store.finish(
@@ -224,7 +213,7 @@ def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -
     )
     return RunResult(
         run_id=outcome.run_id,
-        config=resolve(config),
+        config=config,
         accuracy_matrix=np.array(outcome.accuracy_matrix),
         initial_accuracy=np.array(outcome.initial_accuracy),
         curves=[_curve_point(c) for c in outcome.curves],
@@ -237,15 +226,14 @@ def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -
 
 
 def stored_result(store: ResultStore, config: RunConfig) -> RunResult | None:
-    """The finished run of ``config`` read back from the store, or ``None``."""
-    resolved = resolve(config)
-    run_id = resolved.run_id()
+    """The finished run of the resolved ``config`` read back from the store, or ``None``."""
+    run_id = config.run_id()
     stored = store.get(run_id)
     if stored is None or stored.status != "finished":
         return None
     return RunResult(
         run_id=run_id,
-        config=resolved,
+        config=config,
         accuracy_matrix=np.array(stored.accuracy_matrix),
         initial_accuracy=np.array(stored.initial_accuracy),
         curves=[_curve_point(c) for c in stored.curves],
@@ -321,7 +309,7 @@ def run(
             return stored
     torch_device = resolve_device(device)
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
-    run_dir = store.begin(run_id, resolved.to_dict(), forgetlab.__version__)
+    run_dir = store.begin(run_id, resolved.to_dict(), __version__)
     try:
         outcome = train_run(
             resolved, run_dir, device=torch_device, data_dir=data_dir, download=download, progress=progress,

@@ -289,20 +289,11 @@ def _command_run(args: argparse.Namespace) -> int:
 
 def _command_sweep(args: argparse.Namespace) -> int:
     from forgetlab.api import RunFailure
-    from forgetlab.errors import ConfigError
-    from forgetlab.experiments import execute, expand
+    from forgetlab.experiments import execute, expand, parse_grid
     from forgetlab.store import ResultStore, default_store_dir
 
     executor = _executor_from_args(args)
-    grid: dict[str, list[str]] = {}
-    for item in args.grid:
-        key, sep, values = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not values.strip():
-            raise ConfigError(f"The --grid option must look like KEY=V1,V2,... (e.g. method.lam=1,10). Got {item!r}.")
-        if key in grid:
-            raise ConfigError(f"The --grid key {key!r} is given twice; list all its values in one --grid.")
-        grid[key] = [value.strip() for value in values.split(",")]
+    grid = parse_grid(args.grid)
     configs = expand(_config_from_args(args), grid)
     store = ResultStore(args.store or default_store_dir())
     progress = sys.stderr.isatty() and not args.quiet
@@ -310,7 +301,7 @@ def _command_sweep(args: argparse.Namespace) -> int:
     results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
                       download=args.download, progress=progress, on_done=log)
     keys = list(grid)
-    chosen = [_values(config, keys) for config in configs]
+    chosen = [_values(result.config, keys) for result in results]
     rows = []
     for values, result in zip(chosen, results):
         values = [str(value) for value in values.values()]
@@ -353,14 +344,12 @@ def _log_run(result) -> None:
 
 def _values(config, keys: list[str]) -> dict:
     """``{"method.lam": 100.0, ...}``: the resolved config's values of the grid keys."""
-    from forgetlab.config import resolve
-
-    data = resolve(config).to_dict()  # method hyperparameters sit beside method.name
+    data = config.to_dict()  # method hyperparameters sit beside method.name
     return {key: data[key.partition(".")[0]][key.partition(".")[2]] for key in keys}
 
 
 def _command_analyze(args: argparse.Namespace) -> int:
-    from forgetlab.analysis.compare import compare_checkpoints, format_rows
+    from forgetlab.experiments.compare import compare_checkpoints, format_rows
     from forgetlab.report.figures import plot_block_similarity
 
     rows = compare_checkpoints(

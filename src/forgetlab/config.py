@@ -16,8 +16,8 @@ is not part of it. File keys (TOML) and ``--set`` keys map one-to-one onto field
     forgetlab run --method ewc --set method.lam=100
 
 Fields typed ``X | None`` default to ``None``, meaning "the dataset's (or model
-family's) default"; :func:`resolve` fills them in, and the resolved config is what is
-hashed and stored.
+family's) default"; :func:`forgetlab.resolve.resolve` fills them in, and the resolved
+config is what is hashed (:meth:`RunConfig.run_id`), stored and trained.
 
 Example:
     >>> cfg = apply_overrides(RunConfig(), ["train.lr=0.01", "stream.n_tasks=5"])
@@ -425,11 +425,31 @@ class RunConfig:
         return _from_mapping(cls, data, "")
 
     def run_id(self) -> str:
-        """Hash of the resolved config: the run's key in the result store."""
-        resolved = resolve(self)
-        payload = json.dumps(
-            {"version": CONFIG_VERSION, "config": resolved.to_dict()}, sort_keys=True, separators=(",", ":")
-        )
+        """Hash of this resolved config (:func:`forgetlab.resolve.resolve`): the run's key
+        in the result store. An unresolved config has no run id (its defaults are not known
+        here): ``resolve(config).run_id()``.
+
+        Example:
+            >>> from forgetlab.resolve import resolve
+            >>> resolve(RunConfig()).run_id()
+            '5a21174bbb31b316'
+            >>> RunConfig().run_id()
+            Traceback (most recent call last):
+            ...
+            forgetlab.errors.ConfigError: RunConfig.run_id() needs a resolved config; model.name, ... are still 'auto'. ...
+        """
+        unresolved = [
+            f"{section}.{item.name}"
+            for section in ("model", "train")
+            for item in fields(getattr(self, section))
+            if getattr(getattr(self, section), item.name) is None
+        ] + (["stream.head"] if self.stream.head == "auto" else [])
+        if unresolved:
+            raise ConfigError(
+                f"RunConfig.run_id() needs a resolved config; {', '.join(unresolved)} "
+                f"{'is' if len(unresolved) == 1 else 'are'} still 'auto'. Use forgetlab.resolve.resolve(config).run_id()."
+            )
+        payload = json.dumps({"version": CONFIG_VERSION, "config": self.to_dict()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -615,32 +635,3 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
     return RunConfig.from_dict(data)
-
-
-def resolve(config: RunConfig) -> RunConfig:
-    """Fill every ``None`` field with the dataset's or model family's default, and
-    ``stream.head='auto'`` with the stream's default; check the dataset suits the stream."""
-    from forgetlab.data.sources import dataset_defaults
-    from forgetlab.models import MODELS, default_options
-
-    defaults = dataset_defaults(config.stream.dataset)
-    model_name = config.model.name or defaults.model
-    if model_name not in MODELS:
-        from forgetlab.errors import unknown_name
-
-        raise unknown_name("model", model_name, MODELS)
-    family = default_options(model_name)
-    model = ModelConfig(
-        name=model_name,
-        width=config.model.width if config.model.width is not None else family["width"],
-        depth=config.model.depth if config.model.depth is not None else family["depth"],
-        batch_norm=config.model.batch_norm if config.model.batch_norm is not None else family["batch_norm"],
-    )
-    train = replace(
-        config.train,
-        lr=config.train.lr if config.train.lr is not None else defaults.lr,
-        epochs=config.train.epochs if config.train.epochs is not None else defaults.epochs,
-    )
-    from forgetlab.data.streams import resolve_stream_config
-
-    return replace(config, stream=resolve_stream_config(config.stream), model=model, train=train)

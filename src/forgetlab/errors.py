@@ -30,6 +30,18 @@ class StoreError(ForgetlabError, RuntimeError):
     """The result store or a run folder cannot be read or written."""
 
 
+class DivergedError(ForgetlabError, RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NumericalError(ForgetlabError, ValueError):
+    """A computation received or produced a non-finite or out-of-range value.
+
+    Similarities are never clamped into their range: a value outside it by more than
+    ``1e-6`` means a bug or invalid input (e.g. a matrix that is not PSD), and raises this.
+    """
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest choice, or '' if none is close."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)

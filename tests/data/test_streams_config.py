@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from forgetlab.config import RunConfig, StreamConfig, apply_overrides, load_config, parse_class_sets, resolve
+from forgetlab.config import RunConfig, StreamConfig, apply_overrides, load_config, parse_class_sets
 from forgetlab.data.sources import load_source
 from forgetlab.data.streams import STREAMS, check_pairing, resolve_stream_config
 from forgetlab.errors import ConfigError
+from forgetlab.resolve import resolve
 
 
 def test_set_coerces_the_new_fields():
@@ -41,8 +42,8 @@ def test_toml_lists_of_strings(tmp_path):
 
 def test_new_fields_change_the_run_id():
     base = RunConfig()
-    assert base.run_id() != apply_overrides(base, ["stream.mixup_alpha=0.75"]).run_id()
-    assert base.run_id() == RunConfig().run_id()
+    assert resolve(base).run_id() != resolve(apply_overrides(base, ["stream.mixup_alpha=0.75"])).run_id()
+    assert resolve(base).run_id() == resolve(RunConfig()).run_id()
 
 
 @pytest.mark.parametrize(
@@ -106,7 +107,7 @@ def test_dataset_stream_pairing(dataset, stream, message):
     with pytest.raises(ConfigError, match=message):
         check_pairing(dataset, stream)
     with pytest.raises(ConfigError, match=message):
-        RunConfig(stream=StreamConfig(dataset=dataset, stream=stream)).run_id()
+        resolve(RunConfig(stream=StreamConfig(dataset=dataset, stream=stream)))
 
 
 def test_source_options_only_where_they_apply():

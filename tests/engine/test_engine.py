@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from forgetlab.api import build_model_for
-from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig, resolve
+from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig
 from forgetlab.data.streams import build_stream
 from forgetlab.engine import DivergedError, load_model, train_stream
 from forgetlab.engine.checkpoint import checkpoint_path, read_checkpoint, save_checkpoint
 from forgetlab.engine.train import lr_factor
 from forgetlab.errors import DataError
+from forgetlab.models import build_model
+from forgetlab.resolve import resolve
 from forgetlab.strategies import Strategy
 
 CONFIG = resolve(
@@ -27,7 +28,7 @@ CONFIG = resolve(
 def _fresh(config=CONFIG, data=None):
     stream = build_stream(config.stream, data, seed=config.train.seed)
     torch.manual_seed(config.train.seed)
-    return build_model_for(config, stream), stream
+    return build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes), stream
 
 
 def test_same_seed_same_matrix(digits_data):

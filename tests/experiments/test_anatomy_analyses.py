@@ -114,7 +114,8 @@ def test_reset_blocks_copies_and_keeps_models():
 
 
 def test_task2_only_needs_a_split_stream():
-    from forgetlab.config import RunConfig, apply_overrides, resolve
+    from forgetlab.config import RunConfig, apply_overrides
+    from forgetlab.resolve import resolve
 
     with pytest.raises(IncompatibleError, match="split"):
         task2_only_config(resolve(apply_overrides(RunConfig(), ["stream.stream=one-vs-rest"])))

@@ -11,6 +11,7 @@ from forgetlab.api import RunFailure, RunResult
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.errors import ConfigError, DataError, ForgetlabError
 from forgetlab.experiments import ExecutorConfig, execute, expand, require_finished
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
 BASE = apply_overrides(RunConfig(), ["train.epochs=1", "stream.train_per_task=120"])
@@ -66,7 +67,7 @@ def test_prefix_reuse_with_workers(tmp_path):
     store = ResultStore(tmp_path)
     configs = expand(BASE, {"method.name": ["freeze"], "method.n_blocks": [0, 1]})
     results = execute(configs, store, executor=ExecutorConfig(workers=2, threads=1))
-    naive_id = RunConfig.run_id(BASE)
+    naive_id = resolve(BASE).run_id()
     assert store.get(naive_id).status == "finished"  # the source was trained first
     for result in results:
         source, n_tasks = store.reuse_source(result.run_id)
@@ -78,7 +79,7 @@ def test_a_mistake_common_to_every_run_raises_from_a_worker(tmp_path):
     with pytest.raises(DataError, match="mnist"):
         execute([config], ResultStore(tmp_path), executor=ExecutorConfig(workers=2, threads=1),
                 data_dir=tmp_path / "no-data-here")
-    assert ResultStore(tmp_path).get(config.run_id()).status == "failed"
+    assert ResultStore(tmp_path).get(resolve(config).run_id()).status == "failed"
 
 
 def test_duplicate_configs_run_once(tmp_path):
@@ -173,7 +174,7 @@ def test_ctrl_c_marks_every_unfinished_run_interrupted_and_a_rerun_finishes(tmp_
     configs = expand(BASE, {"train.seed": [0, 1, 2]})
     with pytest.raises(KeyboardInterrupt):
         execute(configs, store)
-    statuses = [store.get(c.run_id()) for c in configs]
+    statuses = [store.get(resolve(c).run_id()) for c in configs]
     assert statuses[0].status == "finished"
     assert [(s.status, s.error) for s in statuses[1:]] == [("failed", "interrupted")] * 2
     monkeypatch.setattr(forgetlab.api, "train_run", real)

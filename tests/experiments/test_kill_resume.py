@@ -16,6 +16,7 @@ import pytest
 
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.experiments import expand
+from forgetlab.resolve import resolve
 
 BASE = ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"]
 GRID = {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]}
@@ -62,7 +63,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path, workers):
     process = _start(reference, workers)
     assert process.wait(timeout=600) == 0, process.stderr.read().decode()
     expected = {run_id: row[2] for run_id, row in _rows(reference).items()}
-    assert {c.run_id() for c in _configs()} <= set(expected)
+    assert {resolve(c).run_id() for c in _configs()} <= set(expected)
 
     total = _checkpoints(reference)
     store = tmp_path / "killed"

@@ -8,7 +8,7 @@ import pytest
 import forgetlab.engine.train as engine_train
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.errors import ConfigError
-from forgetlab.experiments import execute, expand, prefix_key, prefix_source, reproduce_anatomy
+from forgetlab.experiments import execute, expand, parse_grid, prefix_key, prefix_source, reproduce_anatomy
 from forgetlab.experiments.profiles import PROFILES
 from forgetlab.store import ResultStore
 
@@ -32,6 +32,15 @@ def trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(engine_train, "_progress", spy)
     return seen
 
+
+
+def test_grid_options_parse_into_the_grid_expand_takes():
+    grid = parse_grid(["method.name=freeze", "method.n_blocks= 0, 2"])
+    assert [c.method.params.n_blocks for c in expand(RunConfig(), grid)] == [0, 2]
+    with pytest.raises(ConfigError, match=r"--grid option must look like KEY=V1,V2,\.\.\. .*Got 'train.seed='"):
+        parse_grid(["train.seed="])
+    with pytest.raises(ConfigError, match=r"--grid key 'train.seed' is given twice"):
+        parse_grid(["train.seed=0", "train.seed=1"])
 
 def test_expand_is_the_row_major_product():
     configs = expand(BASE, {"method.name": ["ewc"], "method.lam": [1, 10], "train.seed": [0, 1]})

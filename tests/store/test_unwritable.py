@@ -9,9 +9,10 @@ import pytest
 from forgetlab.cli import main
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.engine import checkpoint
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
-CONFIG = apply_overrides(RunConfig(), ["train.epochs=1", "stream.train_per_task=100"])
+CONFIG = resolve(apply_overrides(RunConfig(), ["train.epochs=1", "stream.train_per_task=100"]))
 ARGS = ["run", "--epochs", "1", "--set", "stream.train_per_task=100", "--quiet"]
 
 

@@ -19,9 +19,9 @@ from forgetlab.config import (
     TrainConfig,
     apply_overrides,
     load_config,
-    resolve,
 )
 from forgetlab.errors import ConfigError
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 from forgetlab.strategies import STRATEGIES, EWCParams
 
@@ -90,11 +90,11 @@ def test_to_dict_from_dict_round_trip(name):
 
 
 def test_run_id_covers_the_method_and_all_its_hyperparameters():
-    base = RunConfig()
-    ewc = RunConfig(method=MethodConfig("ewc"))
-    assert len({base.run_id(), ewc.run_id(), RunConfig(method=MethodConfig("l2")).run_id()}) == 3
-    assert ewc.run_id() == RunConfig(method=MethodConfig("ewc", EWCParams(lam=100.0))).run_id()  # defaults explicit
-    assert ewc.run_id() != RunConfig(method=MethodConfig("ewc", EWCParams(gamma=0.9))).run_id()
+    base = resolve(RunConfig())
+    ewc = resolve(RunConfig(method=MethodConfig("ewc")))
+    assert len({base.run_id(), ewc.run_id(), resolve(RunConfig(method=MethodConfig("l2"))).run_id()}) == 3
+    assert ewc.run_id() == resolve(RunConfig(method=MethodConfig("ewc", EWCParams(lam=100.0)))).run_id()  # defaults explicit
+    assert ewc.run_id() != resolve(RunConfig(method=MethodConfig("ewc", EWCParams(gamma=0.9)))).run_id()
 
 
 def test_run_id_of_a_config_without_method_only_gains_naive():
@@ -106,7 +106,7 @@ def test_run_id_of_a_config_without_method_only_gains_naive():
     old_sections["stream"]["positive_classes"] = list(old_sections["stream"]["positive_classes"])
     payload = {"version": 1, "config": {**old_sections, "method": {"name": "naive"}}}
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-    assert cfg.run_id() == expected
+    assert resolved.run_id() == expected
 
 
 def test_method_config_errors():

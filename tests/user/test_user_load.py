@@ -115,14 +115,13 @@ def test_save_user_model_writes_state_dict_and_sidecar(tmp_path):
 
 
 def test_forgetlab_checkpoint_loads(tmp_path):
-    from forgetlab.api import build_model_for
-    from forgetlab.config import RunConfig, resolve
-    from forgetlab.data.streams import TaskStream
+    from forgetlab.config import RunConfig
     from forgetlab.engine.checkpoint import save_checkpoint
+    from forgetlab.models import build_model
+    from forgetlab.resolve import resolve
 
     config = resolve(RunConfig())
-    stub = TaskStream(name="", tasks=(), head_sizes=(5, 5), input_shape=(1, 8, 8), mean=(), std=(), augment=False, class_names=())
-    net = build_model_for(config, stub)
+    net = build_model(config.model, input_shape=(1, 8, 8), head_sizes=(5, 5))
     save_checkpoint(tmp_path / "task-1.pt", {
         "config": config.to_dict(), "model_spec": {"input_shape": [1, 8, 8], "head_sizes": [5, 5]},
         "model_state": net.state_dict(),

@@ -8,18 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from forgetlab.errors import ConfigError, ForgetlabError, IncompatibleError
+from forgetlab.errors import ConfigError, IncompatibleError, NumericalError
 
 # A similarity further than this outside its range is a bug (SPEC §7): raise, never clamp.
 RANGE_TOLERANCE = 1e-6
-
-
-class NumericalError(ForgetlabError, ValueError):
-    """A computation received or produced a non-finite or out-of-range value.
-
-    Similarities are never clamped into their range: a value outside it by more than
-    ``1e-6`` means a bug or invalid input (e.g. a matrix that is not PSD), and raises this.
-    """
 
 
 def as_matrix(value: Any, name: str) -> torch.Tensor:

@@ -810,7 +810,9 @@ def check_pairing(dataset: str, stream: str) -> None:
 
 
 def resolve_stream_config(config: StreamConfig) -> StreamConfig:
-    """Check the dataset suits the stream and fill ``head='auto'`` with the stream's default.
+    """Check the dataset suits the stream and fill ``head='auto'`` with the stream's default
+    (the stream part of :func:`forgetlab.resolve.resolve`; :func:`build_stream` applies it
+    too, so that it takes a stream config as written).
 
     Example:
         >>> resolve_stream_config(StreamConfig(stream="permuted")).head
@@ -829,7 +831,7 @@ def load_stream_data(config: StreamConfig, *, data_dir: str | Path | None = None
         >>> load_stream_data(StreamConfig(dataset="digits")).name
         'digits'
     """
-    config = resolve_stream_config(config)
+    check_pairing(config.dataset, config.stream)
     if STREAMS[config.stream].build_own is not None:
         return None
     return load_source(

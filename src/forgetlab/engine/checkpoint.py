@@ -23,6 +23,7 @@ import torch
 
 from forgetlab.config import RunConfig
 from forgetlab.errors import DataError, IncompatibleError, StoreError
+from forgetlab.models import BlockModel, build_model
 
 CHECKPOINT_FORMAT = "forgetlab-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -77,19 +78,18 @@ def latest_checkpoint(directory: Path, n_tasks: int) -> tuple[int, Path] | None:
     return None
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
+def load_model(path: str | Path) -> tuple[BlockModel, RunConfig]:
     """Rebuild the model saved in a forgetlab checkpoint; returns ``(model, config)``."""
-    from forgetlab.api import build_model_for
-    from forgetlab.data.streams import TaskStream
-
     payload = read_checkpoint(path)
+    return checkpoint_model(payload, path), RunConfig.from_dict(payload["config"])
+
+
+def checkpoint_model(payload: dict[str, Any], path: str | Path) -> BlockModel:
+    """The model of a checkpoint read by :func:`read_checkpoint` (``path`` names it in
+    errors), built from its own model spec, in eval mode."""
     config = RunConfig.from_dict(payload["config"])
-    shape = payload["model_spec"]
-    stream_stub = TaskStream(
-        name="", tasks=(), head_sizes=tuple(shape["head_sizes"]), input_shape=tuple(shape["input_shape"]),
-        mean=(), std=(), augment=False, class_names=(),
-    )
-    model = build_model_for(config, stream_stub)
+    spec = payload["model_spec"]
+    model = build_model(config.model, input_shape=spec["input_shape"], head_sizes=spec["head_sizes"])
     missing, unexpected = model.load_state_dict(payload["model_state"], strict=False)
     if missing or unexpected:
         raise IncompatibleError(
@@ -97,4 +97,4 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, RunConfig]:
             f"unexpected keys {list(unexpected)}."
         )
     model.eval()
-    return model, config
+    return model

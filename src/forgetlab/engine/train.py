@@ -24,12 +24,8 @@ from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
-from forgetlab.errors import ConfigError, ForgetlabError
+from forgetlab.errors import ConfigError, DivergedError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
-
-
-class DivergedError(ForgetlabError, RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -150,11 +146,13 @@ def train_stream(
 
     Example:
         >>> import forgetlab
-        >>> from forgetlab.config import RunConfig, apply_overrides, resolve
-        >>> from forgetlab.api import build_model_for, build_stream_for
+        >>> from forgetlab.config import RunConfig, apply_overrides
+        >>> from forgetlab.resolve import resolve
+        >>> from forgetlab.api import build_stream_for
+        >>> from forgetlab.models import build_model
         >>> cfg = resolve(apply_overrides(RunConfig(), ["train.epochs=2"]))
         >>> stream = build_stream_for(cfg)
-        >>> model = build_model_for(cfg, stream)
+        >>> model = build_model(cfg.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
         >>> result = train_stream(model, stream, cfg.train)
         >>> result.accuracy_matrix.shape
         (2, 2)
@@ -414,11 +412,13 @@ def per_class_accuracy(
 
     Example:
         >>> import forgetlab
-        >>> from forgetlab.config import RunConfig, StreamConfig, resolve
-        >>> from forgetlab.api import build_model_for, build_stream_for
+        >>> from forgetlab.config import RunConfig, StreamConfig
+        >>> from forgetlab.resolve import resolve
+        >>> from forgetlab.api import build_stream_for
+        >>> from forgetlab.models import build_model
         >>> cfg = resolve(RunConfig(stream=StreamConfig(stream="class-pairs", class_sets=("0+1", "2+3"))))
         >>> stream = build_stream_for(cfg)
-        >>> model = build_model_for(cfg, stream)
+        >>> model = build_model(cfg.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
         >>> prepare = BatchTransform(stream.mean, stream.std, augment=False)
         >>> sorted(per_class_accuracy(model, stream.tasks[1], prepare))
         [2, 3]

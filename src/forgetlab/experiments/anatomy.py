@@ -40,9 +40,8 @@ from typing import Any
 
 import torch
 
-import forgetlab
-from forgetlab.api import RunFailure
-from forgetlab.config import RunConfig, apply_overrides, resolve
+from forgetlab.api import RunFailure, build_stream_for
+from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
@@ -52,6 +51,7 @@ from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile
 from forgetlab.experiments.executors import ExecutorConfig
 from forgetlab.experiments.sweep import execute, expand, require_finished
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore, default_store_dir
 
 ANALYSES = ("freeze", "reset", "cka", "subspace", "mitigation", "class_pairs", "mixup")
@@ -92,11 +92,10 @@ class AnatomyContext:
         return require_finished(self.execute_allowing_failures(configs))
 
     def stream(self, config: RunConfig) -> TaskStream:
-        """The config's task stream (cached per stream config and seed)."""
-        resolved = resolve(config)
-        key = json.dumps([resolved.to_dict()["stream"], resolved.train.seed], sort_keys=True)
+        """The resolved config's task stream (cached per stream config and seed)."""
+        key = json.dumps([config.to_dict()["stream"], config.train.seed], sort_keys=True)
         if key not in self._streams:
-            self._streams[key] = forgetlab.api.build_stream_for(resolved, data_dir=self.data_dir)
+            self._streams[key] = build_stream_for(config, data_dir=self.data_dir)
         return self._streams[key]
 
     def model_after(self, result: Any, task_index: int) -> torch.nn.Module:
@@ -148,14 +147,6 @@ def _prepare(stream: TaskStream) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def _task1_inputs(stream: TaskStream) -> torch.Tensor:
     return stream.tasks[0].test_x
-
-
-def _rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(row) for row in rows]
-
-
-def _r(result: Any) -> list[list[float]]:
-    return [[float(v) for v in row] for row in result.accuracy_matrix]
 
 
 # ---------------------------------------------------------------- the analyses -----
@@ -376,7 +367,7 @@ def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     variants: list[tuple[str, RunConfig]] = []
     if ctx.profile.class_pair_variants:
         for label, sets in ctx.profile.class_pair_variants:
-            variants.append((label, apply_overrides(pairs_base, ["stream.class_sets=" + ",".join(sets)])))
+            variants.append((label, resolve(apply_overrides(pairs_base, ["stream.class_sets=" + ",".join(sets)]))))
     else:
         if pairs_base.stream.dataset != "cifar10":
             raise IncompatibleError(
@@ -384,8 +375,8 @@ def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
                 "class_pair_variants."
             )
         for label, task1, task2 in CLASS_PAIR_PRESETS:
-            variants.append((label, apply_overrides(pairs_base, [f"stream.pairs_task1={task1}", f"stream.pairs_task2={task2}"])))
-    results = ctx.execute([resolve(cfg) for _, cfg in variants])
+            variants.append((label, resolve(apply_overrides(pairs_base, [f"stream.pairs_task1={task1}", f"stream.pairs_task2={task2}"]))))
+    results = ctx.execute([cfg for _, cfg in variants])
     out: dict[str, Any] = {"variants": [], "run_ids": [r.run_id for r in results]}
     for (label, cfg), result in zip(variants, results):
         stream = ctx.stream(cfg)

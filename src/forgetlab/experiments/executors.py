@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from forgetlab.errors import ConfigError, ForgetlabError
+from forgetlab.errors import ConfigError, DivergedError, ForgetlabError
 
 EXECUTORS = ("inprocess", "processes", "ray")
 
@@ -136,7 +136,6 @@ def run_job(job: RunJob) -> Any:
     from forgetlab.api import RunFailure, failure_reason, train_run
     from forgetlab.config import RunConfig
     from forgetlab.engine.device import resolve_device
-    from forgetlab.engine.train import DivergedError
 
     if job.threads:
         torch.set_num_threads(job.threads)

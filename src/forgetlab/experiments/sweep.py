@@ -1,7 +1,8 @@
 """Sweeps: grids of run configs, and the one function that executes them.
 
 A sweep is a list of :class:`~forgetlab.config.RunConfig`. :func:`expand` builds one
-from a base config and a grid of ``--set``-style keys; :func:`execute` runs a list on an
+from a base config and a grid of ``--set``-style keys (:func:`parse_grid` reads the
+command line's ``--grid KEY=V1,V2``); :func:`execute` resolves each config once and runs the list on an
 executor (:mod:`forgetlab.experiments.executors`: in-process, local worker processes or
 Ray) and returns finished runs from the result store without training again.
 
@@ -24,9 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from forgetlab.config import MethodConfig, RunConfig, apply_overrides, resolve
+from forgetlab._version import __version__
+from forgetlab.config import MethodConfig, RunConfig, apply_overrides
 from forgetlab.errors import ConfigError, ForgetlabError
 from forgetlab.experiments.executors import ExecutorConfig, RunJob, open_backend
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
 
@@ -53,6 +56,26 @@ def _text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["method.lam=1,10", "train.seed=0,1"]`` (the ``--grid`` options) as the grid
+    :func:`expand` takes; a key given twice or an item without values is an error.
+
+    Example:
+        >>> parse_grid(["method.lam=1, 10", "train.seed=0"])
+        {'method.lam': ['1', '10'], 'train.seed': ['0']}
+    """
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"The --grid option must look like KEY=V1,V2,... (e.g. method.lam=1,10). Got {item!r}.")
+        if key in grid:
+            raise ConfigError(f"The --grid key {key!r} is given twice; list all its values in one --grid.")
+        grid[key] = [value.strip() for value in values.split(",")]
+    return grid
 
 
 def prefix_source(config: RunConfig) -> RunConfig | None:
@@ -132,7 +155,6 @@ def execute(
         >>> [store.reuse_source(r.run_id) is not None for r in results]
         [True, True]
     """
-    import forgetlab
     from forgetlab.api import RunOutcome, failure_reason, record_outcome, stored_result
     from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint
     from forgetlab.engine.device import mixed_precision, resolve_device
@@ -164,8 +186,7 @@ def execute(
         if source is None or has_own:
             ready.append((config, None))
             continue
-        source = resolve(source)
-        source_id = source.run_id()
+        source_id = source.run_id()  # naive twin of a resolved config: resolved too
         if stored_result(store, source) is not None:
             ready.append((config, str(checkpoint_path(store.run_dir(source_id) / "checkpoints", 0))))
             continue
@@ -180,7 +201,7 @@ def execute(
     def job_for(config: RunConfig, start_from: str | None) -> RunJob:
         run_id, data = config.run_id(), config.to_dict()
         return RunJob(
-            run_id=run_id, config=data, run_dir=str(store.begin(run_id, data, forgetlab.__version__)), device=device,
+            run_id=run_id, config=data, run_dir=str(store.begin(run_id, data, __version__)), device=device,
             data_dir=None if data_dir is None else str(data_dir), download=download, start_from=start_from,
             threads=threads, progress=progress and in_process,
         )

@@ -1,7 +1,8 @@
 """Compare two forgetlab checkpoints block by block (what ``forgetlab analyze`` runs).
 
-The inputs are one task's test split of the checkpoint's own stream (task 1 by default),
-optionally from another dataset of the same shape, normalised as in training.
+The inputs are one task's test split of checkpoint A's own stream (task 1 by default),
+optionally from another dataset of the same shape, normalised as in training: with the
+mean and std checkpoint A recorded (its training data's), whichever dataset they come from.
 
 Example:
     >>> import forgetlab, tempfile
@@ -20,7 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from forgetlab.analysis.tables import BlockSimilarity, cka_table, subspace_table
+from forgetlab.api import build_stream_for
+from forgetlab.config import RunConfig
 from forgetlab.data.augment import BatchTransform
+from forgetlab.engine.checkpoint import checkpoint_model, load_model, read_checkpoint
+from forgetlab.engine.device import resolve_device
 from forgetlab.errors import ConfigError, IncompatibleError
 
 MEASURES = ("cka", "subspace")
@@ -54,15 +59,11 @@ def compare_checkpoints(
         device: where the models run and the similarities are computed: ``cpu``,
             ``cuda`` or ``auto``.
     """
-    from forgetlab.api import build_stream_for
-    from forgetlab.engine.checkpoint import load_model
-    from forgetlab.engine.device import resolve_device
-
     target = resolve_device(device)
-
     if measure not in MEASURES:
         raise ConfigError(f"The 'measure' parameter must be one of {', '.join(MEASURES)}. Got {measure!r} instead.")
-    model_a, config_a = load_model(path_a)
+    payload_a = read_checkpoint(path_a)
+    model_a, config_a = checkpoint_model(payload_a, path_a), RunConfig.from_dict(payload_a["config"])  # resolved
     model_b, _ = load_model(path_b)
     model_a, model_b = model_a.to(target), model_b.to(target)
     if model_a.input_shape != model_b.input_shape:
@@ -80,7 +81,8 @@ def compare_checkpoints(
         raise IncompatibleError(
             f"Inputs of shape {tuple(inputs.shape[1:])} do not fit models that take {model_a.input_shape}."
         )
-    transform = BatchTransform(stream.mean, stream.std, augment=False, device=target)
+    spec = payload_a["model_spec"]
+    transform = BatchTransform(spec["mean"], spec["std"], augment=False, device=target)
 
     def prepare(x):
         return transform(x, train=False)

@@ -8,11 +8,12 @@ import pytest
 
 import forgetlab
 from forgetlab.analysis import linear_cka
-from forgetlab.analysis.compare import compare_checkpoints
 from forgetlab.api import build_stream_for
 from forgetlab.cli import main
 from forgetlab.data.augment import BatchTransform
 from forgetlab.engine import load_model
+from forgetlab.engine.checkpoint import read_checkpoint, save_checkpoint
+from forgetlab.experiments.compare import compare_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,29 @@ def test_cka_rows_match_a_direct_computation(checkpoints):
         assert row.value == pytest.approx(expected, abs=1e-6)
     # a checkpoint against itself is 1 in every block
     assert all(r.value == pytest.approx(1.0, abs=1e-6) for r in compare_checkpoints(checkpoints[0], checkpoints[0]))
+
+
+def test_inputs_are_normalised_with_the_checkpoints_training_statistics(checkpoints, tmp_path):
+    """The mean/std checkpoint A recorded, not those of the stream the inputs come from."""
+    payload = read_checkpoint(checkpoints[0])
+    stream = build_stream_for(load_model(checkpoints[0])[1])
+    assert payload["model_spec"]["mean"] == list(stream.mean)  # as recorded by training
+    other_stats = {"mean": [0.9], "std": [0.05]}  # as if A had been trained on other data
+    payload["model_spec"] = {**payload["model_spec"], **other_stats}
+    moved = tmp_path / "task-1.pt"
+    save_checkpoint(moved, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    rows = compare_checkpoints(moved, checkpoints[1], measure="cka", blocks=["fc1"])
+    model_a, _ = load_model(moved)
+    model_b, _ = load_model(checkpoints[1])
+
+    def cka_with(mean, std):
+        x = BatchTransform(mean, std, augment=False)(stream.tasks[0].test_x, train=False)
+        return linear_cka(model_a(x, 0, return_activations=True)[1]["fc1"], model_b(x, 0, return_activations=True)[1]["fc1"],
+                          debiased=True)
+
+    debiased = next(r.value for r in rows if r.measure == "linear_cka_debiased")
+    assert debiased == pytest.approx(cka_with(other_stats["mean"], other_stats["std"]), abs=1e-6)
+    assert debiased != pytest.approx(cka_with(stream.mean, stream.std), abs=1e-6)  # what the stream's statistics give
 
 
 def test_cli_prints_table_and_writes_figures(checkpoints, tmp_path, capsys):
