@@ -16,7 +16,7 @@ from forgetlab.resolve import resolve
 
 KEYS = [
     f"{section.name}.{field.name}"
-    for section in dataclasses.fields(RunConfig)
+    for section in dataclasses.fields(RunConfig) if section.name != "inputs"  # not a section
     for field in dataclasses.fields(getattr(RunConfig(), section.name))
 ]
 VALUES = st.one_of(

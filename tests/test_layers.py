@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models", "data"),
     ("metrics",),
     ("config",),
+    ("hyperparams",),  # every method's hyperparameter dataclasses: config checks method.* keys against them
     ("errors", "_version"),
 ]
 # Arrows the layer order allows but the design forbids (DESIGN.md: report reads the store

@@ -6,14 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.skip(
-    "enabled by the lead at the merge: RunConfig.run_id() must first hash "
-    "forgetlab.data.custom.content_fingerprint of stream.custom_paths (and method.revision_path)",
-    allow_module_level=True,
-)
 
-from forgetlab.api import run  # noqa: E402
-from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig, apply_overrides  # noqa: E402
+from forgetlab.api import run
+from forgetlab.config import ModelConfig, RunConfig, StreamConfig, TrainConfig, apply_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -245,11 +245,11 @@ def format_matrix(matrix: Sequence[Sequence[float]]) -> str:
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    import forgetlab
+    from forgetlab.api import run
 
     config = _config_from_args(args)
     progress = sys.stderr.isatty() and not args.quiet
-    result = forgetlab.run(
+    result = run(
         config,
         device=args.device,
         data_dir=args.data_dir,

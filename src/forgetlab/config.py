@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from forgetlab.errors import ConfigError, did_you_mean
+from forgetlab.hyperparams import PARAMS
+from forgetlab.hyperparams import params_type as method_params_type
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -318,9 +320,7 @@ class MethodConfig:
     params: Any = None
 
     def __post_init__(self) -> None:
-        from forgetlab.strategies import strategy_class
-
-        params_type = strategy_class(self.name).params_type
+        params_type = method_params_type(self.name)
         if self.params is None:
             object.__setattr__(self, "params", params_type())
         elif type(self.params) is not params_type:
@@ -381,9 +381,7 @@ def _with_params(params: Any, values: Mapping[str, Any], method: str, prefix: st
 
 
 def _unknown_method_key(method: str, key: str, names: list[str], prefix: str = "method.") -> ConfigError:
-    from forgetlab.strategies import STRATEGIES
-
-    owners = [other for other, cls in STRATEGIES.items() if key in {f.name for f in fields(cls.params_type)}]
+    owners = [other for other, params in PARAMS.items() if key in {f.name for f in fields(params)}]
     elsewhere = f" ({key!r} is a hyperparameter of: {', '.join(owners)}.)" if owners else ""
     if not names:
         return ConfigError(
@@ -411,12 +409,20 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    # Content fingerprints of the files the run reads ((config key, fingerprint), sorted),
+    # filled by forgetlab.resolve.resolve: a changed file is a new run. Never set by hand.
+    inputs: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), the form written to files; the method's
-        hyperparameters sit beside its name."""
+        hyperparameters sit beside its name; ``inputs`` (only when the run reads files) maps
+        each file key to its content fingerprint."""
         data = _to_plain(dataclasses.asdict(self))
         data["method"] = self.method.to_dict()
+        if self.inputs:
+            data["inputs"] = dict(self.inputs)
+        else:
+            data.pop("inputs")
         return data
 
     @classmethod
@@ -560,7 +566,11 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                 f"Valid keys here: {', '.join(prefix + n for n in names)}."
             )
         hint = hints[key]
-        if hint is MethodConfig:
+        if cls is RunConfig and key == "inputs":
+            if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in [*value, *value.values()]):
+                raise ConfigError(f"The 'inputs' entry must map file keys to fingerprints. Got {value!r} instead.")
+            kwargs[key] = tuple(sorted(value.items()))
+        elif hint is MethodConfig:
             kwargs[key] = MethodConfig.from_dict(value)
         elif dataclasses.is_dataclass(hint):
             kwargs[key] = _from_mapping(hint, value, f"{prefix}{key}.")
@@ -608,6 +618,8 @@ def set_field(config: Any, key: str, value: Any, _prefix: str = "") -> Any:
         hint_text = f" Did you mean {same_leaf[0]!r}?" if same_leaf else did_you_mean(full, valid)
         raise ConfigError(f"Unknown config key '{full}'.{hint_text} Valid keys: {', '.join(valid)}.")
     hint = hints[head]
+    if type(config) is RunConfig and head == "inputs":
+        raise ConfigError("'inputs' holds the content fingerprints of the run's files, filled by resolution; it cannot be set.")
     if hint is MethodConfig:
         if not rest:
             raise ConfigError(f"'{_prefix}{key}' is a section; set one of its fields, e.g. '{_prefix}{key}.name'.")

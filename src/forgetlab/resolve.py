@@ -16,9 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
+from typing import Any
 
 from forgetlab.config import ModelConfig, RunConfig
+from forgetlab.data.custom import content_fingerprint
 from forgetlab.data.sources import dataset_defaults
 from forgetlab.data.streams import resolve_stream_config
 from forgetlab.models import check_options, default_options
@@ -51,4 +54,31 @@ def resolve(config: RunConfig) -> RunConfig:
         lr=config.train.lr if config.train.lr is not None else defaults.lr,
         epochs=config.train.epochs if config.train.epochs is not None else defaults.epochs,
     )
-    return replace(config, stream=resolve_stream_config(config.stream), model=model, train=train)
+    stream = resolve_stream_config(config.stream)
+    resolved = replace(config, stream=stream, model=model, train=train)
+    return replace(resolved, inputs=input_fingerprints(resolved))
+
+
+def input_fingerprints(config: RunConfig) -> tuple[tuple[str, str], ...]:
+    """``(config key, content fingerprint)`` of every file the run reads: the custom
+    stream's task files and pseudo-rehearsal's revision file (also inside a composite
+    method). Empty for runs that read no such file, so their run ids do not change.
+
+    Example:
+        >>> input_fingerprints(RunConfig())
+        ()
+    """
+    found: dict[str, str] = {}
+    if config.stream.stream == "custom" and config.stream.custom_paths:
+        found["stream.custom_paths"] = content_fingerprint(config.stream.custom_paths)
+
+    def visit(params: Any, prefix: str) -> None:
+        if getattr(params, "revision_source", None) == "user" and getattr(params, "revision_path", ""):
+            found[f"{prefix}revision_path"] = content_fingerprint([params.revision_path])
+        for item in dataclasses.fields(params):
+            value = getattr(params, item.name)
+            if dataclasses.is_dataclass(value):  # a composite's member
+                visit(value, f"{prefix}{item.name}.")
+
+    visit(config.method.params, "method.")
+    return tuple(sorted(found.items()))

@@ -91,7 +91,7 @@ def test_adopted_prefix_continues_like_the_source_run(digits_data, tmp_path):
     straight = train_stream(source_model, stream, CONFIG.train, checkpoint_dir=tmp_path / "source")
     prefix = read_checkpoint(checkpoint_path(tmp_path / "source", 0))
     torch.manual_seed(123)  # a different untrained model: the prefix replaces it
-    model = build_model_for(CONFIG, stream)
+    model = build_model(CONFIG.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     adopted = train_stream(model, stream, CONFIG.train, checkpoint_dir=tmp_path / "own", prefix_checkpoint=prefix)
     assert adopted.resumed_from == 1 and checkpoint_path(tmp_path / "own", 0).is_file()
     np.testing.assert_array_equal(adopted.accuracy_matrix, straight.accuracy_matrix)

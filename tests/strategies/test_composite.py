@@ -9,6 +9,7 @@ import pytest
 import torch
 from strategy_helpers import make_context, tiny_model
 
+from forgetlab.resolve import resolve
 from forgetlab.config import RunConfig, TrainConfig, apply_overrides, load_config
 from forgetlab.engine import train_stream
 from forgetlab.errors import ConfigError, IncompatibleError
@@ -30,7 +31,7 @@ def test_each_member_gets_its_own_settings_from_set_and_toml(tmp_path):
         "ewc": {"lam": 5.0, "fisher": "empirical", "mode": "separate", "gamma": 1.0, "fisher_samples": 1000},
     }
     assert RunConfig.from_dict(by_set.to_dict()) == by_set
-    assert by_set.run_id() != apply_overrides(RunConfig(), ["method.name=replay+ewc"]).run_id()
+    assert resolve(by_set).run_id() != resolve(apply_overrides(RunConfig(), ["method.name=replay+ewc"])).run_id()
     replay, ewc = create_strategy(by_set.method.name, by_set.method.params).members
     assert type(replay) is Replay and replay.params.buffer_size == 200
     assert type(ewc) is EWC and ewc.params.lam == 5.0

@@ -21,7 +21,8 @@ from forgetlab.strategies.base import (
     Strategy,
     StrategyContext,
 )
-from forgetlab.strategies.composite import SEPARATOR, Composite, composite_class
+from forgetlab.hyperparams import SEPARATOR
+from forgetlab.strategies.composite import Composite, composite_class
 from forgetlab.strategies.distillation import LwF, LwFParams, PseudoRehearsal, PseudoRehearsalParams
 from forgetlab.strategies.freeze import Freeze, FreezeParams
 from forgetlab.strategies.regularizers import EWC, L2, MAS, SI, EWCParams, L2Params, MASParams, SIParams

@@ -46,8 +46,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -55,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
+from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.hyperparams import HyperParams, NaiveParams
 
 if TYPE_CHECKING:
     from forgetlab.data.augment import BatchTransform
@@ -109,65 +108,6 @@ class StrategyContext:
 
 
 # ---------------------------------------------------------------- hyperparameters -----
-
-_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
-
-
-@dataclass(frozen=True)
-class HyperParams:
-    """Base of every strategy's hyperparameter dataclass: type checks, then :meth:`validate`.
-
-    Subclasses are frozen dataclasses with ``float``/``int``/``str``/``bool`` fields and
-    set ``owner`` (the method's display name used in error messages).
-
-    Example:
-        >>> NaiveParams()
-        NaiveParams()
-    """
-
-    owner: ClassVar[str] = "Naive"
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for item in dataclasses.fields(self):
-            value, hint = getattr(self, item.name), hints[item.name]
-            if hint is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, item.name, float(value))
-                continue
-            wrong_bool = isinstance(value, bool) and hint is not bool
-            if not isinstance(value, hint) or wrong_bool:
-                raise ConfigError(
-                    f"The {item.name!r} parameter of {self.owner} must be {_TYPE_NAMES.get(hint, hint)}. "
-                    f"Got {value!r} instead."
-                )
-            if hint is float and value != value:
-                raise ConfigError(f"The {item.name!r} parameter of {self.owner} must be a number. Got nan instead.")
-        self.validate()
-
-    def validate(self) -> None:
-        """Check the values (raise :class:`ConfigError` naming parameter, rule and value)."""
-
-    def check(self, condition: bool, name: str, rule: str) -> None:
-        """Raise "The 'lam' parameter of EWC must be >= 0. Got -1.0 instead." unless ``condition``."""
-        if not condition:
-            raise ConfigError(f"The {name!r} parameter of {self.owner} must be {rule}. Got {getattr(self, name)!r} instead.")
-
-    def check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        """Raise, listing ``choices`` and the closest one, unless the value is one of them."""
-        value = getattr(self, name)
-        if value not in choices:
-            raise ConfigError(
-                f"The {name!r} parameter of {self.owner} must be one of {', '.join(map(repr, choices))}. "
-                f"Got {value!r} instead.{did_you_mean(value, choices)}"
-            )
-
-
-@dataclass(frozen=True)
-class NaiveParams(HyperParams):
-    """Naive fine-tuning has no hyperparameters."""
-
-    owner: ClassVar[str] = "Naive"
-
 
 # ---------------------------------------------------------------- the contract -----
 

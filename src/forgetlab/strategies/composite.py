@@ -24,15 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from forgetlab.errors import ConfigError, IncompatibleError
-from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext
+from forgetlab.errors import IncompatibleError
+from forgetlab.hyperparams import SEPARATOR, params_type
+from forgetlab.strategies.base import Batch, Strategy, StrategyContext
 
-SEPARATOR = "+"
-
-
-def field_name(method: str) -> str:
-    """The composite's params field of member ``method`` (``pseudo-rehearsal`` -> ``pseudo_rehearsal``)."""
-    return method.replace("-", "_")
 
 
 class Composite(Strategy):
@@ -107,38 +102,10 @@ def composite_class(member_types: tuple[type[Strategy], ...]) -> type[Composite]
     ``type(params) is params_type`` holds); :func:`forgetlab.strategies.strategy_class`
     calls it for a name with a ``+``."""
     name = SEPARATOR.join(cls.name for cls in member_types)
-    names = [cls.name for cls in member_types]
-    if len(member_types) < 2 or len(set(names)) != len(names):
-        raise ConfigError(
-            f"The 'method.name' parameter must name two or more different methods joined by '+' to combine them "
-            f"(e.g. 'replay+ewc'). Got {name!r} instead."
-        )
+    params = params_type(name)  # refuses repeats and two batch-loss methods
     losses = [i for i, cls in enumerate(member_types) if cls.batch_loss is not Strategy.batch_loss]
-    if len(losses) > 1:
-        raise ConfigError(
-            f"The 'method.name' parameter combines {' and '.join(names[i] for i in losses)}, which each replace "
-            f"the batch loss; a composite may hold at most one such method. Got {name!r} instead."
-        )
-    params_type = dataclasses.make_dataclass(
-        "CompositeParams",
-        [(field_name(cls.name), cls.params_type, dataclasses.field(default_factory=cls.params_type)) for cls in member_types],
-        bases=(HyperParams,),
-        frozen=True,
-        namespace={"owner": name, "__module__": __name__, "__reduce__": _reduce},
-    )
     return type("Composite", (Composite,), {
-        "__module__": __name__, "__doc__": Composite.__doc__, "name": name, "params_type": params_type,
+        "__module__": __name__, "__doc__": Composite.__doc__, "name": name, "params_type": params,
         "title": " + ".join(cls.title for cls in member_types), "member_types": member_types,
         "loss_member": losses[0] if losses else None, "prefix_neutral": all(cls.prefix_neutral for cls in member_types),
     })
-
-
-def _reduce(params: HyperParams) -> tuple[Any, ...]:
-    """Pickle a composite's params by its method name (its class is made at run time)."""
-    return _rebuild, (params.owner, tuple(getattr(params, item.name) for item in dataclasses.fields(params)))
-
-
-def _rebuild(name: str, values: tuple[HyperParams, ...]) -> HyperParams:
-    from forgetlab.strategies import strategy_class
-
-    return strategy_class(name).params_type(*values)

@@ -15,15 +15,14 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forgetlab.hyperparams import LwFParams, PseudoRehearsalParams
 from forgetlab.data.custom import load_revision_inputs
-from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext, trained_heads
+from forgetlab.strategies.base import Batch, Strategy, StrategyContext, trained_heads
 from forgetlab.strategies.losses import old_outputs, soft_cross_entropy
 from forgetlab.strategies.memory import reservoir_update, sample_indices
 
@@ -39,22 +38,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 
 # ----------------------------------------------------------------------- LwF -----
-
-@dataclass(frozen=True)
-class LwFParams(HyperParams):
-    """Attributes:
-        lam: weight ``lam_o`` of the distillation term.
-        temperature: temperature T of the soft targets.
-    """
-
-    owner: ClassVar[str] = "LwF"
-    lam: float = 1.0
-    temperature: float = 2.0
-
-    def validate(self) -> None:
-        self.check(self.lam >= 0, "lam", ">= 0")
-        self.check(self.temperature > 0, "temperature", "> 0")
-
 
 class LwF(Strategy):
     """Learning without Forgetting (Li & Hoiem 2016): ``L + lam sum_h KD_T(f_old,h(x), f_h(x))``
@@ -102,47 +85,6 @@ class LwF(Strategy):
 
 # ---------------------------------------------------------- pseudo-rehearsal -----
 
-REVISION_SOURCES = ("old-inputs", "new-inputs", "user", "noise")
-
-
-@dataclass(frozen=True)
-class PseudoRehearsalParams(HyperParams):
-    """Attributes:
-        revision_source: where revision inputs come from: ``old-inputs`` (a buffer of
-            old tasks' training inputs, without labels), ``new-inputs`` (the new task's
-            own inputs), ``user`` (unlabelled inputs in ``revision_path``), ``noise``
-            (uniformly random pixels, as Robins 1995's random pseudo-items).
-        revision_size: inputs kept from the old tasks (``old-inputs``).
-        revision_path: ``.npz`` / ``.npy`` / ``.pt`` file of unlabelled inputs (``user``):
-            ``(N, C, H, W)``, ``(N, H, W, C)`` or ``(N, H, W)``; uint8 pixels or floats in [0, 1].
-            The run hash holds the path, not the file's content.
-        mode: ``mix`` (revision inputs are ``revision_fraction`` of every batch) or
-            ``alternate`` (every other step is a whole revision batch, as spaCy's ``rehearse``).
-        revision_fraction: share of revision inputs in a ``mix`` batch.
-        temperature: temperature T of the soft targets (``loss=soft-ce``).
-        loss: ``soft-ce`` (soft-target cross-entropy at T) or ``mse`` (on logits).
-    """
-
-    owner: ClassVar[str] = "PseudoRehearsal"
-    revision_source: str = "old-inputs"
-    revision_size: int = 1000
-    revision_path: str = ""
-    mode: str = "mix"
-    revision_fraction: float = 0.5
-    temperature: float = 2.0
-    loss: str = "soft-ce"
-
-    def validate(self) -> None:
-        self.check_choice("revision_source", REVISION_SOURCES)
-        self.check(self.revision_size >= 1, "revision_size", ">= 1")
-        self.check(
-            self.revision_source != "user" or bool(self.revision_path), "revision_path",
-            "a file of unlabelled inputs when revision_source='user'",
-        )
-        self.check_choice("mode", ("mix", "alternate"))
-        self.check(0 < self.revision_fraction < 1, "revision_fraction", "in (0, 1)")
-        self.check(self.temperature > 0, "temperature", "> 0")
-        self.check_choice("loss", ("soft-ce", "mse"))
 
 
 class PseudoRehearsal(Strategy):

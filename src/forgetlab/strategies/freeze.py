@@ -7,24 +7,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
+from forgetlab.hyperparams import FreezeParams
 from forgetlab.errors import IncompatibleError
-from forgetlab.strategies.base import HyperParams, Strategy, StrategyContext
-
-
-@dataclass(frozen=True)
-class FreezeParams(HyperParams):
-    """Attributes: n_blocks: how many blocks, from the input side, stop learning after task 1."""
-
-    owner: ClassVar[str] = "Freeze"
-    n_blocks: int = 1
-
-    def validate(self) -> None:
-        self.check(self.n_blocks >= 0, "n_blocks", ">= 0")
+from forgetlab.strategies.base import Strategy, StrategyContext
 
 
 class Freeze(Strategy):

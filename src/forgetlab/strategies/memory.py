@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-BUFFER_KINDS = ("reservoir", "class-balanced")
 
 
 def buffer_length(buffer: dict[str, torch.Tensor]) -> int:

@@ -15,16 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
+from forgetlab.hyperparams import EWCParams, L2Params, MASParams, SIParams
 from forgetlab.analysis.fisher import diagonal_fisher, mas_importance
 from forgetlab.strategies.base import (
     Batch,
-    HyperParams,
     Strategy,
     StrategyContext,
     penalised_parameters,
@@ -138,17 +136,6 @@ class QuadraticPenalty(Strategy):
 
 # ------------------------------------------------------------------------ L2 -----
 
-@dataclass(frozen=True)
-class L2Params(HyperParams):
-    """Attributes: lam: strength of ``lam/2 ||theta - theta*||^2``."""
-
-    owner: ClassVar[str] = "L2"
-    lam: float = 0.01
-
-    def validate(self) -> None:
-        self.check(self.lam >= 0, "lam", ">= 0")
-
-
 class L2(QuadraticPenalty):
     """``L + lam/2 ||theta - theta*||^2``, theta* = the weights after the previous task.
 
@@ -174,32 +161,6 @@ class L2(QuadraticPenalty):
 
 
 # ----------------------------------------------------------------------- EWC -----
-
-@dataclass(frozen=True)
-class EWCParams(HyperParams):
-    """Attributes:
-        lam: strength of ``lam/2 sum_i F_i (theta_i - theta*_i)^2``.
-        fisher: ``empirical`` (true labels) or ``true`` (labels sampled from the model).
-        mode: ``separate`` (one penalty per old task) or ``online`` (one running Fisher,
-            ``F <- gamma F + F_task``, anchored at the last task's weights).
-        gamma: decay of the online Fisher (ignored when ``mode=separate``).
-        fisher_samples: training examples of each task the Fisher is averaged over (0 = all).
-    """
-
-    owner: ClassVar[str] = "EWC"
-    lam: float = 100.0
-    fisher: str = "empirical"
-    mode: str = "separate"
-    gamma: float = 1.0
-    fisher_samples: int = 1000
-
-    def validate(self) -> None:
-        self.check(self.lam >= 0, "lam", ">= 0")
-        self.check_choice("fisher", ("empirical", "true"))
-        self.check_choice("mode", ("separate", "online"))
-        self.check(0 <= self.gamma <= 1, "gamma", "in [0, 1]")
-        self.check(self.fisher_samples >= 0, "fisher_samples", ">= 0 (0 = all)")
-
 
 class EWC(QuadraticPenalty):
     """Elastic Weight Consolidation (Kirkpatrick et al. 2017; online: Schwarz et al. 2018).
@@ -255,22 +216,6 @@ class _SummedImportance(QuadraticPenalty):
 
 
 # ------------------------------------------------------------------------ SI -----
-
-@dataclass(frozen=True)
-class SIParams(HyperParams):
-    """Attributes:
-        c: strength of ``c sum_k Omega_k (theta_k - theta*_k)^2``.
-        xi: damping of ``Omega = omega / (Delta^2 + xi)``.
-    """
-
-    owner: ClassVar[str] = "SI"
-    c: float = 1.0
-    xi: float = 0.1
-
-    def validate(self) -> None:
-        self.check(self.c >= 0, "c", ">= 0")
-        self.check(self.xi > 0, "xi", "> 0")
-
 
 class SI(_SummedImportance):
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017).
@@ -328,22 +273,6 @@ class SI(_SummedImportance):
 
 
 # ----------------------------------------------------------------------- MAS -----
-
-@dataclass(frozen=True)
-class MASParams(HyperParams):
-    """Attributes:
-        lam: strength of ``lam sum_i Omega_i (theta_i - theta*_i)^2``.
-        importance_samples: training examples of each task the importance is averaged over (0 = all).
-    """
-
-    owner: ClassVar[str] = "MAS"
-    lam: float = 1.0
-    importance_samples: int = 1000
-
-    def validate(self) -> None:
-        self.check(self.lam >= 0, "lam", ">= 0")
-        self.check(self.importance_samples >= 0, "importance_samples", ">= 0 (0 = all)")
-
 
 class MAS(_SummedImportance):
     """Memory Aware Synapses (Aljundi et al. 2018): importance = mean over examples of

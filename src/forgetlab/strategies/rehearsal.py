@@ -14,17 +14,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetlab.strategies.base import Batch, HyperParams, Strategy, StrategyContext
+from forgetlab.hyperparams import AGEMParams, DERppParams, ReplayParams
+from forgetlab.strategies.base import Batch, Strategy, StrategyContext
 from forgetlab.strategies.losses import grouped_cross_entropy
 from forgetlab.strategies.memory import (
-    BUFFER_KINDS,
     buffer_length,
     class_balanced_update,
     reservoir_update,
@@ -70,26 +68,6 @@ class _BufferStrategy(Strategy):
 
 # -------------------------------------------------------------------- replay -----
 
-@dataclass(frozen=True)
-class ReplayParams(HyperParams):
-    """Attributes:
-        buffer_size: examples kept from the old tasks, in total.
-        fraction: share ``r`` of buffer examples in every training batch.
-        buffer: ``reservoir`` (a uniform sample of all old examples) or
-            ``class-balanced`` (the same number per (head, class)).
-    """
-
-    owner: ClassVar[str] = "Replay"
-    buffer_size: int = 1000
-    fraction: float = 0.5
-    buffer: str = "reservoir"
-
-    def validate(self) -> None:
-        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
-        self.check(0 <= self.fraction < 1, "fraction", "in [0, 1)")
-        self.check_choice("buffer", BUFFER_KINDS)
-
-
 class Replay(_BufferStrategy):
     """Experience replay: a batch of B new examples gets ``round(B r / (1 - r))`` buffer
     examples, so that they are the fraction ``r`` of the combined batch; the loss is the
@@ -121,25 +99,6 @@ class Replay(_BufferStrategy):
 
 
 # --------------------------------------------------------------------- A-GEM -----
-
-@dataclass(frozen=True)
-class AGEMParams(HyperParams):
-    """Attributes:
-        buffer_size: examples kept from the old tasks, in total.
-        memory_batch_size: buffer examples drawn for each step's reference gradient.
-        buffer: ``reservoir`` or ``class-balanced`` (see Replay).
-    """
-
-    owner: ClassVar[str] = "AGEM"
-    buffer_size: int = 1000
-    memory_batch_size: int = 256
-    buffer: str = "reservoir"
-
-    def validate(self) -> None:
-        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
-        self.check(self.memory_batch_size >= 1, "memory_batch_size", ">= 1")
-        self.check_choice("buffer", BUFFER_KINDS)
-
 
 def agem_project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """A-GEM's projection (Chaudhry et al. 2019): if ``g . g_ref < 0``, return
@@ -192,28 +151,6 @@ class AGEM(_BufferStrategy):
 
 
 # ---------------------------------------------------------------------- DER++ -----
-
-@dataclass(frozen=True)
-class DERppParams(HyperParams):
-    """Attributes:
-        buffer_size: examples kept (reservoir over every example trained on, current task included).
-        alpha: weight of the logit-matching term.
-        beta: weight of the replayed-label term.
-        memory_batch_size: buffer examples drawn for each of the two terms.
-    """
-
-    owner: ClassVar[str] = "DER++"
-    buffer_size: int = 1000
-    alpha: float = 0.5
-    beta: float = 0.5
-    memory_batch_size: int = 128
-
-    def validate(self) -> None:
-        self.check(self.buffer_size >= 1, "buffer_size", ">= 1")
-        self.check(self.alpha >= 0, "alpha", ">= 0")
-        self.check(self.beta >= 0, "beta", ">= 0")
-        self.check(self.memory_batch_size >= 1, "memory_batch_size", ">= 1")
-
 
 def logit_mse(model: nn.Module, features: torch.Tensor, stored: torch.Tensor, heads: torch.Tensor, head_sizes: tuple[int, ...]) -> torch.Tensor:
     """Mean squared error between each item's current logits (its own head) and the
