@@ -132,7 +132,7 @@ def train_stream(
     - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
       run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
       trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
-      during those tasks but ``after_task``; see :data:`forgetlab.strategies.PREFIX_NEUTRAL`)
+      during those tasks but ``after_task``; see ``Strategy.prefix_neutral``)
       and a source trained with the same stream, model and training config by a
       strategy without state.
     - :func:`_start_fresh`: else evaluate the untrained model; the first

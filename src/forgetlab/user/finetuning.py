@@ -1,7 +1,7 @@
 """Fine-tune a user's trained model on new labelled data while keeping its old behaviour.
 
 The fine-tuning is a two-task stream run by :func:`~forgetlab.engine.train_stream` with
-``start_task=1``: task 1 is the *old task, given as data* (never trained here: the
+``n_learned_tasks=1``: task 1 is the *old task, given as data* (never trained here: the
 method's ``before_task`` / ``after_task`` hooks build their state from it and the
 original model), task 2 is the new data. Both use the model's one head.
 
