@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from forgetlab.data.files import user_cache_dir
+from forgetlab.data.files import read_cache_json, write_cache_json
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 
 __all__ = [
@@ -488,20 +486,8 @@ def _file_digest(path: Path, memo: dict[str, Any]) -> str:
 
 
 def _read_memo() -> dict[str, Any]:
-    try:
-        memo = json.loads((user_cache_dir() / FINGERPRINT_MEMO).read_text())
-        return memo if isinstance(memo, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_cache_json(FINGERPRINT_MEMO)
 
 
 def _write_memo(memo: dict[str, Any]) -> None:
-    """Replace the memo atomically; silently skip when the cache cannot be written."""
-    try:
-        folder = user_cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-            json.dump(memo, f)
-        os.replace(f.name, folder / FINGERPRINT_MEMO)
-    except OSError:
-        pass
+    write_cache_json(FINGERPRINT_MEMO, memo)

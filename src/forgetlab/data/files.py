@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from forgetlab.errors import DataError
 
@@ -174,27 +175,41 @@ def _cache_key(path: Path) -> tuple[str, list[int]]:
     return str(path.absolute()), [st.st_size, st.st_mtime_ns]
 
 
-def _read_checksum_cache() -> dict:
+def read_cache_json(name: str) -> dict[str, Any]:
+    """The JSON object in the per-user cache file ``name``; ``{}`` when it is missing or unreadable."""
     try:
-        cache = json.loads((user_cache_dir() / CHECKSUM_CACHE_NAME).read_text())
-        return cache if isinstance(cache, dict) else {}
+        data = json.loads((user_cache_dir() / name).read_text())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def write_cache_json(name: str, data: dict[str, Any]) -> None:
+    """Replace the per-user cache file ``name`` atomically; silently skip when the cache
+    cannot be written (a cache is never needed to be correct)."""
+    try:
+        folder = user_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+            json.dump(data, f)
+        os.replace(f.name, folder / name)
+    except OSError:
+        pass
+
+
+def _read_checksum_cache() -> dict:
+    return read_cache_json(CHECKSUM_CACHE_NAME)
 
 
 def _remember_checksum(path: Path, md5: str) -> None:
     """Record a verified checksum; silently skip when the cache cannot be written."""
     try:
         key, stamp = _cache_key(path)
-        cache = _read_checksum_cache()
-        cache[key] = {"stamp": stamp, "md5": md5}
-        folder = user_cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-            json.dump(cache, f)
-        os.replace(f.name, folder / CHECKSUM_CACHE_NAME)
     except OSError:
-        pass
+        return
+    cache = _read_checksum_cache()
+    cache[key] = {"stamp": stamp, "md5": md5}
+    write_cache_json(CHECKSUM_CACHE_NAME, cache)
 
 
 def verify_file(path: str | Path, md5: str) -> None:
