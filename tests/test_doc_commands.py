@@ -136,6 +136,10 @@ def test_documented_commands_run_as_written(document, tmp_path):
     repo = sandbox(tmp_path, data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGETLAB_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # `~` in a command lands in the sandbox; the decoded-dataset cache stays shared (it is verified).
+    env["XDG_CACHE_HOME"] = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    env["HOME"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
     assert shutil.which("forgetlab", path=env["PATH"]), "the forgetlab command is not installed"
     for command in commands:
         if command.marked:
