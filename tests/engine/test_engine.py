@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -107,6 +108,28 @@ def test_divergence_is_reported(digits_data):
 
     with pytest.raises(DivergedError, match="diverged on task 1 .* loss is nan"):
         train_stream(*_fresh(data=digits_data), CONFIG.train, strategy=NaNPenalty())
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_a_kept_optimizer_starts_every_task_at_the_configured_rate(schedule, digits_data, monkeypatch):
+    # With train.reset_optimizer=false the schedule must restart from train.lr at each
+    # task, not from the previous task's decayed rate (which compounded: 1e-3 -> 1e-6 -> 1e-9).
+    import forgetlab.engine.train as engine_train
+
+    config = dataclasses.replace(CONFIG.train, lr=1e-3, optimizer="adam", lr_schedule=schedule, reset_optimizer=False, steps=20)
+    seen: list[tuple[int, float]] = []
+    original = engine_train._step
+
+    def recording_step(loop, optimizer, batch, context):
+        seen.append((context.task_index, optimizer.param_groups[0]["lr"]))
+        return original(loop, optimizer, batch, context)
+
+    monkeypatch.setattr(engine_train, "_step", recording_step)
+    train_stream(*_fresh(data=digits_data), config)
+    first = {task: lr for task, lr in reversed(seen)}  # the first step of each task
+    assert sorted(first) == [0, 1, 2]
+    assert all(lr == pytest.approx(1e-3) for lr in first.values()), first
+    assert min(lr for _, lr in seen) < 1e-4  # the schedule did decay within each task
 
 
 def test_lr_schedules():

@@ -334,7 +334,9 @@ def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: Strategy
     ``train.eval_every_steps`` steps."""
     config, task_index = loop.config, context.task_index
     task: Task = loop.stream.tasks[task_index]
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    # Every task's schedule starts from train.lr, also with a kept optimizer (whose groups
+    # still hold the previous task's decayed rate).
+    base_lrs = [config.lr for _ in optimizer.param_groups]
     x_train, y_train = task.train_x.to(loop.device), task.train_y.to(loop.device)
     batch_size = min(config.batch_size, task.n_train)
     steps_per_epoch = math.ceil(task.n_train / batch_size)
