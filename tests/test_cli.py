@@ -15,26 +15,26 @@ from forgetlab.cli import format_matrix, main
 FAST = ["--set", "stream.train_per_task=200", "--set", "train.epochs=2", "--quiet"]
 
 
-def test_run_json_last_line(tmp_path, capsys):
+def test_run_json_is_the_whole_stdout(tmp_path, capsys):
     assert main(["run", "--store", str(tmp_path), "--json", *FAST]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    payload = json.loads(out[-1])
-    assert set(payload) == {"run_id", "accuracy_matrix", "acc", "bwt", "forgetting"}
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout is one JSON document and nothing else
+    assert {"run_id", "status", "accuracy_matrix", "acc", "bwt", "forgetting", "run_dir"} <= set(payload)
     matrix = payload["accuracy_matrix"]
     assert len(matrix) == 2 and all(0 <= v <= 1 for row in matrix for v in row)
-    assert "Accuracy matrix" in "\n".join(out) and "forgetting" in "\n".join(out)
+    assert "Accuracy matrix" in captured.err and "forgetting" in captured.err  # the human text, on stderr
     # asking again reads the store
     assert main(["run", "--store", str(tmp_path), "--json", *FAST]) == 0
-    again = capsys.readouterr().out
-    assert "read from the store" in again
-    assert json.loads(again.strip().splitlines()[-1]) == payload
+    again = capsys.readouterr()
+    assert "read from the store" in again.err
+    assert json.loads(again.out) == payload
 
 
 def test_config_file_and_shortcuts(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text('[stream]\nn_tasks = 5\ntrain_per_task = 100\n[train]\nepochs = 1\n')
     assert main(["run", "--config", str(config), "--seed", "2", "--store", str(tmp_path), "--json", "--quiet"]) == 0
-    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    payload = json.loads(capsys.readouterr().out)
     assert len(payload["accuracy_matrix"]) == 5
 
 
@@ -107,5 +107,5 @@ def test_console_script(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "run_id" in json.loads(done.stdout.strip().splitlines()[-1])
+    assert "run_id" in json.loads(done.stdout)  # stdout is the JSON alone
     assert "\r" not in done.stderr  # no progress bars when not a terminal

@@ -1,10 +1,12 @@
 """Every shell command shown in README.md and docs/*.md runs as written.
 
 The commands are read from the fenced ``bash`` / ``sh`` / ``console`` blocks (in a
-``console`` block, the lines that start with ``$ ``). Each document's commands run in
-order, in one sandbox that looks like the repository root with ``../shared/data`` beside
-it (links to the real files; outputs land in the sandbox), so a later command may use an
-earlier one's output, as a reader would.
+``console`` block, the lines that start with ``$ ``). The documents' commands run in
+order (README first), all in one sandbox that looks like the repository root with
+``../shared/data`` beside it (links to the real files; outputs land in the sandbox), so a
+later command may use an earlier one's output, as a reader would; a command that two
+documents show alike (the README's sweep is also USAGE's) finds the first one's results
+in the default result store, as the docs say it does, instead of training twice.
 
 The marker: a command whose trailing comment starts with ``# [GPU``, ``# [long`` or
 ``# [cluster`` (e.g. ``# [long: ~40 min]``, ``# [GPU]``, ``# [cluster: a Ray head]``)
@@ -124,15 +126,13 @@ def sandbox(tmp_path: Path, data: Path) -> Path:
     return repo
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("document", [p.name for p in DOCUMENTS])
-def test_documented_commands_run_as_written(document, tmp_path):
-    commands = [c for c in documented_commands() if c.document == document]
-    if not commands:
-        pytest.skip(f"{document} shows no shell command")
+@pytest.fixture(scope="module")
+def shared_sandbox(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """One sandbox (and environment) for every document's commands, in document order."""
     data = shared_data_folder()
     if data is None:
         pytest.skip("the real datasets are not in $FORGETLAB_DATA or ../shared/data")
+    tmp_path = tmp_path_factory.mktemp("docs")
     repo = sandbox(tmp_path, data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORGETLAB_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -141,6 +141,16 @@ def test_documented_commands_run_as_written(document, tmp_path):
     env["HOME"] = str(tmp_path / "home")
     (tmp_path / "home").mkdir()
     assert shutil.which("forgetlab", path=env["PATH"]), "the forgetlab command is not installed"
+    return repo, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("document", [p.name for p in DOCUMENTS])
+def test_documented_commands_run_as_written(document, shared_sandbox):
+    commands = [c for c in documented_commands() if c.document == document]
+    if not commands:
+        pytest.skip(f"{document} shows no shell command")
+    repo, env = shared_sandbox
     for command in commands:
         if command.marked:
             continue

@@ -10,18 +10,29 @@
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
+    forgetlab runs --where method.name=ewc          # what the store holds; show RUN_ID; export --format csv
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from forgetlab._version import __version__
 from forgetlab.errors import ForgetlabError
+
+
+JSON_HELP = "print one JSON document on stdout and nothing else (human text goes to stderr)"
+
+
+def _human(args: argparse.Namespace):  # -> a text stream
+    """Where the human-readable output goes: stderr with --json (stdout is the JSON alone)."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
 
 
 def _one_line(message: str) -> str:
@@ -84,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train a model task by task and print the accuracy matrix")
     _add_config_options(run)
     run.add_argument("--rerun", action="store_true", help="train again even if the store has this run")
-    run.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+    run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sweep = commands.add_parser("sweep", help="run a grid of configs (in parallel with --workers or on Ray)")
@@ -94,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a config key and its values, e.g. --grid method.lam=1,10,100 (repeatable: the cartesian product)",
     )
     _add_executor_options(sweep)
-    sweep.add_argument("--json", action="store_true", help="end the output with one JSON line per run")
+    sweep.add_argument("--json", action="store_true", help=JSON_HELP + " (an array, one object per run)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
+    listing = commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
+    _add_store_parsers(commands)
 
     analyze = commands.add_parser("analyze", help="compare two checkpoints block by block (CKA, subspace)")
     measures = analyze.add_subparsers(dest="measure", metavar="MEASURE", parser_class=_Parser, required=True)
@@ -116,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the analysis runs")
         sub.add_argument("--download", action="store_true", help="download missing dataset files")
         sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
+        sub.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_user_parsers(commands)
     _add_reproduce_parsers(commands)
     return parser
@@ -128,7 +142,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", metavar="PATH", help="the final linear layer's module path (default: the last nn.Linear)")
     parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
-    parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _add_user_parsers(commands) -> None:
@@ -180,10 +194,35 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--report-dir", help="where the figures and anatomy.html go (default <store>/reports/anatomy)")
     _add_executor_options(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    reproduce.add_argument("--json", action="store_true", help=JSON_HELP)
 
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
     report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
+    report.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _add_store_parsers(commands: argparse._SubParsersAction) -> None:
+    store_help = "result store folder (else $FORGETLAB_STORE, else ./forgetlab-results); must exist"
+    runs = commands.add_parser("runs", help="list the runs a result store holds, one line each")
+    runs.add_argument("--store", help=store_help)
+    runs.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                      help="keep runs whose config key has this value, e.g. --where method.name=ewc (repeatable)")
+    runs.add_argument("--status", choices=["finished", "failed", "running"], help="keep runs with this status")
+    runs.add_argument("--json", action="store_true", help=JSON_HELP + " (an array, one object per run)")
+
+    show = commands.add_parser("show", help="one stored run: its config, accuracy matrix, metrics and figures")
+    show.add_argument("run_id", metavar="RUN_ID", help="the run's id (a unique prefix is enough)")
+    show.add_argument("--store", help=store_help)
+    show.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    export = commands.add_parser("export", help="every stored run as one table row: CSV, JSON or Parquet (for pandas)")
+    export.add_argument("--store", help=store_help)
+    export.add_argument("--format", default="csv", help="csv (default), json or parquet (needs pyarrow)")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    export.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="as for `forgetlab runs`")
+    export.add_argument("--status", choices=["finished", "failed", "running"], help="keep runs with this status")
+    export.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _command_reproduce(args: argparse.Namespace) -> int:
@@ -198,19 +237,86 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     )
     computed = len(out.computed)
     total = sum(len(v) for v in out.results.values())
+    human = _human(args)
     print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
-          f"in {out.wall_seconds:.0f} s")
-    print(f"report: {out.report}")
+          f"in {out.wall_seconds:.0f} s", file=human)
+    print(f"report: {out.report}", file=human)
+    if args.json:
+        print(json.dumps({"profile": args.profile, "analysis_results": total, "computed": computed,
+                          "wall_seconds": out.wall_seconds, "report": str(out.report)}))
     return 0
 
 
 def _command_report(args: argparse.Namespace) -> int:
     from forgetlab.report import build_report
-    from forgetlab.store import ResultStore, default_store_dir
+    from forgetlab.report.runs import existing_store
+    from forgetlab.store import default_store_dir
 
-    store = ResultStore(args.store or default_store_dir())
+    store = existing_store(args.store or default_store_dir())
     path = build_report(store, args.out or store.root / "reports" / "anatomy")
-    print(f"report: {path}")
+    print(f"report: {path}", file=_human(args))
+    if args.json:
+        print(json.dumps({"report": str(path)}))
+    return 0
+
+
+def _command_runs(args: argparse.Namespace) -> int:
+    from forgetlab.report.runs import existing_store, format_runs, parse_filters, run_rows
+    from forgetlab.store import default_store_dir
+
+    store = existing_store(args.store or default_store_dir())
+    rows = run_rows(store, where=parse_filters(args.where), status=args.status)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(format_runs(rows) if rows else f"The store {str(store.root)!r} holds no run that matches.")
+    print(f"{len(rows)} runs; store: {store.root}")
+    return 0
+
+
+def _command_show(args: argparse.Namespace) -> int:
+    from forgetlab.errors import StoreError
+    from forgetlab.report.runs import existing_store, run_figures, run_row
+    from forgetlab.store import default_store_dir
+
+    store = existing_store(args.store or default_store_dir())
+    matches = [run_id for run_id, _ in store.list_runs() if run_id.startswith(args.run_id)]
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs ({', '.join(matches[:5])})"
+        raise StoreError(f"The RUN_ID {args.run_id!r} names {found} in the store {str(store.root)!r}. "
+                         f"`forgetlab runs` lists them.")
+    run = store.get(matches[0])
+    assert run is not None  # listed just now
+    figures = [str(p) for p in run_figures(store, run.run_id)]
+    if args.json:
+        print(json.dumps({**run_row(run), "R": run.accuracy_matrix, "config": run.config,
+                          "run_dir": str(store.run_dir(run.run_id)), "figures": figures}))
+        return 0
+    print(f"run {run.run_id} ({run.status}); folder {store.run_dir(run.run_id)}")
+    for section, values in run.config.items():
+        shown = ", ".join(f"{k}={v}" for k, v in values.items()) if isinstance(values, dict) else values
+        print(f"  {section}: {shown}")
+    if run.accuracy_matrix is not None:
+        print("Accuracy matrix R[i, j]: test accuracy on task j after training through task i")
+        print(format_matrix(run.accuracy_matrix))
+    if run.metrics:
+        print("   ".join(f"{name} {100 * value:.1f}%" for name, value in sorted(run.metrics.items())))
+    if run.error:
+        print(f"error: {run.error}")
+    print("figures: " + (", ".join(figures) if figures else "none in the run folder"))
+    return 0
+
+
+def _command_export(args: argparse.Namespace) -> int:
+    from forgetlab.report.runs import existing_store, export_runs, parse_filters, run_rows
+    from forgetlab.store import default_store_dir
+
+    store = existing_store(args.store or default_store_dir())
+    rows = run_rows(store, where=parse_filters(args.where), status=args.status)
+    path = export_runs(rows, args.out, args.format)
+    print(f"exported {len(rows)} runs to {path} ({args.format})", file=_human(args))
+    if args.json:
+        print(json.dumps({"path": str(path), "format": args.format, "runs": len(rows)}))
     return 0
 
 
@@ -259,31 +365,30 @@ def _command_run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     cfg = result.config
+    out = _human(args)
     how = "read from the store" if result.from_store else f"trained in {result.wall_seconds:.1f} s on {result.device}"
     print(
         f"run {result.run_id}: {cfg.stream.dataset} / {cfg.stream.stream} ({cfg.stream.head}-head, "
-        f"{len(result.accuracy_matrix)} tasks) / {cfg.model.name} / method {cfg.method.name}; {how}"
+        f"{len(result.accuracy_matrix)} tasks) / {cfg.model.name} / method {cfg.method.name}; {how}", file=out,
     )
-    print("Accuracy matrix R[i, j]: test accuracy on task j after training through task i")
-    print(format_matrix(result.accuracy_matrix))
+    print("Accuracy matrix R[i, j]: test accuracy on task j after training through task i", file=out)
+    print(format_matrix(result.accuracy_matrix), file=out)
     metrics = result.metrics
     print(
         f"ACC {100 * metrics['acc']:.1f}%   BWT {100 * metrics['bwt']:+.1f}%   "
-        f"forgetting {100 * metrics['forgetting']:.1f}%"
+        f"forgetting {100 * metrics['forgetting']:.1f}%", file=out,
     )
-    print(f"run folder: {result.run_dir}")
+    print(f"run folder: {result.run_dir}", file=out)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "run_id": result.run_id,
-                    "accuracy_matrix": [[float(v) for v in row] for row in result.accuracy_matrix],
-                    "acc": metrics["acc"],
-                    "bwt": metrics["bwt"],
-                    "forgetting": metrics["forgetting"],
-                }
-            )
-        )
+        print(json.dumps({
+            "run_id": result.run_id,
+            "status": "finished",
+            "accuracy_matrix": [[float(v) for v in row] for row in result.accuracy_matrix],
+            "acc": metrics["acc"],
+            "bwt": metrics["bwt"],
+            "forgetting": metrics["forgetting"],
+            "run_dir": str(result.run_dir),
+        }))
     return 0
 
 
@@ -314,20 +419,24 @@ def _command_sweep(args: argparse.Namespace) -> int:
                          f"{100 * m['forgetting']:.1f}", f"{result.wall_seconds:.1f}", result.device])
     header = ["run", *keys, "status", "ACC %", "BWT %", "forgetting %", "wall s", "device"]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    out = _human(args)
     for row in [header, *rows]:
-        print("  ".join(f"{str(cell):<{width}}" for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(f"{str(cell):<{width}}" for cell, width in zip(row, widths)).rstrip(), file=out)
     failures = [r for r in results if isinstance(r, RunFailure)]
     for failure in failures:
         print(f"failed {failure.run_id}: {failure.error}", file=sys.stderr)
-    print(f"{len(results)} runs ({len(failures)} failed) on the {executor.resolved_name} executor; store: {store.root}")
+    print(f"{len(results)} runs ({len(failures)} failed) on the {executor.resolved_name} executor; store: {store.root}",
+          file=out)
     if args.json:
+        entries = []
         for values, result in zip(chosen, results):
             entry = {"run_id": result.run_id, **values}
             if isinstance(result, RunFailure):
                 entry.update(status="failed", error=result.error)
             else:
                 entry.update(status="finished", **{k: result.metrics[k] for k in ("acc", "bwt", "forgetting")})
-            print(json.dumps(entry))
+            entries.append(entry)
+        print(json.dumps(entries))
     return 1 if failures else 0
 
 
@@ -366,11 +475,15 @@ def _command_analyze(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         device=args.device,
     )
+    out = _human(args)
     print(f"{args.measure} of {args.checkpoint_a} vs {args.checkpoint_b} on task {args.task}'s test inputs "
-          f"(n = {rows[0].n_samples})")
-    print(format_rows(rows))
+          f"(n = {rows[0].n_samples})", file=out)
+    print(format_rows(rows), file=out)
     paths = plot_block_similarity(rows, args.out or f"forgetlab-{args.measure}")
-    print("figure: " + ", ".join(str(p) for p in paths))
+    print("figure: " + ", ".join(str(p) for p in paths), file=out)
+    if args.json:
+        print(json.dumps({"measure": args.measure, "a": args.checkpoint_a, "b": args.checkpoint_b, "task": args.task,
+                          "rows": [dataclasses.asdict(row) for row in rows], "figures": [str(p) for p in paths]}))
     return 0
 
 
@@ -383,6 +496,9 @@ def _command_list(args: argparse.Namespace) -> int:
     sections = (
         ("datasets", list_sources()), ("streams", list_streams()), ("models", list_models()), ("methods", list_methods())
     )
+    if args.json:
+        print(json.dumps({title: entries for title, entries in sections}))
+        return 0
     for title, entries in sections:
         print(f"{title}:")
         width = max(len(name) for name in entries)
@@ -421,9 +537,9 @@ def _command_diagnose(args: argparse.Namespace) -> int:
     data = load_user_data(args.data, label_column=args.label_column, image_size=args.image_size)
     new_data = load_user_data(args.new_data, label_column=args.label_column, image_size=args.image_size) if args.new_data else None
     result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples, pool=args.pool)
-    print(result.format_table())
+    print(result.format_table(), file=_human(args))
     if args.report:
-        print(f"report: {write_report(result, args.report)}")
+        print(f"report: {write_report(result, args.report)}", file=_human(args))
     if args.json:
         print(json.dumps(result.to_dict()))
     return 0
@@ -453,9 +569,9 @@ def _command_finetune(args: argparse.Namespace) -> int:
         revision_data=load(args.revision_data), epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         batch_size=args.batch_size, test_fraction=args.test_fraction, seed=args.seed, device=args.device,
     )
-    print(result.format_report())
+    print(result.format_report(), file=_human(args))
     path = save_user_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
-    print(f"saved: {path} (state_dict) and {path}.json")
+    print(f"saved: {path} (state_dict) and {path}.json", file=_human(args))
     if args.json:
         print(json.dumps(result.to_dict()))
     return 0
@@ -477,12 +593,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finetune": _command_finetune,
         "reproduce": _command_reproduce,
         "report": _command_report,
+        "runs": _command_runs,
+        "show": _command_show,
+        "export": _command_export,
     }
     try:
         return handlers[args.command](args)
     except ForgetlabError as exc:
         print(_one_line(f"forgetlab: error: {exc}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early (`forgetlab runs | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as the Python docs advise (SIGPIPE)
+        return 0
     except KeyboardInterrupt:
         print(
             "forgetlab: interrupted. Finished tasks are checkpointed; run the same command again to resume.",

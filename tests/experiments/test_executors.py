@@ -145,15 +145,15 @@ def test_sweep_command(tmp_path, capsys):
     assert main(argv[:-1]) == 1  # without --quiet (and no terminal): one log line per run trained now
     logged = capsys.readouterr().err
     assert logged.count(" failed: Training diverged") == 2 and " done: ACC " not in logged  # finished: stored
-    entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    entries = json.loads(out)  # with --json, stdout is one JSON array and nothing else
     assert [(e["train.lr"], e["train.seed"], e["status"]) for e in entries] == [
         (0.05, 0, "finished"), (0.05, 1, "finished"), (1e10, 0, "failed"), (1e10, 1, "failed")]
-    assert "4 runs (2 failed) on the processes executor" in out
+    assert "4 runs (2 failed) on the processes executor" in err
     assert err.count("loss is nan") == 2
     store = ResultStore(tmp_path)
     assert sorted(status for _, status in store.list_runs()) == ["failed", "failed", "finished", "finished"]
     assert main(argv) == 1  # again: the finished runs are read back, the failed ones are retried
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line[:16].isalnum() and line[16:17] == " "]
     assert sum("stored" in line.split() for line in lines) == 2 and sum("failed" in line.split() for line in lines) == 2
 
 

@@ -123,9 +123,9 @@ def test_cli_run_with_method_and_list(tmp_path, capsys):
         "--set", "train.steps=5", "--store", str(store), "--quiet", "--json",
     ]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "method ewc" in out
-    run_id = json.loads(out.strip().splitlines()[-1])["run_id"]
+    captured = capsys.readouterr()
+    assert "method ewc" in captured.err
+    run_id = json.loads(captured.out)["run_id"]
     stored = ResultStore(store).get(run_id)
     assert stored.status == "finished"
     assert stored.config["method"] == {"name": "ewc", "lam": 100.0, "fisher": "empirical", "mode": "separate",

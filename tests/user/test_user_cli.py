@@ -63,10 +63,11 @@ def test_finetune_then_diagnose(workdir, capsys):
         "finetune", "old.pt", "--model-class", "clinet:Net", "--new-data", "new.csv", "--old-data", "old.npz",
         "--method", "ewc", "--set", "lam=100", "--set", "fisher_samples=20", "--epochs", "2", "--out", "tuned.pt", "--json",
     ])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.err  # with --json the report goes to stderr, stdout is the JSON alone
     assert code == 0, out
     assert "method ewc: lam=100.0" in out and "old task" in out and "saved:" in out
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(captured.out)
     assert summary["method"] == "ewc" and set(summary["after"]) == {"old", "new"}
     meta = json.loads((workdir / "tuned.pt.json").read_text())
     assert meta["model_class"] == "clinet:Net" and meta["blocks"] == ["body", "skip", "out"]
@@ -75,10 +76,11 @@ def test_finetune_then_diagnose(workdir, capsys):
         "diagnose", "old.pt", "tuned.pt", "--model-class", "clinet:Net", "--data", "old.npz", "--new-data", "new.csv",
         "--k", "3", "--report", "report", "--json",
     ])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.err
     assert code == 0, out
     assert "weight change" in out and "skip" in out and (workdir / "report" / "report.html").is_file()
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(captured.out)
     assert [b["block"] for b in result["blocks"]] == ["body", "skip", "out"]
 
 

@@ -104,6 +104,7 @@ class StoredRun:
     metrics: dict[str, float]
     curves: list[dict[str, Any]]
     error: str | None
+    created: float | None = None
 
 
 class ResultStore:
@@ -212,7 +213,7 @@ class ResultStore:
         with self._connect() as db:
             row = db.execute(
                 "SELECT run_id, config, status, device, wall_seconds, train_seconds, peak_memory_bytes, "
-                "accuracy_matrix, initial_accuracy, error FROM runs WHERE run_id=?",
+                "accuracy_matrix, initial_accuracy, error, created FROM runs WHERE run_id=?",
                 (run_id,),
             ).fetchone()
             if row is None:
@@ -241,6 +242,7 @@ class ResultStore:
             metrics=metrics,
             curves=curves,
             error=row[9],
+            created=row[10],
         )
 
     def list_runs(self) -> list[tuple[str, str]]:

@@ -1,0 +1,191 @@
+"""What a result store holds, one row per run: listed (``forgetlab runs``), shown
+(``forgetlab show``) and exported (``forgetlab export``) for pandas and spreadsheets.
+
+A row is a flat dict: ``run_id``, ``status``, the metrics (``acc``, ``bwt``,
+``forgetting``, ``fwt`` where the initial accuracies are stored), every config key
+flattened (``stream.dataset``, ``method.lam``, ...; lists as JSON text), ``R`` as JSON,
+``wall_seconds``, ``created`` (ISO date) and ``error`` (failed runs).
+
+Example:
+    >>> import tempfile
+    >>> from forgetlab.store import ResultStore
+    >>> run_rows(ResultStore(tempfile.mkdtemp()))
+    []
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forgetlab.errors import ConfigError, StoreError
+from forgetlab.metrics import forward_transfer
+from forgetlab.store import ResultStore, StoredRun
+
+EXPORT_FORMATS = ("csv", "json", "parquet")
+# The columns `forgetlab runs` prints, after run, status and method (its hyperparameters follow).
+SUMMARY_KEYS = ("stream.dataset", "stream.stream", "stream.head", "model.name")
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"stream": {"dataset": "mnist"}}`` -> ``{"stream.dataset": "mnist"}``; lists become JSON text.
+
+    Example:
+        >>> flatten_config({"stream": {"dataset": "mnist", "class_order": [1, 0]}, "method": {"name": "ewc"}})
+        {'stream.dataset': 'mnist', 'stream.class_order': '[1, 0]', 'method.name': 'ewc'}
+    """
+    flat: dict[str, Any] = {}
+    for section, values in config.items():
+        if not isinstance(values, dict):
+            flat[section] = values
+            continue
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return flat
+
+
+def run_row(run: StoredRun) -> dict[str, Any]:
+    """The flat row of one stored run (see the module docstring)."""
+    matrix = run.accuracy_matrix
+    fwt = None
+    if matrix is not None and run.initial_accuracy is not None and len(matrix) > 1:
+        fwt = float(forward_transfer(matrix, run.initial_accuracy))
+    created = datetime.datetime.fromtimestamp(run.created).isoformat(timespec="seconds") if run.created else None
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "acc": run.metrics.get("acc"),
+        "bwt": run.metrics.get("bwt"),
+        "forgetting": run.metrics.get("forgetting"),
+        "fwt": fwt,
+        "wall_seconds": run.wall_seconds,
+        "created": created,
+        **flatten_config(run.config),
+        "R": json.dumps(matrix) if matrix is not None else None,
+        "error": run.error,
+    }
+
+
+def parse_filters(items: Sequence[str]) -> dict[str, str]:
+    """``["method.name=ewc"]`` -> ``{"method.name": "ewc"}`` (one-line error on a malformed item)."""
+    filters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"The --where option must look like KEY=VALUE (e.g. method.name=ewc). Got {item!r}.")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def _matches(row: dict[str, Any], filters: dict[str, str]) -> bool:
+    for key, wanted in filters.items():
+        if key not in row:
+            return False
+        value = row[key]
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+        if text != wanted:
+            try:
+                if float(value) != float(wanted):
+                    return False
+            except (TypeError, ValueError):
+                return False
+    return True
+
+
+def run_rows(store: ResultStore, *, where: dict[str, str] | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """Every stored run's row, oldest first; ``where`` keeps rows whose flattened key has that
+    value (numbers compared as numbers: ``method.lam=1e5`` matches 100000.0), ``status``
+    keeps ``finished``, ``failed`` or ``running`` runs."""
+    rows = []
+    for run_id, run_status in store.list_runs():
+        if status is not None and run_status != status:
+            continue
+        run = store.get(run_id)
+        if run is None:
+            continue
+        row = run_row(run)
+        if _matches(row, where or {}):
+            rows.append(row)
+    return rows
+
+
+def existing_store(path: str | Path) -> ResultStore:
+    """The store at ``path``, which must already exist (a typo must not create an empty store)."""
+    root = Path(path)
+    if not (root / "forgetlab.sqlite").is_file():
+        raise StoreError(
+            f"No result store at {str(root)!r} (no forgetlab.sqlite there). Check --store or $FORGETLAB_STORE."
+        )
+    return ResultStore(root)
+
+
+def _method_text(row: dict[str, Any]) -> str:
+    name = row.get("method.name", "?")
+    params = [f"{k.split('.', 1)[1]}={row[k]}" for k in row if k.startswith("method.") and k != "method.name"]
+    return " ".join([str(name), *params])
+
+
+def _percent(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.1f}" if sign else f"{100 * value:.1f}"
+
+
+def format_runs(rows: Sequence[dict[str, Any]]) -> str:
+    """The ``forgetlab runs`` table: one line per run."""
+    header = ["run", "status", "dataset", "stream", "head", "model", "method", "ACC %", "BWT %", "forgetting %",
+              "wall s", "date"]
+    table = [header]
+    for row in rows:
+        table.append([
+            row["run_id"], row["status"], *(str(row.get(k, "")) for k in SUMMARY_KEYS), _method_text(row),
+            _percent(row["acc"]), _percent(row["bwt"], sign=True), _percent(row["forgetting"]),
+            f"{row['wall_seconds']:.1f}" if row["wall_seconds"] is not None else "-",
+            (row["created"] or "-").replace("T", " "),
+        ])
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip() for line in table)
+
+
+def run_figures(store: ResultStore, run_id: str) -> list[Path]:
+    """The figure files (PNG, SVG) in a run's folder."""
+    folder = store.root / "runs" / run_id
+    return sorted(p for p in folder.glob("*") if p.suffix in (".png", ".svg")) if folder.is_dir() else []
+
+
+def export_runs(rows: Sequence[dict[str, Any]], out: str | Path, fmt: str) -> Path:
+    """Write ``rows`` to ``out`` as CSV (one header line, the union of all keys), a JSON array,
+    or Parquet (needs ``pyarrow``: ``pip install 'forgetlab[parquet]'``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"The --format option must be one of {', '.join(map(repr, EXPORT_FORMATS))}. Got {fmt!r}.")
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise ConfigError(f"The --out option must be a file in an existing folder. Got {str(path)!r}.")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("--format parquet needs pyarrow: pip install 'forgetlab[parquet]'") from None
+        data = {}
+        for column in columns:
+            values = [row.get(column) for row in rows]
+            try:
+                data[column] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across runs: keep them as text
+                data[column] = pa.array([None if v is None else str(v) for v in values])
+        table = pa.table(data)
+        pq.write_table(table, path)
+    elif fmt == "json":
+        path.write_text(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=1) + "\n")
+    else:
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return path

@@ -1,0 +1,128 @@
+"""`forgetlab runs`, `show`, `export`; `--json` makes stdout one JSON document on every command."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from forgetlab.cli import main
+from forgetlab.store import ResultStore
+
+TINY = ["--set", "stream.train_per_task=100", "--set", "train.steps=5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with two finished runs (naive, EWC lam=100) and their `run --json` payloads."""
+    root = tmp_path_factory.mktemp("store")
+    payloads = {}
+    for method in (["--method", "naive"], ["--method", "ewc", "--set", "method.lam=100"]):
+        with pytest.MonkeyPatch.context() as patch:
+            import io
+            import sys
+
+            out = io.StringIO()
+            patch.setattr(sys, "stdout", out)
+            patch.setattr(sys, "stderr", io.StringIO())
+            assert main(["run", "--store", str(root), "--json", *method, *TINY]) == 0
+        payload = json.loads(out.getvalue())
+        payloads[method[1]] = payload
+    return root, payloads
+
+
+def _json(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)  # fails on anything but one JSON document
+
+
+def test_runs_lists_every_run_with_its_metrics(store, capsys):
+    root, payloads = store
+    rows = _json(capsys, ["runs", "--store", str(root), "--json"])
+    by_method = {row["method.name"]: row for row in rows}
+    assert set(by_method) == {"naive", "ewc"}
+    for method, payload in payloads.items():
+        row = by_method[method]
+        assert row["run_id"] == payload["run_id"] and row["status"] == "finished"
+        assert row["acc"] == pytest.approx(payload["acc"]) and row["bwt"] == pytest.approx(payload["bwt"])
+        assert row["forgetting"] == pytest.approx(payload["forgetting"])
+        np.testing.assert_allclose(json.loads(row["R"]), payload["accuracy_matrix"])
+    assert by_method["ewc"]["method.lam"] == 100.0 and by_method["naive"]["stream.dataset"] == "digits"
+    # a filter keeps what it names, numbers compared as numbers
+    only = _json(capsys, ["runs", "--store", str(root), "--json", "--where", "method.lam=1e2"])
+    assert [row["run_id"] for row in only] == [payloads["ewc"]["run_id"]]
+    assert _json(capsys, ["runs", "--store", str(root), "--json", "--status", "failed"]) == []
+    # the human table: one line per run under a header
+    assert main(["runs", "--store", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert payloads["naive"]["run_id"] in text and payloads["ewc"]["run_id"] in text and "2 runs" in text
+
+
+def test_show_prints_config_matrix_and_figures(store, capsys):
+    root, payloads = store
+    run_id = payloads["ewc"]["run_id"]
+    shown = _json(capsys, ["show", run_id[:6], "--store", str(root), "--json"])
+    assert shown["run_id"] == run_id and shown["config"]["method"]["lam"] == 100.0
+    np.testing.assert_allclose(shown["R"], payloads["ewc"]["accuracy_matrix"])
+    assert isinstance(shown["figures"], list)
+    assert main(["show", run_id, "--store", str(root)]) == 0
+    assert "Accuracy matrix" in capsys.readouterr().out
+    assert main(["show", "ffffffff", "--store", str(root)]) == 2
+    assert "names no run" in capsys.readouterr().err
+
+
+def test_export_csv_and_json_round_trip(store, tmp_path, capsys):
+    root, payloads = store
+    done = _json(capsys, ["export", "--store", str(root), "--out", str(tmp_path / "runs.csv"), "--json"])
+    assert done["runs"] == 2
+    with (tmp_path / "runs.csv").open() as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {p["run_id"] for p in payloads.values()}
+    ewc = rows[payloads["ewc"]["run_id"]]
+    assert float(ewc["acc"]) == pytest.approx(payloads["ewc"]["acc"]) and float(ewc["method.lam"]) == 100.0
+    np.testing.assert_allclose(json.loads(ewc["R"]), payloads["ewc"]["accuracy_matrix"])
+    assert main(["export", "--store", str(root), "--format", "json", "--out", str(tmp_path / "runs.json")]) == 0
+    exported = json.loads((tmp_path / "runs.json").read_text())
+    assert {row["run_id"] for row in exported} == set(rows)
+
+
+def test_parquet_export_or_a_one_line_hint(store, tmp_path, capsys):
+    root, payloads = store
+    code = main(["export", "--store", str(root), "--format", "parquet", "--out", str(tmp_path / "runs.parquet")])
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        assert code == 2 and "pip install 'forgetlab[parquet]'" in capsys.readouterr().err
+        return
+    assert code == 0
+    table = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert {row["run_id"] for row in table} == {p["run_id"] for p in payloads.values()}
+
+
+def test_a_store_that_does_not_exist_is_an_error_not_an_empty_store(tmp_path, capsys):
+    missing = tmp_path / "typo-in-the-path"
+    for command in (["runs"], ["report"], ["show", "abc"], ["export", "--out", str(tmp_path / "x.csv")]):
+        assert main([*command, "--store", str(missing)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "No result store at" in err and len(err.splitlines()) == 1
+    assert not missing.exists()
+
+
+def test_json_is_the_whole_stdout_of_list_and_report(store, capsys):
+    root, _ = store
+    listing = _json(capsys, ["list", "--json"])
+    assert {"datasets", "streams", "models", "methods"} <= set(listing) and "ewc" in listing["methods"]
+    report = _json(capsys, ["report", "--store", str(root), "--out", str(root / "rep"), "--json"])
+    assert report["report"].endswith(".html")
+
+
+def test_json_is_the_whole_stdout_of_analyze(store, capsys):
+    root, payloads = store
+    checkpoints = sorted((ResultStore(root).run_dir(payloads["naive"]["run_id"]) / "checkpoints").glob("task-*.pt"))
+    result = _json(capsys, ["analyze", "cka", str(checkpoints[0]), str(checkpoints[1]), "--out",
+                            str(root / "cka"), "--json"])
+    assert result["measure"] == "cka" and len(result["rows"]) >= 1 and result["figures"]
