@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetlab.errors import ConfigError, did_you_mean
-from forgetlab.hyperparams import PARAMS
+from forgetlab.hyperparams import ID_WHEN_SET, PARAMS
 from forgetlab.hyperparams import params_type as method_params_type
 
 if sys.version_info >= (3, 11):
@@ -52,7 +52,9 @@ CONFIG_VERSION = 1
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
-HEADS = ("auto", "multi", "single")
+HEADS = ("auto", "multi", "single", "shared")
+NORMALIZE = ("standard", "none")
+RANDOM_ORDER = "random"  # stream.class_order = random: a per-seed permutation (forgetlab.data.streams)
 AUGMENT = ("auto", "on", "off")
 PAIRS_TASK1 = ("two", "four")
 PAIRS_TASK2 = ("similar", "dissimilar")
@@ -83,10 +85,19 @@ class StreamConfig:
             ``imagenet-superclass``, ``celeba-attributes``, ``custom``).
         n_tasks: number of tasks. ``split`` and ``permuted`` take any number; the other
             streams check it against their parameters (e.g. one task per attribute).
-        class_order: ``split``: order of the classes before splitting; empty = natural order.
-        head: ``multi`` (one head per task, task-incremental), ``single`` (one shared head)
-            or ``auto`` (the stream's default: shared for ``permuted``, ``mixup-fraction``
-            and the shift streams, one per task elsewhere).
+        class_order: ``split``: order of the classes before splitting; empty = natural order;
+            ``random`` = a permutation per training seed, the one van de Ven & Tolias' 2019
+            code draws: ``p = numpy.random.RandomState(train.seed).permutation(n_classes)``
+            relabels class ``c`` as ``p[c]`` and task k takes the new labels ``2k, 2k+1``, so
+            the order is ``numpy.argsort(p)`` (:func:`forgetlab.data.streams.random_class_order`).
+        head: ``multi`` (one head per task, task-incremental), ``single`` (one shared head
+            over all classes, class-incremental), ``shared`` (``split`` only: one head of
+            ``n_classes / n_tasks`` outputs that every task reuses, task k's classes labelled
+            0, 1, ...: domain-incremental, van de Ven & Tolias 2019) or ``auto`` (the
+            stream's default: shared for ``permuted``, ``mixup-fraction`` and the shift
+            streams, one per task elsewhere).
+        normalize: ``standard`` (inputs standardised with the dataset's per-channel mean
+            and std) or ``none`` (pixels / 255, in [0, 1], as van de Ven & Tolias 2019).
         positive_classes: ``one-vs-rest``: task i asks "is it class positive_classes[i]?".
         train_per_task: keep at most this many training examples per task (0 = all),
             a class-balanced, seeded subsample.
@@ -127,7 +138,7 @@ class StreamConfig:
     dataset: str = "digits"
     stream: str = "split"
     n_tasks: int = 2
-    class_order: tuple[int, ...] = ()
+    class_order: tuple[int, ...] | str = ()
     head: str = "auto"
     positive_classes: tuple[int, ...] = (5, 4)
     train_per_task: int = 0
@@ -147,15 +158,21 @@ class StreamConfig:
     permutation_seed: int = 0
     permute_first: bool = False
     custom_paths: tuple[str, ...] = ()
+    normalize: str = field(default="standard", metadata=ID_WHEN_SET)
 
     def __post_init__(self) -> None:
         _check(self.n_tasks >= 1, "stream", "n_tasks", ">= 1", self.n_tasks)
         _check_choice("stream", "head", self.head, HEADS)
+        _check_choice("stream", "normalize", self.normalize, NORMALIZE)
+        _check(
+            not isinstance(self.class_order, str) or self.class_order == RANDOM_ORDER,
+            "stream", "class_order", f"a list of class indices or {RANDOM_ORDER!r}", self.class_order,
+        )
         _check_choice("stream", "augment", self.augment, AUGMENT)
         _check(self.train_per_task >= 0, "stream", "train_per_task", ">= 0 (0 = all)", self.train_per_task)
         _check(self.test_per_task >= 0, "stream", "test_per_task", ">= 0 (0 = all)", self.test_per_task)
         _check(
-            len(set(self.class_order)) == len(self.class_order),
+            isinstance(self.class_order, str) or len(set(self.class_order)) == len(self.class_order),
             "stream", "class_order", "a list without repeats", self.class_order,
         )
         _check(
@@ -257,6 +274,13 @@ class TrainConfig:
             curves; 0 = at the end of every epoch. The accuracy matrix always uses the
             evaluation at the end of each task.
         reset_optimizer: start every task with a fresh optimizer state.
+        active_classes: while training, mask the logits of the classes no task so far has
+            used (a single-head stream's later classes) to a large negative value, so that
+            the loss (cross-entropy, and any method's loss on the head) covers the classes
+            seen so far only: van de Ven & Tolias 2019's "active classes" in class-IL.
+            Evaluation always uses every logit (after the last task all classes are seen,
+            so the final row of R is the same either way). No effect on heads whose every
+            class has been seen (multi-head, ``shared``).
         precision: ``fp32``; or mixed precision, ``bf16`` (CPU or GPU) or ``fp16`` (GPU
             only, with loss scaling): forward passes and losses run under
             ``torch.autocast``, weights, optimizer state and evaluation stay float32.
@@ -276,6 +300,7 @@ class TrainConfig:
     reset_optimizer: bool = True
     precision: str = "fp32"
     seed: int = 0
+    active_classes: bool = field(default=False, metadata=ID_WHEN_SET)
 
     def __post_init__(self) -> None:
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
@@ -455,8 +480,26 @@ class RunConfig:
                 f"RunConfig.run_id() needs a resolved config; {', '.join(unresolved)} "
                 f"{'is' if len(unresolved) == 1 else 'are'} still 'auto'. Use forgetlab.resolve.resolve(config).run_id()."
             )
-        payload = json.dumps({"version": CONFIG_VERSION, "config": self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        payload = json.dumps({"version": CONFIG_VERSION, "config": self.identity_dict()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def identity_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields added after version 1 (marked ``ID_WHEN_SET``)
+        that hold their default: what the run id hashes, so that existing run ids stay."""
+        data = self.to_dict()
+        for section in ("stream", "model", "train"):
+            _drop_defaults(getattr(self, section), data[section])
+        _drop_defaults(self.method.params, data["method"])
+        return data
+
+
+def _drop_defaults(obj: Any, data: dict[str, Any]) -> None:
+    for item in fields(obj):
+        value = getattr(obj, item.name)
+        if dataclasses.is_dataclass(value) and isinstance(data.get(item.name), dict):  # a composite's member
+            _drop_defaults(value, data[item.name])
+        elif item.metadata.get("run_id") == ID_WHEN_SET["run_id"] and value == item.default:
+            data.pop(item.name, None)
 
 
 def _to_plain(value: Any) -> Any:
@@ -480,6 +523,8 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 def _type_name(hint: Any) -> str:
     base, optional = _unwrap_optional(hint)
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # tuple[int, ...] | str
+        return f"{_type_name(_sequence_of(base))} or {RANDOM_ORDER!r}"
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
         name = {int: "a list of integers", float: "a list of numbers", str: "a list of strings"}[item]
@@ -488,12 +533,20 @@ def _type_name(hint: Any) -> str:
     return name + (" (or 'auto')" if optional else "")
 
 
+def _sequence_of(union: Any) -> Any:
+    return next(arg for arg in typing.get_args(union) if typing.get_origin(arg) is tuple)
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Convert a TOML value or a ``--set`` string into the field's type."""
     base, optional = _unwrap_optional(hint)
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("auto", "none", ""))):
         return None
     bad = ConfigError(f"The '{key}' parameter must be {_type_name(hint)}. Got {value!r} instead.")
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # tuple[int, ...] | str: a list or a word
+        if isinstance(value, str) and value.strip().isalpha():
+            return value.strip().lower()
+        return _coerce(value, _sequence_of(base), key)
     if typing.get_origin(base) is tuple:
         if isinstance(value, str):
             text = value.strip().strip("[]()")

@@ -23,8 +23,14 @@ from typing import Any, ClassVar
 
 from forgetlab.errors import ConfigError, did_you_mean, unknown_name
 
+# Field metadata of options added after the first config version: such a field is part of
+# the run id only when it differs from its default (RunConfig.identity_dict), so that the
+# runs stored before it existed keep their ids.
+ID_WHEN_SET = {"run_id": "when-not-default"}
+
 SEPARATOR = "+"  # joins the members of a composite method: "replay+ewc"
 BUFFER_KINDS = ("reservoir", "class-balanced")
+FISHER_KINDS = ("empirical", "true", "predicted")
 REVISION_SOURCES = ("old-inputs", "new-inputs", "user", "noise")
 
 _TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
@@ -114,7 +120,9 @@ class L2Params(HyperParams):
 class EWCParams(HyperParams):
     """Attributes:
         lam: strength of ``lam/2 sum_i F_i (theta_i - theta*_i)^2``.
-        fisher: ``empirical`` (true labels) or ``true`` (labels sampled from the model).
+        fisher: ``empirical`` (the data's labels), ``true`` (labels sampled from the
+            model's softmax) or ``predicted`` (the model's argmax label, as van de Ven &
+            Tolias' 2019 code).
         mode: ``separate`` (one penalty per old task) or ``online`` (one running Fisher,
             ``F <- gamma F + F_task``, anchored at the last task's weights).
         gamma: decay of the online Fisher (ignored when ``mode=separate``).
@@ -130,7 +138,7 @@ class EWCParams(HyperParams):
 
     def validate(self) -> None:
         self.check(self.lam >= 0, "lam", ">= 0")
-        self.check_choice("fisher", ("empirical", "true"))
+        self.check_choice("fisher", FISHER_KINDS)
         self.check_choice("mode", ("separate", "online"))
         self.check(0 <= self.gamma <= 1, "gamma", "in [0, 1]")
         self.check(self.fisher_samples >= 0, "fisher_samples", ">= 0 (0 = all)")
@@ -141,15 +149,20 @@ class SIParams(HyperParams):
     """Attributes:
         c: strength of ``c sum_k Omega_k (theta_k - theta*_k)^2``.
         xi: damping of ``Omega = omega / (Delta^2 + xi)``.
+        gradient: the gradient in the path integral ``omega += -g * delta theta``: ``task``
+            (of the task loss: the penalty's own gradient taken out, as Zenke et al.'s code)
+            or ``total`` (of the whole loss, penalty included, as van de Ven & Tolias' 2019 code).
     """
 
     owner: ClassVar[str] = "SI"
     c: float = 1.0
     xi: float = 0.1
+    gradient: str = dataclasses.field(default="task", metadata=ID_WHEN_SET)
 
     def validate(self) -> None:
         self.check(self.c >= 0, "c", ">= 0")
         self.check(self.xi > 0, "xi", "> 0")
+        self.check_choice("gradient", ("task", "total"))
 
 
 @dataclass(frozen=True)
@@ -173,16 +186,27 @@ class LwFParams(HyperParams):
     """Attributes:
         lam: weight ``lam_o`` of the distillation term.
         temperature: temperature T of the soft targets.
+        weighting: ``sum`` (``CE + lam sum_h KD_h``, Li & Hoiem 2016) or ``vandeven2019``
+            (``(1/t) CE + (1 - 1/t) lam mean_h T^2 KD'_h`` at task t, with ``KD'`` averaged over
+            examples *and* outputs, as van de Ven & Tolias' 2019 code).
+        distill_classes: single-head streams: the student's outputs the distillation covers:
+            ``old`` (the old tasks' classes) or ``seen`` (every class seen so far, the new
+            task's included, the teacher's probability of those being 0: van de Ven &
+            Tolias 2019 in class-IL). Multi-head streams: each old head either way.
     """
 
     owner: ClassVar[str] = "LwF"
     replaces_batch_loss: ClassVar[bool] = True
     lam: float = 1.0
     temperature: float = 2.0
+    weighting: str = dataclasses.field(default="sum", metadata=ID_WHEN_SET)
+    distill_classes: str = dataclasses.field(default="old", metadata=ID_WHEN_SET)
 
     def validate(self) -> None:
         self.check(self.lam >= 0, "lam", ">= 0")
         self.check(self.temperature > 0, "temperature", "> 0")
+        self.check_choice("weighting", ("sum", "vandeven2019"))
+        self.check_choice("distill_classes", ("old", "seen"))
 
 
 @dataclass(frozen=True)
@@ -289,10 +313,19 @@ class DERppParams(HyperParams):
         self.check(self.memory_batch_size >= 1, "memory_batch_size", ">= 1")
 
 
+@dataclass(frozen=True)
+class JointParams(HyperParams):
+    """Joint training has no hyperparameters: at every task it trains on the union of
+    the training sets of all tasks so far (van de Ven & Tolias 2019's "Offline")."""
+
+    owner: ClassVar[str] = "Joint"
+    replaces_batch_loss: ClassVar[bool] = True
+
+
 PARAMS: dict[str, type[HyperParams]] = {
     "naive": NaiveParams, "freeze": FreezeParams, "l2": L2Params, "ewc": EWCParams, "si": SIParams,
     "mas": MASParams, "lwf": LwFParams, "replay": ReplayParams, "pseudo-rehearsal": PseudoRehearsalParams,
-    "agem": AGEMParams, "derpp": DERppParams,
+    "agem": AGEMParams, "derpp": DERppParams, "joint": JointParams,
 }
 
 

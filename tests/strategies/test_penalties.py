@@ -226,7 +226,7 @@ def test_penalised_parameters_leave_out_untrained_heads(tiny_streams):
     ("build", "message"),
     [
         (lambda: EWCParams(lam=-1), r"The 'lam' parameter of EWC must be >= 0. Got -1.0 instead."),
-        (lambda: EWCParams(fisher="empiricl"), r"The 'fisher' parameter of EWC must be one of 'empirical', 'true'. Got 'empiricl' instead. Did you mean 'empirical'\?"),
+        (lambda: EWCParams(fisher="empiricl"), r"The 'fisher' parameter of EWC must be one of 'empirical', 'true', 'predicted'. Got 'empiricl' instead. Did you mean 'empirical'\?"),
         (lambda: EWCParams(gamma=1.5), r"The 'gamma' parameter of EWC must be in \[0, 1\]. Got 1.5 instead."),
         (lambda: EWCParams(lam="x"), r"The 'lam' parameter of EWC must be a number. Got 'x' instead."),
         (lambda: EWCParams(fisher_samples=True), r"The 'fisher_samples' parameter of EWC must be an integer. Got True instead."),

@@ -3,8 +3,9 @@ per-sample Fisher of forgetlab, used by EWC, the trace overlap and the analyses;
 importance, the same machinery with ``|.|`` in place of ``(.)²``.
 
 ``F_θ = mean_i (∂ log p(y_i | x_i) / ∂θ)²`` over samples i, with y_i the true label
-(``kind="empirical"``) or a label sampled from the model's own prediction
-(``kind="true"``). The model runs in eval mode (BN running statistics, no dropout):
+(``kind="empirical"``), a label sampled from the model's own prediction
+(``kind="true"``) or the model's most probable label (``kind="predicted"``, van de Ven &
+Tolias' 2019 EWC). The model runs in eval mode (BN running statistics, no dropout):
 per-sample gradients are only defined when samples do not interact.
 
 Methods:
@@ -47,7 +48,7 @@ Labels = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 Op = Callable[..., torch.Tensor]
 
 _F64 = torch.float64
-_KINDS = ("empirical", "true")
+_KINDS = ("empirical", "true", "predicted")
 _METHODS = ("exact", "batch_gradient", "vmap")
 # Per-sample weight gradients of a conv layer are built for this many elements at a time.
 _CONV_CHUNK_ELEMENTS = 1 << 24
@@ -68,6 +69,8 @@ def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
 def _labels(
     logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
 ) -> torch.Tensor:
+    if kind == "predicted":
+        return logits.detach().argmax(1)
     if kind == "true":
         # Softmax in the model's precision, then float64 for the draw (EWC's Fisher since v1).
         probs = torch.softmax(logits.detach(), dim=1).to(_F64).cpu()
@@ -398,8 +401,9 @@ def diagonal_fisher(
 
     ``inputs``: a tensor ``(n_samples, ...)`` with ``targets`` ``(n_samples,)``, or an
     iterable of ``(inputs, targets)`` batches. ``kind``: ``"empirical"`` (the given
-    labels) or ``"true"`` (one label per input drawn, in input order, from the model's
-    softmax with ``generator``; ``targets`` are then not used). ``method``:
+    labels), ``"true"`` (one label per input drawn, in input order, from the model's
+    softmax with ``generator``) or ``"predicted"`` (each input's argmax label); with
+    ``"true"`` and ``"predicted"`` the ``targets`` are not used. ``method``:
     ``"exact"`` (per-sample, default), ``"batch_gradient"`` (squared minibatch
     gradients: about ``batch_size`` times smaller; say which one a number uses) or
     ``"vmap"`` (naive reference). Only parameters with ``requires_grad`` are included.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forgetlab.config import StreamConfig, parse_class_sets
+from forgetlab.config import RANDOM_ORDER, StreamConfig, parse_class_sets
 from forgetlab.data.custom import ArrayLike, check_tasks, load_task_paths
 from forgetlab.data.sources import SOURCES, ImageData, _channel_stats, dataset_defaults, load_source
 from forgetlab.errors import ConfigError, DataError, did_you_mean, unknown_name
@@ -253,10 +253,10 @@ def _split_stream(config: StreamConfig, data: ImageData) -> tuple[list[tuple[tup
         )
     groups = [tuple(int(c) for c in g) for g in np.array_split(np.array(order), config.n_tasks)]
     tasks = []
-    if config.head == "multi":
+    if config.head in ("multi", "shared"):  # task k's classes labelled 0, 1, ... on its own or the one head
         for group in groups:
             tasks.append((group, tuple(range(len(group)))))
-        return tasks, tuple(len(g) for g in groups)
+        return tasks, tuple(len(g) for g in groups) if config.head == "multi" else (max(map(len, groups)),)
     position = {c: k for k, c in enumerate(order)}
     for group in groups:
         tasks.append((group, tuple(position[c] for c in group)))
@@ -270,6 +270,8 @@ def _build_split(config: StreamConfig, data: ImageData, generator: torch.Generat
     tasks = []
     for index, (classes, labels) in enumerate(specs):
         label_names = [data.class_names[c] for c in (classes if config.head == "multi" else order)]
+        if config.head == "shared":  # label k = the k-th class of every task
+            label_names = ["/".join(data.class_names[g[k]] for g, _ in specs if k < len(g)) for k in range(head_sizes[0])]
         title = ",".join(data.class_names[c] for c in classes)
         tasks.append(_class_task(index, title, data, classes, labels, config, generator, label_names))
     return tasks, head_sizes
@@ -819,6 +821,11 @@ def resolve_stream_config(config: StreamConfig) -> StreamConfig:
         'single'
     """
     check_pairing(config.dataset, config.stream)
+    if config.head == "shared" and config.stream != "split":
+        raise ConfigError(
+            f"The 'stream.head' parameter 'shared' (one head every task reuses) needs stream 'split'. "
+            f"Got stream {config.stream!r}; use head 'multi' or 'single'."
+        )
     if config.head == "auto":
         return replace(config, head=STREAMS[config.stream].default_head)
     return config
@@ -840,6 +847,21 @@ def load_stream_data(config: StreamConfig, *, data_dir: str | Path | None = None
     )
 
 
+def random_class_order(n_classes: int, seed: int) -> tuple[int, ...]:
+    """``stream.class_order = random``: van de Ven & Tolias' 2019 split (their ``data.py``
+    relabels class ``c`` as ``p[c]``, ``p = numpy.random.permutation(10)`` right after
+    ``numpy.random.seed(seed)``, and gives task k the new labels 2k, 2k+1); the class order
+    is therefore ``argsort(p)``. (Their seed 0 is the exception that keeps the natural order;
+    here every seed, 0 included, draws its permutation.)
+
+    Example:
+        >>> random_class_order(10, 1)
+        (4, 6, 0, 5, 3, 9, 2, 7, 8, 1)
+    """
+    permutation = np.random.RandomState(seed).permutation(n_classes)
+    return tuple(int(c) for c in np.argsort(permutation))
+
+
 def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0) -> TaskStream:
     """Cut ``data`` into tasks as ``config`` says; ``seed`` drives any sampling.
 
@@ -851,11 +873,13 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
     kind = STREAMS[config.stream]
     if kind.build_own is not None:
         check_pairing(config.dataset, config.stream)
-        return kind.build_own(resolve_stream_config(config), seed)
+        return _normalized(kind.build_own(resolve_stream_config(config), seed), config.normalize)
     if data is None:
         raise ConfigError(f"The {config.stream!r} stream needs a dataset: pass load_stream_data(config) as data.")
     check_pairing(data.name, config.stream)
     config = resolve_stream_config(replace(config, dataset=data.name))
+    if config.class_order == RANDOM_ORDER:
+        config = replace(config, class_order=random_class_order(data.n_classes, seed))
     generator = torch.Generator().manual_seed(seed)
     assert kind.build is not None  # every registered stream has build or build_own
     tasks, head_sizes = kind.build(config, data, generator)
@@ -863,7 +887,7 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
         if task.n_train == 0 or task.n_test == 0:
             raise ConfigError(f"Stream {config.stream!r} produced an empty split for {task.name!r}.")
     default_augment = kind.augment if kind.augment is not None else dataset_defaults(data.name).augment
-    return TaskStream(
+    return _normalized(TaskStream(
         name=config.stream,
         tasks=tuple(tasks),
         head_sizes=head_sizes,
@@ -872,4 +896,11 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
         std=data.std,
         augment={"on": True, "off": False}.get(config.augment, default_augment),
         class_names=data.class_names,
-    )
+    ), config.normalize)
+
+
+def _normalized(stream: TaskStream, normalize: str) -> TaskStream:
+    """``stream.normalize = none``: mean 0 and std 1 per channel, so inputs are pixels / 255."""
+    if normalize == "standard":
+        return stream
+    return replace(stream, mean=(0.0,) * len(stream.mean), std=(1.0,) * len(stream.std))

@@ -7,12 +7,14 @@ forward, loss, backward, step) so that its cost is that of a hand-written PyTorc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
-from forgetlab.errors import ConfigError, DivergedError
+from forgetlab.errors import ConfigError, DivergedError, IncompatibleError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
 
@@ -344,7 +346,8 @@ def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: Strategy
         steps_per_epoch -= 1  # never a batch of one (BatchNorm cannot train on it)
     total_steps = config.steps or config.epochs * steps_per_epoch
     step = 0
-    with _progress(total_steps, f"task {task_index + 1}/{loop.stream.n_tasks}", loop.progress) as bar:
+    masked = active_class_mask(loop.model, loop.stream, task_index) if config.active_classes else contextlib.nullcontext()
+    with masked, _progress(total_steps, f"task {task_index + 1}/{loop.stream.n_tasks}", loop.progress) as bar:
         while step < total_steps:
             order = torch.randperm(task.n_train, generator=loop.data_generator).to(loop.device, non_blocking=True)
             for batch_start in range(0, steps_per_epoch * batch_size, batch_size):
@@ -367,6 +370,49 @@ def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: Strategy
             _check_finite(loss, task_index, step)
             if not config.eval_every_steps:
                 loop.record_curve(task_index, step / steps_per_epoch)
+
+
+MASKED_LOGIT = -1e4  # softmax weight exactly 0 in fp32 / bf16 / fp16, yet finite (MSE-on-logits losses stay finite)
+
+
+@contextlib.contextmanager
+def active_class_mask(model: nn.Module, stream: TaskStream, task_index: int) -> Iterator[None]:
+    """``train.active_classes``: while it is open, every head's logits for the classes that
+    no task up to ``task_index`` has used are set to :data:`MASKED_LOGIT` in training mode
+    (``masked_fill``, so no gradient reaches them); eval-mode passes (evaluation, Fisher)
+    see every logit. The hooks are removed on exit.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace as NS
+        >>> from forgetlab.models import create_model
+        >>> model = create_model("mlp", input_shape=(1, 2, 2), head_sizes=(4,), width=4, depth=1)
+        >>> stream = NS(tasks=[NS(head_index=0, train_y=torch.tensor([0, 1]))])
+        >>> with active_class_mask(model, stream, 0):
+        ...     (model(torch.zeros(1, 1, 2, 2), 0)[0, 2:] == MASKED_LOGIT).tolist()
+        [True, True]
+    """
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, nn.ModuleList):
+        raise IncompatibleError("train.active_classes=true needs a model with a 'heads' ModuleList (forgetlab's models have one).")
+    seen: dict[int, set[int]] = {}
+    for task in stream.tasks[: task_index + 1]:
+        seen.setdefault(task.head_index, set()).update(torch.unique(task.train_y).tolist())
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        return output.masked_fill(~active.to(output.device), MASKED_LOGIT) if module.training else output
+
+    handles = []
+    try:
+        for head, labels in seen.items():
+            active = torch.zeros(heads[head].out_features, dtype=torch.bool)
+            active[sorted(labels)] = True
+            if not bool(active.all()):
+                handles.append(heads[head].register_forward_hook(functools.partial(hook, active=active)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _step(loop: _Loop, optimizer: torch.optim.Optimizer, batch: Batch, context: StrategyContext) -> torch.Tensor:

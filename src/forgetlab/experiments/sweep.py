@@ -108,7 +108,7 @@ def prefix_key(config: RunConfig) -> str:
     from forgetlab.strategies import strategy_class
 
     resolved = resolve(config)
-    data = resolved.to_dict()
+    data = resolved.identity_dict()  # like the run id: options left at their default do not count
     if strategy_class(resolved.method.name).prefix_neutral:
         data.pop("method")
     payload = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -26,10 +26,10 @@ from forgetlab.strategies.composite import Composite, composite_class
 from forgetlab.strategies.distillation import LwF, LwFParams, PseudoRehearsal, PseudoRehearsalParams
 from forgetlab.strategies.freeze import Freeze, FreezeParams
 from forgetlab.strategies.regularizers import EWC, L2, MAS, SI, EWCParams, L2Params, MASParams, SIParams
-from forgetlab.strategies.rehearsal import AGEM, AGEMParams, DERpp, DERppParams, Replay, ReplayParams
+from forgetlab.strategies.rehearsal import AGEM, AGEMParams, DERpp, DERppParams, Joint, JointParams, Replay, ReplayParams
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Naive, Freeze, L2, EWC, SI, MAS, LwF, Replay, PseudoRehearsal, AGEM, DERpp)
+    cls.name: cls for cls in (Naive, Freeze, L2, EWC, SI, MAS, LwF, Replay, PseudoRehearsal, AGEM, DERpp, Joint)
 }
 
 
@@ -80,7 +80,7 @@ def list_methods() -> dict[str, str]:
 
 __all__ = [
     "AGEM", "AGEMParams", "Batch", "Composite", "DERpp", "DERppParams", "EWC", "EWCParams", "Freeze", "FreezeParams",
-    "HyperParams", "L2", "L2Params", "LwF", "LwFParams", "MAS", "MASParams", "Naive", "NaiveParams",
+    "HyperParams", "Joint", "JointParams", "L2", "L2Params", "LwF", "LwFParams", "MAS", "MASParams", "Naive", "NaiveParams",
     "PseudoRehearsal", "PseudoRehearsalParams", "Replay", "ReplayParams", "SI", "SIParams", "STRATEGIES",
     "Strategy", "StrategyContext", "create_strategy", "format_params", "list_methods", "strategy_class",
 ]

@@ -46,9 +46,16 @@ class LwF(Strategy):
     old classes of the shared head in single-head streams. ``KD_T`` =
     :func:`~forgetlab.strategies.losses.soft_cross_entropy`.
 
+    ``distill_classes=seen``: on a head the new task shares, the student's softmax covers
+    the new task's classes too, where the teacher's probability is 0. ``weighting=vandeven2019``:
+    ``(1/t) CE + (1 - 1/t) lam mean_h T^2 KD'_h`` at task t (1-based), ``KD'`` = the
+    soft-target cross-entropy summed over outputs, divided by the number of outputs, mean
+    over examples (``loss_fn_kd`` of van de Ven's code at the 2019 preprint, whose
+    ``.mean()`` averages over outputs as well).
+
     Example:
         >>> LwF().params
-        LwFParams(lam=1.0, temperature=2.0)
+        LwFParams(lam=1.0, temperature=2.0, weighting='sum', distill_classes='old')
     """
 
     name = "lwf"
@@ -59,10 +66,11 @@ class LwF(Strategy):
 
     def before_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._teacher = frozen_copy(model) if context.task_index > 0 else None
-        self._outputs = [
-            (head, torch.tensor(labels, device=context.device))
-            for head, labels in old_outputs(context.stream, context.task_index).items()
-        ]
+        current = context.task.head_index, torch.unique(context.task.train_y).tolist()
+        self._outputs = []  # (head, the old outputs, the student's outputs: old ones first)
+        for head, labels in old_outputs(context.stream, context.task_index).items():
+            new = [c for c in current[1] if c not in labels] if head == current[0] and self.params.distill_classes == "seen" else []
+            self._outputs.append((head, torch.tensor(labels, device=context.device), torch.tensor(labels + new, device=context.device)))
 
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
         if self._teacher is None:
@@ -72,15 +80,36 @@ class LwF(Strategy):
         loss = F.cross_entropy(logits[batch.head_index], batch.targets)
         with torch.no_grad():
             teacher_features = self._teacher.features(batch.inputs)
-        distill = features.new_zeros(())
-        for head, outputs in self._outputs:
+        temperature, terms = self.params.temperature, []
+        for head, old, outputs in self._outputs:
             student = logits[head] if head in logits else model.heads[head](features)
             teacher = self._teacher.heads[head](teacher_features)
-            distill = distill + soft_cross_entropy(student[:, outputs], teacher[:, outputs], self.params.temperature)
-        return loss + self.params.lam * distill
+            terms.append(padded_soft_cross_entropy(student[:, outputs], teacher[:, old], temperature))
+        if self.params.weighting == "sum":
+            return loss + self.params.lam * sum(terms)
+        t = context.task_index + 1
+        scaled = [term * temperature**2 / len(outputs) for term, (_, _, outputs) in zip(terms, self._outputs)]
+        return loss / t + (1 - 1 / t) * self.params.lam * sum(scaled) / len(scaled)
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._teacher = None
+
+
+def padded_soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`~forgetlab.strategies.losses.soft_cross_entropy` where the student has more
+    outputs than the teacher (``(B, K + k)`` vs ``(B, K)``): the teacher's softmax is padded
+    with zero probabilities for the student's last k outputs.
+
+    Example:
+        >>> s = torch.zeros(1, 4); t = torch.tensor([[0.0, 100.0]])
+        >>> round(padded_soft_cross_entropy(s, t, temperature=1.0).item(), 4)  # -log(1/4)
+        1.3863
+    """
+    n_teacher = teacher_logits.shape[1]
+    if student_logits.shape[1] == n_teacher:
+        return soft_cross_entropy(student_logits, teacher_logits, temperature)
+    targets = F.softmax(teacher_logits / temperature, dim=1)
+    return -(targets * F.log_softmax(student_logits / temperature, dim=1)[:, :n_teacher]).sum(1).mean()
 
 
 # ---------------------------------------------------------- pseudo-rehearsal -----

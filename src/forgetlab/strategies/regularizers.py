@@ -221,13 +221,15 @@ class SI(_SummedImportance):
     """Synaptic Intelligence (Zenke, Poole & Ganguli 2017).
 
     During a task, ``omega_k += -g_k * (theta_k after - before the step)`` at every step,
-    with ``g`` the gradient of the task loss (the penalty's own gradient taken out, as in
-    the original code); after the task ``Omega_k += omega_k / (Delta_k^2 + xi)``, Delta =
+    with ``g`` the gradient of the task loss (``gradient=task``: the penalty's own gradient
+    taken out, as in the original code) or of the whole loss (``gradient=total``: as van de
+    Ven & Tolias' 2019 code, whose ``W`` reads ``p.grad`` after the backward pass of the
+    loss with the penalty); after the task ``Omega_k += omega_k / (Delta_k^2 + xi)``, Delta =
     the parameter's change over the task. Penalty ``c sum_k Omega_k (theta_k - theta*_k)^2``.
 
     Example:
         >>> SI().params
-        SIParams(c=1.0, xi=0.1)
+        SIParams(c=1.0, xi=0.1, gradient='task')
     """
 
     name = "si"
@@ -251,7 +253,7 @@ class SI(_SummedImportance):
             if p.grad is None:
                 continue
             task_grad = p.grad.detach().clone()
-            if self.importance_ and name in self.importance_:  # remove d(penalty)/d(theta)
+            if self.params.gradient == "task" and self.importance_ and name in self.importance_:  # remove d(penalty)/d(theta)
                 task_grad -= 2 * self.params.c * self.importance_[name] * (p.detach() - self.anchor_[name])
             pending.append((name, p, task_grad, p.detach().clone()))
         self._pending = pending

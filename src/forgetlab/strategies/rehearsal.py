@@ -1,4 +1,5 @@
-"""Methods with an episodic memory of old examples: experience replay, A-GEM, DER++.
+"""Methods with an episodic memory of old examples: experience replay, A-GEM, DER++; and
+joint training (every old example kept), the upper bound.
 
 Buffer items keep their raw uint8 input, label and head index (and, for DER++, the
 logits the model gave when the item was stored); they are prepared (normalised,
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetlab.hyperparams import AGEMParams, DERppParams, ReplayParams
+from forgetlab.hyperparams import AGEMParams, DERppParams, JointParams, ReplayParams
 from forgetlab.strategies.base import Batch, Strategy, StrategyContext
 from forgetlab.strategies.losses import grouped_cross_entropy
 from forgetlab.strategies.memory import (
@@ -207,3 +208,39 @@ class DERpp(_BufferStrategy):
         )
         self.n_seen_ += n
         return loss
+
+
+# --------------------------------------------------------------------- joint -----
+
+class Joint(Strategy):
+    """Joint training, the upper bound: at task t every batch is drawn uniformly (without
+    replacement within the batch) from the union of the training sets of tasks 1..t, each
+    example scored on its own head; the current task's batch is not used, the number of
+    steps per task is the configured one. After the last task the model has trained on
+    all tasks at once. This is van de Ven & Tolias 2019's "Offline" row (their
+    ``train.py``: ``ConcatDataset(train_datasets[:task])`` at every task in domain- and
+    class-IL; in task-IL one replayed batch of ``ceil(B / t)`` per task instead, the mean
+    of the t losses: the same expected loss when the tasks are the same size).
+
+    Example:
+        >>> Joint().params
+        JointParams()
+    """
+
+    name = "joint"
+    title = "joint training: every task trains on all tasks' data so far (the upper bound)"
+    params_type = JointParams
+
+    def before_task(self, model: nn.Module, context: StrategyContext) -> None:
+        tasks = context.stream.tasks[: context.task_index + 1]
+        self._x = torch.cat([task.train_x for task in tasks]).to(context.device)
+        self._y = torch.cat([task.train_y for task in tasks]).to(context.device)
+        self._heads = torch.cat([torch.full((task.n_train,), task.head_index) for task in tasks]).to(context.device)
+
+    def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
+        index = sample_indices(self._x.shape[0], batch.targets.shape[0], context.generator).to(context.device)
+        features = model.features(context.prepare(self._x[index]))
+        return grouped_cross_entropy(features, self._y[index], self._heads[index], model)
+
+    def after_task(self, model: nn.Module, context: StrategyContext) -> None:
+        self._x = self._y = self._heads = None
