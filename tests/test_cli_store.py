@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,25 @@ def test_json_is_the_whole_stdout_of_analyze(store, capsys):
     result = _json(capsys, ["analyze", "cka", str(checkpoints[0]), str(checkpoints[1]), "--out",
                             str(root / "cka"), "--json"])
     assert result["measure"] == "cka" and len(result["rows"]) >= 1 and result["figures"]
+
+
+def test_every_run_writes_its_figures_into_its_run_folder(store, capsys):
+    from PIL import Image
+
+    root, payloads = store
+    for payload in payloads.values():
+        folder = ResultStore(root).run_dir(payload["run_id"])
+        for name in ("accuracy-matrix", "learning-curves"):
+            with Image.open(folder / f"{name}.png") as image:
+                assert image.width > 300 and image.height > 200
+            svg = (folder / f"{name}.svg").read_text()
+            assert payload["run_id"] in svg  # titled with the run it shows
+        shown = _json(capsys, ["show", payload["run_id"], "--store", str(root), "--json"])
+        assert sorted(Path(p).name for p in shown["figures"]) == [
+            "accuracy-matrix.png", "accuracy-matrix.svg", "learning-curves.png", "learning-curves.svg"]
+
+
+def test_no_figures_draws_none(tmp_path, capsys):
+    assert main(["run", "--store", str(tmp_path), "--no-figures", "--json", *TINY]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert not list(ResultStore(tmp_path).run_dir(run_id).glob("*.png"))

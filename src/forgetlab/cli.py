@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rerun", action="store_true", help="train again even if the store has this run")
     run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-figures", action="store_true", help="do not draw R and the learning curves into the run folder")
 
     sweep = commands.add_parser("sweep", help="run a grid of configs (in parallel with --workers or on Ray)")
     _add_config_options(sweep)
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_executor_options(sweep)
     sweep.add_argument("--json", action="store_true", help=JSON_HELP + " (an array, one object per run)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep.add_argument("--no-figures", action="store_true", help="do not draw each run's R and learning curves")
 
     listing = commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
     listing.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -379,6 +381,9 @@ def _command_run(args: argparse.Namespace) -> int:
         f"forgetting {100 * metrics['forgetting']:.1f}%", file=out,
     )
     print(f"run folder: {result.run_dir}", file=out)
+    if not args.no_figures:
+        figures = _draw_run_figures(args.store, result.run_id)
+        print(f"figures: {', '.join(str(p) for p in figures if p.suffix == '.png')} (+ .svg)", file=out)
     if args.json:
         print(json.dumps({
             "run_id": result.run_id,
@@ -390,6 +395,19 @@ def _command_run(args: argparse.Namespace) -> int:
             "run_dir": str(result.run_dir),
         }))
     return 0
+
+
+def _draw_run_figures(store_dir, run_id: str) -> list:
+    """Draw a stored run's R heatmap and learning curves into its run folder (once: kept if there)."""
+    from forgetlab.report.runs import plot_run, run_figures
+    from forgetlab.store import ResultStore, default_store_dir
+
+    store = ResultStore(store_dir or default_store_dir())
+    existing = run_figures(store, run_id)
+    if len(existing) >= 4:
+        return existing
+    run = store.get(run_id)
+    return plot_run(run, store.run_dir(run_id)) if run is not None else []
 
 
 def _command_sweep(args: argparse.Namespace) -> int:
@@ -427,6 +445,12 @@ def _command_sweep(args: argparse.Namespace) -> int:
         print(f"failed {failure.run_id}: {failure.error}", file=sys.stderr)
     print(f"{len(results)} runs ({len(failures)} failed) on the {executor.resolved_name} executor; store: {store.root}",
           file=out)
+    if not args.no_figures:
+        for result in results:
+            if not isinstance(result, RunFailure):
+                _draw_run_figures(store.root, result.run_id)
+        print(f"figures: accuracy-matrix and learning-curves (.png, .svg) in each run folder under {store.root / 'runs'}",
+              file=out)
     if args.json:
         entries = []
         for values, result in zip(chosen, results):

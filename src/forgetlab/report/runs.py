@@ -189,3 +189,74 @@ def export_runs(rows: Sequence[dict[str, Any]], out: str | Path, fmt: str) -> Pa
             writer.writeheader()
             writer.writerows(rows)
     return path
+
+
+def plot_run(run: StoredRun, folder: str | Path) -> list[Path]:
+    """A run's figures, written into ``folder`` (its run folder): ``accuracy-matrix``, the
+    heatmap of R (test accuracy on task j after training through task i, in %), and
+    ``learning-curves``, every task's test accuracy through the whole stream against the
+    optimizer step, with the task boundaries marked. PNG + SVG each; returns the paths.
+
+    Example:
+        >>> import tempfile
+        >>> from forgetlab.store import StoredRun
+        >>> run = StoredRun("abc", {}, "finished", "cpu", 1.0, 1.0, None, [[0.9, 0.1], [0.5, 0.95]], [0.1, 0.1],
+        ...                 {}, [{"task_index": 0, "epoch": 1.0, "step": 10, "accuracies": [0.9, 0.1]},
+        ...                      {"task_index": 1, "epoch": 1.0, "step": 20, "accuracies": [0.5, 0.95]}], None)
+        >>> sorted(p.name for p in plot_run(run, tempfile.mkdtemp()))
+        ['accuracy-matrix.png', 'accuracy-matrix.svg', 'learning-curves.png', 'learning-curves.svg']
+    """
+    from forgetlab.report.figures import new_figure, save_figure
+
+    folder = Path(folder)
+    paths: list[Path] = []
+    title = _run_title(run)
+    if run.accuracy_matrix is not None:
+        matrix = [[100 * v for v in row] for row in run.accuracy_matrix]
+        n = len(matrix)
+        size = min(3.2 + 0.55 * n, 9.0)
+        figure = new_figure(max(size + 1.2, 6.0), size + 0.4)
+        ax = figure.subplots()
+        image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+        if n <= 12:
+            for i, row in enumerate(matrix):
+                for j, value in enumerate(row):
+                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=9,
+                            color="black" if value > 60 else "white")
+        ax.set_xticks(range(n), [str(j + 1) for j in range(n)])
+        ax.set_yticks(range(n), [str(i + 1) for i in range(n)])
+        ax.set_xlabel("evaluated on task j")
+        ax.set_ylabel("after training through task i")
+        ax.set_title(f"Accuracy matrix R (%)\n{title.replace(', ', chr(10), 1)}", fontsize=10)
+        figure.colorbar(image, ax=ax, label="test accuracy (%)")
+        paths += save_figure(figure, folder / "accuracy-matrix")
+    if run.curves:
+        figure = new_figure(7.0, 4.0)
+        ax = figure.subplots()
+        steps = [point["step"] for point in run.curves]
+        n_tasks = len(run.curves[0]["accuracies"])
+        for task in range(n_tasks):
+            ax.plot(steps, [100 * point["accuracies"][task] for point in run.curves], marker="o", markersize=3,
+                    label=f"task {task + 1}")
+        boundaries = [a["step"] for a, b in zip(run.curves, run.curves[1:]) if b["task_index"] != a["task_index"]]
+        for step in boundaries:
+            ax.axvline(step, color="0.6", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("optimizer step (dashed: a new task starts)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"Learning curves: every task through the stream\n{title}", fontsize=10)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+        paths += save_figure(figure, folder / "learning-curves")
+    return paths
+
+
+def _run_title(run: StoredRun) -> str:
+    stream, model, method = (run.config.get(k, {}) for k in ("stream", "model", "method"))
+    parts = [f"run {run.run_id}"]
+    if stream:
+        parts.append(f"{stream.get('dataset')} / {stream.get('stream')} ({stream.get('head')}-head)")
+    if model:
+        parts.append(str(model.get("name")))
+    if method:
+        parts.append(f"method {method.get('name')}")
+    return ", ".join(parts)
