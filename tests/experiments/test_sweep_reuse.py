@@ -10,6 +10,7 @@ from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.errors import ConfigError
 from forgetlab.experiments import execute, expand, parse_grid, prefix_key, prefix_source, reproduce_anatomy
 from forgetlab.experiments.profiles import PROFILES
+from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
 BASE = apply_overrides(
@@ -107,3 +108,18 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypa
     trainings.clear()
     again = reproduce_anatomy("tiny", store=tmp_path / "s", only="freeze", report=False)
     assert trainings == [] and again.computed == []
+
+
+def test_a_sweep_compares_methods_each_with_its_own_hyperparameters():
+    configs = expand(BASE, {"method.name": ["naive", "ewc", "si"], "method.lam": [1, 10], "method.c": [0.5],
+                            "train.seed": [0, 1]})
+    cells = [(c.method.name, getattr(c.method.params, "lam", None), getattr(c.method.params, "c", None), c.train.seed)
+             for c in configs]
+    assert cells == [("naive", None, None, 0), ("naive", None, None, 1),
+                     ("ewc", 1.0, None, 0), ("ewc", 1.0, None, 1), ("ewc", 10.0, None, 0), ("ewc", 10.0, None, 1),
+                     ("si", None, 0.5, 0), ("si", None, 0.5, 1)]
+    assert len({resolve(c).run_id() for c in configs}) == len(configs)
+    with pytest.raises(ConfigError, match=r"'method.lamda' is a hyperparameter of none of the sweep's methods \(ewc, naive\)"):
+        expand(BASE, {"method.name": ["naive", "ewc"], "method.lamda": [1]})
+    with pytest.raises(ConfigError, match=r"'lam' parameter of EWC must be >= 0"):  # values are still checked
+        expand(BASE, {"method.name": ["naive", "ewc"], "method.lam": [-1]})

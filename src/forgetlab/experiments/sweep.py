@@ -17,6 +17,7 @@ over k = 0..L trains task 1 once. The store records the reuse
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -37,19 +38,53 @@ def expand(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunConfig
     """The cartesian product of ``grid`` (``{"method.lam": [1, 10], "train.seed": [0, 1]}``)
     applied to ``base``, in row-major order (the last key varies fastest).
 
+    A method hyperparameter (``method.lam``) applies to the methods that have it: with
+    ``{"method.name": ["naive", "ewc"], "method.lam": [1, 10]}`` the sweep holds naive once
+    and EWC twice (a key that no method of the sweep has is an error).
+
     Example:
         >>> configs = expand(RunConfig(), {"method.name": ["freeze"], "method.n_blocks": [0, 1, 2]})
         >>> [c.method.params.n_blocks for c in configs]
         [0, 1, 2]
+        >>> [c.method.name for c in expand(RunConfig(), {"method.name": ["naive", "ewc"], "method.lam": [1, 10]})]
+        ['naive', 'ewc', 'ewc']
     """
     keys = list(grid)
     for key in keys:
         if isinstance(grid[key], (str, bytes)) or not isinstance(grid[key], Sequence) or not grid[key]:
             raise ConfigError(f"The grid value of {key!r} must be a non-empty list. Got {grid[key]!r} instead.")
-    return [
-        apply_overrides(base, [f"{key}={_text(value)}" for key, value in zip(keys, values)])
-        for values in itertools.product(*(grid[key] for key in keys))
-    ]
+    configs: list[RunConfig] = []
+    used: set[str] = set()
+    for values in itertools.product(*(grid[key] for key in keys)):
+        chosen = dict(zip(keys, values))
+        name = str(chosen.get("method.name", base.method.name))
+        kept = {k: v for k, v in chosen.items() if not _other_methods_parameter(k, name)}
+        used.update(kept)
+        config = apply_overrides(base, [f"{key}={_text(value)}" for key, value in kept.items()])
+        if config not in configs:
+            configs.append(config)
+    unused = [key for key in keys if key not in used]
+    if unused:
+        methods = sorted({c.method.name for c in configs})
+        raise ConfigError(
+            f"The grid key {unused[0]!r} is a hyperparameter of none of the sweep's methods "
+            f"({', '.join(methods)}); `forgetlab list` names each method's hyperparameters."
+        )
+    return configs
+
+
+def _other_methods_parameter(key: str, method: str) -> bool:
+    """True for ``method.<param>`` when ``method`` has no such hyperparameter (another method of the sweep may)."""
+    section, _, rest = key.partition(".")
+    if section != "method" or rest == "name" or not rest:
+        return False
+    from forgetlab.hyperparams import params_type
+
+    try:
+        fields = {f.name for f in dataclasses.fields(params_type(method))}
+    except ConfigError:
+        return False  # an unknown method: apply_overrides names it
+    return rest.partition(".")[0] not in fields
 
 
 def _text(value: Any) -> str:
