@@ -195,7 +195,7 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
              "values are mean ± std over seeds where there are several.</p>"]
     run_ids: list[str] = []
     if not by_name:
-        parts.append("<p><b>The store holds no Anatomy analyses yet.</b> Run <code>forgetlab reproduce anatomy</code>.</p>")
+        return _runs_report(store, out_dir)
     for name in sorted(by_name, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
         for group, entries in by_name[name].items():
             entries = sorted(entries, key=lambda v: v["seed"])
@@ -235,4 +235,66 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
     parts.append(html_table(["package", "version"], software_versions().items()))
     path = out_dir / "anatomy.html"
     path.write_text(html_page("forgetlab: Anatomy of Catastrophic Forgetting", parts))
+    return path
+
+
+def _runs_report(store: ResultStore, out_dir: Path) -> Path:
+    """``report.html`` for a store without Anatomy analyses: its runs (a table), a comparison
+    of methods wherever runs differ only in method and seed (a sweep over methods), and the
+    learning curves of the latest runs."""
+    from forgetlab.report.figures import new_figure, save_figure
+    from forgetlab.report.runs import format_percent, method_groups, plot_run, run_rows
+
+    rows = run_rows(store)
+    parts = ["<h1>forgetlab: the runs in a result store</h1>",
+             f"<p>Built by <code>forgetlab report</code> from <code>{html.escape(str(store.root))}</code> alone "
+             f"({len(rows)} runs; the store holds no Anatomy analyses: <code>forgetlab reproduce anatomy</code> adds "
+             "them). ACC: mean test accuracy over all tasks after the last one; BWT: mean change on the earlier tasks "
+             "since each was learned; forgetting: mean drop from each earlier task's best accuracy; in %.</p>"]
+    if not rows:
+        parts.append("<h2>Runs</h2><p><b>The store holds no runs yet.</b> <code>forgetlab run</code> or "
+                     "<code>forgetlab sweep</code> add them.</p>")
+    else:
+        parts.append("<h2>Runs</h2>")
+        parts.append(html_table(
+            ["run", "status", "dataset", "stream", "head", "model", "method", "seed", "ACC", "BWT", "forgetting", "wall s"],
+            [[r["run_id"], r["status"], r.get("stream.dataset"), r.get("stream.stream"), r.get("stream.head"),
+              r.get("model.name"), r.get("method.name"), r.get("train.seed"), format_percent(r["acc"]),
+              format_percent(r["bwt"], sign=True), format_percent(r["forgetting"]),
+              f"{r['wall_seconds']:.1f}" if r["wall_seconds"] is not None else "-"] for r in rows]))
+    for index, (setting, methods) in enumerate(method_groups(rows)):
+        parts.append(f"<h2>Methods compared ({html.escape(setting)})</h2>")
+        labels = list(methods)
+        acc = [[100 * v for v in methods[m]["acc"]] for m in labels]
+        forget = [[100 * v for v in methods[m]["forgetting"]] for m in labels]
+        figure = new_figure(max(5.0, 1.1 * len(labels) + 2.0), 3.8)
+        ax_acc, ax_forget = figure.subplots(1, 2)
+        for ax, values, name in ((ax_acc, acc, "ACC (%)"), (ax_forget, forget, "forgetting (%)")):
+            means = [sum(v) / len(v) for v in values]
+            errors = [(max(v) - min(v)) / 2 if len(v) > 1 else 0.0 for v in values]
+            ax.bar(range(len(labels)), means, yerr=errors, capsize=3, color="tab:blue" if ax is ax_acc else "tab:red")
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel(name)
+        seeds = max(len(v) for v in acc)
+        figure.suptitle(f"Methods compared: {setting}\nup to {seeds} seed(s) per method; bars: mean, whiskers: half the range",
+                        fontsize=9)
+        png, _svg = save_figure(figure, out_dir / f"methods-{index + 1}")
+        parts.append(html_figure(png, f"methods compared: {setting}"))
+        parts.append(html_table(["method", "seeds", "ACC", "forgetting"],
+                                [[m, len(methods[m]["acc"]), _pm(methods[m]["acc"]), _pm(methods[m]["forgetting"])]
+                                 for m in labels]))
+    latest = [r for r in rows if r["status"] == "finished"][-6:]
+    if latest:
+        parts.append("<h2>Learning curves of the latest runs</h2>")
+        for row in latest:
+            run = store.get(row["run_id"])
+            if run is None or not run.curves:
+                continue
+            paths = plot_run(run, out_dir / "runs" / row["run_id"])
+            png = next(p for p in paths if p.name == "learning-curves.png")
+            parts.append(html_figure(png, f"run {row['run_id']}: {row.get('method.name')}, seed {row.get('train.seed')}"))
+    parts.append("<h2>Software</h2>")
+    parts.append(html_table(["package", "version"], software_versions().items()))
+    path = out_dir / "report.html"
+    path.write_text(html_page("forgetlab: results report", parts))
     return path

@@ -129,7 +129,8 @@ def _method_text(row: dict[str, Any]) -> str:
     return " ".join([str(name), *params])
 
 
-def _percent(value: float | None, sign: bool = False) -> str:
+def format_percent(value: float | None, sign: bool = False) -> str:
+    """A fraction as a percentage with one decimal (``-`` for ``None``)."""
     if value is None:
         return "-"
     return f"{100 * value:+.1f}" if sign else f"{100 * value:.1f}"
@@ -143,7 +144,7 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         table.append([
             row["run_id"], row["status"], *(str(row.get(k, "")) for k in SUMMARY_KEYS), _method_text(row),
-            _percent(row["acc"]), _percent(row["bwt"], sign=True), _percent(row["forgetting"]),
+            format_percent(row["acc"]), format_percent(row["bwt"], sign=True), format_percent(row["forgetting"]),
             f"{row['wall_seconds']:.1f}" if row["wall_seconds"] is not None else "-",
             (row["created"] or "-").replace("T", " "),
         ])
@@ -260,3 +261,45 @@ def _run_title(run: StoredRun) -> str:
     if method:
         parts.append(f"method {method.get('name')}")
     return ", ".join(parts)
+
+
+def method_groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, dict[str, list[float]]]]]:
+    """Finished runs that differ only in their method (and seed), grouped: one entry per
+    setting with at least two methods, ``(setting, {method label: {"acc": [...],
+    "forgetting": [...]}})`` with one value per seed; a label is the method's name and its
+    hyperparameters that differ from the method's defaults (``ewc lam=100.0``).
+
+    Example:
+        >>> rows = [{"status": "finished", "stream.dataset": "digits", "train.seed": s, "method.name": m,
+        ...          "acc": a, "forgetting": 0.1} for s in (0, 1) for m, a in (("naive", 0.5), ("ewc", 0.7))]
+        >>> [(setting, sorted(methods)) for setting, methods in method_groups(rows)]
+        [('digits', ['ewc', 'naive'])]
+    """
+    groups: dict[tuple, dict[str, dict[str, list[float]]]] = {}
+    names: dict[tuple, str] = {}
+    for row in rows:
+        if row.get("status") != "finished" or row.get("acc") is None:
+            continue
+        setting = tuple(sorted((k, str(v)) for k, v in row.items()
+                               if "." in k and not k.startswith("method.") and k != "train.seed"))
+        names[setting] = " / ".join(str(row[k]) for k in SUMMARY_KEYS if k in row)
+        cell = groups.setdefault(setting, {}).setdefault(_method_label(row), {"acc": [], "forgetting": []})
+        cell["acc"].append(row["acc"])
+        cell["forgetting"].append(row["forgetting"] if row.get("forgetting") is not None else float("nan"))
+    return [(names[setting], methods) for setting, methods in groups.items() if len(methods) >= 2]
+
+
+def _method_label(row: dict[str, Any]) -> str:
+    """``ewc lam=100.0``: the method's name and its hyperparameters that are not the defaults."""
+    import dataclasses
+
+    from forgetlab.hyperparams import params_type
+
+    name = str(row.get("method.name", "?"))
+    try:
+        defaults = {f.name: f.default for f in dataclasses.fields(params_type(name))}
+    except ConfigError:  # an unknown (older) method: show every hyperparameter
+        defaults = {}
+    params = [f"{k.split('.', 1)[1]}={row[k]}" for k in row if k.startswith("method.") and k != "method.name"
+              and defaults.get(k.split(".", 1)[1], object()) != row[k]]
+    return " ".join([name, *params])
