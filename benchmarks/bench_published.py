@@ -11,8 +11,9 @@ the last one) over the seeds; difference = ours - published; a cell is **off** w
     python benchmarks/bench_published.py --run --shard 1/2 &
     python benchmarks/bench_published.py --report               # the tables, printed (markdown)
 
-Runs are ordered seed-major (every cell for seed 1 first), so a partial run covers every
-cell; the store resumes (a finished run is never trained twice).
+Runs are ordered seed-major (every cell for seed 1 first, cells with a published value
+before the others), so a partial run covers every cell; the store resumes (a finished run
+is never trained twice, an interrupted one goes on from its last task checkpoint).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def seeded(path: Path, seeds: list[int]):
 def run(args: argparse.Namespace) -> None:
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(args.threads)
-    jobs = [(seed, path, config) for seed in args.seeds for path in cells(args.table)
-            for config in seeded(path, [seed])]
+    published = tomllib.loads((CONFIGS / "published.toml").read_text())
+    compared = {name for table in args.compare for name in published.get(table, {})}
+    # Cells with a published value first within each seed; the others (no published row) last.
+    paths = sorted(cells(args.table), key=lambda p: p.stem not in compared)
+    jobs = [(seed, path, config) for seed in args.seeds for path in paths for config in seeded(path, [seed])]
     for position, (seed, path, config) in enumerate(jobs):
         if position % count != index:
             continue
