@@ -14,7 +14,7 @@ import torch
 
 # Below this many columns MKL's GEMM (torch) beats *threaded* OpenBLAS syrk on the reference
 # machine (next to torch's OpenMP pool, threaded syrk on narrow products is pathologically
-# slow). Linear CKA's fused path handles fewer columns with one syrk of all its columns.
+# slow).
 SYRK_MIN_COLUMNS = 1024
 
 
@@ -34,18 +34,6 @@ def gram_upper(m: torch.Tensor) -> torch.Tensor:
         c = syrk(1.0, m.numpy().T, trans=0, lower=1)
         return torch.from_numpy(c.T)  # syrk leaves the other triangle at zero
     return (m.T @ m).triu_()
-
-
-def gram_upper_add_(acc: torch.Tensor, m: torch.Tensor) -> None:
-    """``acc += upper(mᵀm)`` in place, in ``acc``'s dtype (BLAS beta = 1: no temporary).
-
-    ``acc`` must be a contiguous ``(cols, cols)`` tensor of ``m``'s dtype, device and
-    upper-triangular; it stays upper-triangular.
-    """
-    if _use_syrk(m):
-        scipy_syrk_add_(acc, m)
-        return
-    acc.add_((m.T @ m).triu_())
 
 
 def scipy_syrk_add_(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0) -> None:
