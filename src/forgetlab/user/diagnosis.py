@@ -22,6 +22,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,10 +30,11 @@ from torch import nn
 
 from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
 from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.report.diagnose import diagnosis_report
 from forgetlab.user.userdata import UserData, as_inputs, check_fits
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
-__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change"]
+__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -328,3 +330,18 @@ def _subspace(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[float | None, i
     if k_used < 1:
         return None, 0
     return subspace_similarity(a, b, k_used), k_used
+
+
+def write_report(diagnosis: Diagnosis, directory: str | Path, title: str = "forgetlab diagnose") -> Path:
+    """Write the HTML report of ``diagnosis`` (page and figures: :mod:`forgetlab.report.diagnose`)
+    into ``directory``; return the path of ``report.html``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Diagnosis({"old": 0.9, "new": 0.2}, None,
+        ...     [BlockDiagnosis("fc1", 0.5, 0.8, 0.85, 0.7, 3, 0.3, None)], [ResetResult("block", ("fc1",), 0.3, None)], 100, 3)
+        >>> path = write_report(d, tempfile.mkdtemp())
+        >>> path.name, "<img" in path.read_text()
+        ('report.html', True)
+    """
+    return diagnosis_report(diagnosis.to_dict(), directory, title)
