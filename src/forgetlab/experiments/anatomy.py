@@ -145,10 +145,6 @@ def _prepare(stream: TaskStream) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: transform(x, train=False)
 
 
-def _task1_inputs(stream: TaskStream) -> torch.Tensor:
-    return stream.tasks[0].test_x
-
-
 # ---------------------------------------------------------------- the analyses -----
 
 def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
@@ -235,7 +231,7 @@ def cka_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
     before, after = ctx.model_after(naive, 0), ctx.model_after(naive, 1)
-    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
     rows = cka_table(before, after, inputs, condition="task1 vs task1_then_2", pool=ctx.profile.pool, prepare=prepare)
     matrix = cka_matrix(before, after, inputs, pool=ctx.profile.pool, prepare=prepare)
     blocks = list(before.block_names)
@@ -265,13 +261,9 @@ def task2_only_config(config: RunConfig) -> RunConfig:
             f"The task-2-only model is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
             f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
         )
-    order = config.stream.class_order or tuple(range(_n_classes(config)))
+    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
     second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
     return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
-
-
-def _n_classes(config: RunConfig) -> int:
-    return {"cifar100": 100}.get(config.stream.dataset, 10)
 
 
 def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
@@ -283,7 +275,7 @@ def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     naive, only2 = ctx.execute([base, task2_only_config(base)])
     stream = ctx.stream(base)
     rows = subspace_conditions(
-        ctx.model_after(naive, 0), ctx.model_after(only2, 0), ctx.model_after(naive, 1), _task1_inputs(stream),
+        ctx.model_after(naive, 0), ctx.model_after(only2, 0), ctx.model_after(naive, 1), stream.tasks[0].test_x,
         ctx.profile.subspace_k, pool=ctx.profile.pool, prepare=_prepare(stream), batch_size=250,
     )
     conditions: dict[str, list[float]] = {}
@@ -307,7 +299,7 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
-    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
     grids = {
         "ewc": ("lam", profile.ewc_lams, [f"method.fisher_samples={profile.fisher_samples}"]),
         "si": ("c", profile.si_cs, []),
