@@ -149,7 +149,6 @@ def _check_pair(old: WrappedModel, new: WrappedModel) -> None:
         raise IncompatibleError(f"OLD and NEW must name the same blocks. Got {list(old.block_names)} and {list(new.block_names)}.")
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
     """Accuracy of ``model`` (eval mode; modes restored) on ``data``.
 
@@ -159,13 +158,9 @@ def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
         >>> accuracy(WrappedModel(net), user_data(torch.zeros(4, 2), [0, 0, 0, 0])) in (0.0, 1.0)
         True
     """
-    device = next(model.parameters()).device
-    correct = 0
-    with eval_mode(model):
-        for start in range(0, data.n_samples, batch_size):
-            logits = model(as_inputs(data.x[start : start + batch_size]).to(device))
-            correct += int((logits.argmax(1).cpu() == data.y[start : start + batch_size]).sum())
-    return correct / max(data.n_samples, 1)
+    if data.n_samples == 0:
+        return 0.0
+    return int((predict(model, data.x, batch_size) == data.y).sum()) / data.n_samples
 
 
 @torch.no_grad()
