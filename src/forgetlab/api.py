@@ -30,7 +30,7 @@ from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore, default_store_dir
-from forgetlab.strategies import Strategy, create_strategy
+from forgetlab.strategies import create_strategy
 
 
 @dataclass
@@ -67,17 +67,6 @@ def build_stream_for(config: RunConfig, *, data_dir: str | Path | None = None, d
     """Load the config's dataset and cut it into its task stream (seeded by ``train.seed``)."""
     data = load_stream_data(config.stream, data_dir=data_dir, download=download)
     return build_stream(config.stream, data, seed=config.train.seed)
-
-
-def build_strategy_for(config: RunConfig) -> Strategy:
-    """A fresh strategy (no learned state) for the config's ``method`` section.
-
-    Example:
-        >>> from forgetlab.config import MethodConfig
-        >>> build_strategy_for(RunConfig(method=MethodConfig("si"))).name
-        'si'
-    """
-    return create_strategy(config.method.name, config.method.params)
 
 
 @dataclass(frozen=True)
@@ -167,7 +156,7 @@ def train_run(
         stream,
         config.train,
         device=device,
-        strategy=build_strategy_for(config),
+        strategy=create_strategy(config.method.name, config.method.params),
         checkpoint_dir=checkpoint_dir,
         checkpoint_extra={
             "config": config.to_dict(),
@@ -211,18 +200,7 @@ def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -
         train_seconds=outcome.train_seconds,
         peak_memory_bytes=outcome.peak_memory_bytes,
     )
-    return RunResult(
-        run_id=outcome.run_id,
-        config=config,
-        accuracy_matrix=np.array(outcome.accuracy_matrix),
-        initial_accuracy=np.array(outcome.initial_accuracy),
-        curves=[_curve_point(c) for c in outcome.curves],
-        metrics=dict(outcome.metrics),
-        run_dir=store.run_dir(outcome.run_id),
-        device=outcome.device,
-        wall_seconds=outcome.wall_seconds,
-        train_seconds=outcome.train_seconds,
-    )
+    return _result(store, config, outcome.run_id, outcome)
 
 
 def stored_result(store: ResultStore, config: RunConfig) -> RunResult | None:
@@ -231,23 +209,24 @@ def stored_result(store: ResultStore, config: RunConfig) -> RunResult | None:
     stored = store.get(run_id)
     if stored is None or stored.status != "finished":
         return None
+    return _result(store, config, run_id, stored, from_store=True)
+
+
+def _result(store: ResultStore, config: RunConfig, run_id: str, source: Any, *, from_store: bool = False) -> RunResult:
+    """The RunResult of a run outcome or a stored run (both carry R, curves, metrics, timings)."""
     return RunResult(
         run_id=run_id,
         config=config,
-        accuracy_matrix=np.array(stored.accuracy_matrix),
-        initial_accuracy=np.array(stored.initial_accuracy),
-        curves=[_curve_point(c) for c in stored.curves],
-        metrics=dict(stored.metrics),
+        accuracy_matrix=np.array(source.accuracy_matrix),
+        initial_accuracy=np.array(source.initial_accuracy),
+        curves=[CurvePoint(c["task_index"], c["epoch"], c["step"], tuple(c["accuracies"])) for c in source.curves],
+        metrics=dict(source.metrics),
         run_dir=store.run_dir(run_id),
-        from_store=True,
-        device=stored.device or "",
-        wall_seconds=stored.wall_seconds or 0.0,
-        train_seconds=stored.train_seconds or 0.0,
+        from_store=from_store,
+        device=source.device or "",
+        wall_seconds=source.wall_seconds or 0.0,
+        train_seconds=source.train_seconds or 0.0,
     )
-
-
-def _curve_point(c: dict[str, Any]) -> CurvePoint:
-    return CurvePoint(c["task_index"], c["epoch"], c["step"], tuple(c["accuracies"]))
 
 
 def failure_reason(exc: BaseException) -> str:

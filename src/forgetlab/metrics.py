@@ -64,11 +64,7 @@ def forgetting_per_task(R: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray
     """f_j = max_{l < T-1} R[l, j] - R[T-1, j] for every task j < T-1 (shape ``(T-1,)``),
     the maximum taken over every row before the last, as SPEC §5 defines it."""
     matrix = _matrix(R)
-    n_tasks = matrix.shape[0]
-    out = np.empty(max(n_tasks - 1, 0))
-    for j in range(n_tasks - 1):
-        out[j] = matrix[: n_tasks - 1, j].max() - matrix[-1, j]
-    return out
+    return matrix[:-1, :-1].max(axis=0, initial=-np.inf) - matrix[-1, :-1]
 
 
 def forgetting(R: Sequence[Sequence[float]] | np.ndarray) -> float:

@@ -14,38 +14,17 @@ import torch
 
 # Below this many columns MKL's GEMM (torch) beats *threaded* OpenBLAS syrk on the reference
 # machine (next to torch's OpenMP pool, threaded syrk on narrow products is pathologically
-# slow). Linear CKA's fused path handles fewer columns with one syrk of all its columns.
+# slow).
 SYRK_MIN_COLUMNS = 1024
-
-
-def _use_syrk(m: torch.Tensor) -> bool:
-    return m.device.type == "cpu" and m.shape[1] >= SYRK_MIN_COLUMNS and m.dtype in (torch.float32, torch.float64)
 
 
 def gram_upper(m: torch.Tensor) -> torch.Tensor:
     """Upper triangle of ``mᵀm`` (strictly lower part zero), for ``m`` of shape ``(rows, cols)``."""
-    if _use_syrk(m):
-        from scipy.linalg import blas
-
-        m = m.contiguous()
-        syrk = blas.ssyrk if m.dtype == torch.float32 else blas.dsyrk
-        # m (rows, cols) C-ordered is the Fortran-ordered (cols, rows) matrix A; A Aᵀ = mᵀm.
-        # The Fortran-ordered lower triangle, read C-ordered, is the upper one: contiguous.
-        c = syrk(1.0, m.numpy().T, trans=0, lower=1)
-        return torch.from_numpy(c.T)  # syrk leaves the other triangle at zero
+    if m.device.type == "cpu" and m.shape[1] >= SYRK_MIN_COLUMNS and m.dtype in (torch.float32, torch.float64):
+        upper = torch.zeros(m.shape[1], m.shape[1], dtype=m.dtype)
+        scipy_syrk_add_(upper, m, 0.0)  # syrk leaves the other triangle at zero
+        return upper
     return (m.T @ m).triu_()
-
-
-def gram_upper_add_(acc: torch.Tensor, m: torch.Tensor) -> None:
-    """``acc += upper(mᵀm)`` in place, in ``acc``'s dtype (BLAS beta = 1: no temporary).
-
-    ``acc`` must be a contiguous ``(cols, cols)`` tensor of ``m``'s dtype, device and
-    upper-triangular; it stays upper-triangular.
-    """
-    if _use_syrk(m):
-        scipy_syrk_add_(acc, m)
-        return
-    acc.add_((m.T @ m).triu_())
 
 
 def scipy_syrk_add_(c: torch.Tensor, z: torch.Tensor, beta: float = 1.0) -> None:

@@ -15,6 +15,7 @@ model's input, e.g. normalisation; without it uint8 batches are scaled to ``[0, 
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -90,11 +91,8 @@ def model_device(model: nn.Module, device: torch.device | str | None = None) -> 
     """``device`` if given, else the device of the model's first parameter or buffer (CPU if none)."""
     if device is not None:
         return torch.device(device)
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 @contextmanager

@@ -162,15 +162,14 @@ def task_similarity(
         raise ConfigError(f"The 'form' parameter of task_similarity must be one of {_FORMS}. Got {form!r} instead.")
     batch_size = check_positive_int(batch_size, "batch_size")
     if form == "gram":
-        moment_a = _feature_moment(model, inputs_a, batch_size=batch_size, prepare=prepare, device=device)
-        moment_b = _feature_moment(model, inputs_b, batch_size=batch_size, prepare=prepare, device=device)
-        return trace_overlap(moment_a, moment_b)
-    fisher_a = diagonal_fisher(
-        model, inputs_a, targets_a, head_index=head_indices[0], kind=kind,
-        batch_size=batch_size, prepare=prepare, generator=generator, device=device,
-    )
-    fisher_b = diagonal_fisher(
-        model, inputs_b, targets_b, head_index=head_indices[1], kind=kind,
-        batch_size=batch_size, prepare=prepare, generator=generator, device=device,
-    )
-    return trace_overlap(fisher_a, fisher_b)
+        return trace_overlap(*(
+            _feature_moment(model, inputs, batch_size=batch_size, prepare=prepare, device=device)
+            for inputs in (inputs_a, inputs_b)
+        ))
+    return trace_overlap(*(
+        diagonal_fisher(
+            model, inputs, targets, head_index=head, kind=kind,
+            batch_size=batch_size, prepare=prepare, generator=generator, device=device,
+        )
+        for inputs, targets, head in ((inputs_a, targets_a, head_indices[0]), (inputs_b, targets_b, head_indices[1]))
+    ))

@@ -3,7 +3,7 @@
 ``SubspaceSim_k(X, Y) = ||V_kᵀ U_k||²_F / k`` with ``V_k``, ``U_k`` the orthonormal top-k
 principal directions of column-centred X and Y (same feature space): the mean squared
 cosine of the k principal angles, in ``[0, 1]``. Bases come from the float64 scatter
-matrix ``XcᵀXc`` (streamable, the same statistics as linear CKA) when features are at
+matrix ``XcᵀXc`` when features are at
 most the samples, otherwise from an SVD of the centred data.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from forgetlab.analysis._checks import as_matrix, check_in_range, check_positive_int
-from forgetlab.analysis.cka import Moments
+from forgetlab.analysis._linalg import gram_upper, symmetrize_upper
 from forgetlab.errors import ConfigError, IncompatibleError
 
 __all__ = ["pca_basis", "subspace_similarity"]
@@ -54,9 +54,10 @@ def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
             f"shape {tuple(x.shape)}. Got k={k}."
         )
     if p <= n:
-        moments = Moments()
-        moments.update(*moments.prepare(x, "x"))
-        return _basis_from_scatter(moments.scatter(), k, "x")
+        shifted = x - x.mean(0)  # float32 products of the shifted data, float64 sums
+        total = shifted.sum(0).to(_F64)
+        scatter = symmetrize_upper(gram_upper(shifted).to(_F64)) - torch.outer(total, total) / n
+        return _basis_from_scatter(scatter, k, "x")
     centred = x.to(_F64) - x.to(_F64).mean(0)
     _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
     if float(singular[k - 1]) ** 2 <= _RANK_TOLERANCE * float(singular[0]) ** 2:

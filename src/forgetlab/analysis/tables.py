@@ -90,12 +90,6 @@ def _stream(
         ]
 
 
-def _common_blocks(model_a: nn.Module, model_b: nn.Module, blocks: Sequence[str] | str | None) -> tuple[str, ...]:
-    names = resolve_blocks(model_a, blocks)
-    resolve_blocks(model_b, names)
-    return names
-
-
 def cka_table(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -126,7 +120,8 @@ def cka_table(
         >>> [(r.block, r.measure, round(r.value, 6)) for r in rows][:2]
         [('fc1', 'linear_cka_debiased', 1.0), ('fc1', 'linear_cka', 1.0)]
     """
-    names = _common_blocks(model_a, model_b, blocks)
+    names = resolve_blocks(model_a, blocks)
+    resolve_blocks(model_b, names)
     pairs = [(name, name) for name in names]
     batches = _stream(
         (model_a, model_b), (names, names), inputs,

@@ -59,11 +59,6 @@ class BatchTransform:
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
 
-    def to(self, device: torch.device | str) -> BatchTransform:
-        self.scale = self.scale.to(device)
-        self.shift = self.shift.to(device)
-        return self
-
     def __call__(
         self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:

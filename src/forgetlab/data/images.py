@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Union
 
 import numpy as np
 
@@ -43,17 +43,11 @@ ImageSource = Union[str, Path, IO[bytes], Callable[[], IO[bytes]]]
 
 # ----------------------------------------------------------------- decoding ----
 
-def _open(source: ImageSource) -> Any:
-    from PIL import Image
-
-    return Image.open(source() if callable(source) else source)
-
-
 def _decode_one(source: ImageSource, size: int | None) -> np.ndarray:
     """One image as uint8 ``(3, H, W)`` RGB: native size, or centre square resized to ``size``."""
     from PIL import Image
 
-    with _open(source) as image:
+    with Image.open(source() if callable(source) else source) as image:
         if size is not None:
             image.draft("RGB", (size, size))
         rgb = image.convert("RGB")
@@ -63,17 +57,6 @@ def _decode_one(source: ImageSource, size: int | None) -> np.ndarray:
             left, top = (width - side) // 2, (height - side) // 2
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
         return np.asarray(rgb).transpose(2, 0, 1)
-
-
-def image_size_of(source: ImageSource) -> tuple[int, int]:
-    """``(width, height)`` of an image file, reading only its header.
-
-    Example:
-        image_size_of("face.jpg")
-        (178, 218)
-    """
-    with _open(source) as image:
-        return image.size
 
 
 def decode_images(

@@ -148,18 +148,18 @@ def load_digits(data_dir: Path | None = None, download: bool = False) -> ImageDa
     table = np.loadtxt(raw.decode().splitlines(), delimiter=",", dtype=np.float64)
     pixels = np.rint(table[:, :-1] * (255.0 / 16.0)).astype(np.uint8).reshape(-1, 1, 8, 8)
     labels = table[:, -1].astype(np.int64)
-    is_test = np.arange(len(labels)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
+    test = torch.from_numpy(np.arange(len(labels)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1)
     x = torch.from_numpy(pixels)
     y = torch.from_numpy(labels)
-    train_x = x[~torch.from_numpy(is_test)]
+    train_x = x[~test]
     mean = float(train_x.float().mean() / 255.0)
     std = float(train_x.float().std() / 255.0)
     return ImageData(
         name="digits",
         train_x=train_x.contiguous(),
-        train_y=y[~torch.from_numpy(is_test)].contiguous(),
-        test_x=x[torch.from_numpy(is_test)].contiguous(),
-        test_y=y[torch.from_numpy(is_test)].contiguous(),
+        train_y=y[~test].contiguous(),
+        test_x=x[test].contiguous(),
+        test_y=y[test].contiguous(),
         class_names=tuple(str(i) for i in range(10)),
         mean=(mean,),
         std=(std,),
@@ -184,9 +184,8 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _own_copy(data: ImageData) -> ImageData:
-    tensors = {f.name: v.clone() for f in dataclasses.fields(data) if isinstance(v := getattr(data, f.name), torch.Tensor)}
-    return dataclasses.replace(data, **tensors)
+def _tensors(data: ImageData) -> dict[str, torch.Tensor]:
+    return {f.name: v for f in dataclasses.fields(data) if isinstance(v := getattr(data, f.name), torch.Tensor)}
 
 
 def _memoized(key: tuple, load: Callable[[], str | ImageData]) -> ImageData:
@@ -200,7 +199,7 @@ def _memoized(key: tuple, load: Callable[[], str | ImageData]) -> ImageData:
             del _CACHE[old]
     entry = _CACHE[key]
     if isinstance(entry, ImageData):
-        return _own_copy(entry)
+        return dataclasses.replace(entry, **{name: v.clone() for name, v in _tensors(entry).items()})
     data = _from_disk(entry)
     if data is None:  # the entry was deleted or damaged since: load again
         del _CACHE[key]
@@ -222,11 +221,7 @@ def _disk_cached(key_parts: Mapping[str, Any], read: Callable[[], ImageData]) ->
     if _from_disk(key) is not None:
         return key
     data = read()
-    arrays = {
-        f.name: value.numpy()
-        for f in dataclasses.fields(data)
-        if isinstance(value := getattr(data, f.name), torch.Tensor)
-    }
+    arrays = {name: value.numpy() for name, value in _tensors(data).items()}
     if save_arrays(key, arrays, {name: getattr(data, name) for name in _META_FIELDS}) and _from_disk(key) is not None:
         return key
     return data
@@ -254,12 +249,10 @@ def _load_files(
 ) -> ImageData:
     """Verify ``name``'s files (see :func:`resolve_files`), decode them (or read the disk
     cache, keyed by their official checksums), once per process and data root."""
-    spec_name = name
-
     def load() -> str | ImageData:
-        spec = DATASET_FILES[spec_name]
+        spec = DATASET_FILES[name]
         paths = resolve_files(spec, data_dir, download)
-        return _disk_cached({"source": spec_name, "md5": {f.name: f.md5 for f in spec.files}}, lambda: read(paths))
+        return _disk_cached({"source": name, "md5": {f.name: f.md5 for f in spec.files}}, lambda: read(paths))
 
     return _memoized((name, str(find_data_root(data_dir)[0].resolve())), load)
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from forgetlab.api import RunFailure, build_stream_for
+from forgetlab.api import RunFailure, build_stream_for, open_store
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
@@ -52,7 +52,7 @@ from forgetlab.experiments.profiles import AnatomyProfile, get_profile
 from forgetlab.experiments.executors import ExecutorConfig
 from forgetlab.experiments.sweep import execute, expand, require_finished
 from forgetlab.resolve import resolve
-from forgetlab.store import ResultStore, default_store_dir
+from forgetlab.store import ResultStore
 
 ANALYSES = ("freeze", "reset", "cka", "subspace", "mitigation", "class_pairs", "mixup")
 ANALYSIS_VERSION = 1
@@ -145,10 +145,6 @@ def _prepare(stream: TaskStream) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: transform(x, train=False)
 
 
-def _task1_inputs(stream: TaskStream) -> torch.Tensor:
-    return stream.tasks[0].test_x
-
-
 # ---------------------------------------------------------------- the analyses -----
 
 def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
@@ -235,7 +231,7 @@ def cka_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
     before, after = ctx.model_after(naive, 0), ctx.model_after(naive, 1)
-    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
     rows = cka_table(before, after, inputs, condition="task1 vs task1_then_2", pool=ctx.profile.pool, prepare=prepare)
     matrix = cka_matrix(before, after, inputs, pool=ctx.profile.pool, prepare=prepare)
     blocks = list(before.block_names)
@@ -265,40 +261,30 @@ def task2_only_config(config: RunConfig) -> RunConfig:
             f"The task-2-only model is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
             f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
         )
-    order = config.stream.class_order or tuple(range(_n_classes(config)))
+    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
     second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
     return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
-
-
-def _n_classes(config: RunConfig) -> int:
-    return {"cifar100": 100}.get(config.stream.dataset, 10)
 
 
 def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     """Top-k subspace similarity per block in the paper's three conditions: (task 1,
     task-2-only), (task 1, task 1 then 2), (task-2-only, task 1 then 2), on task-1 test inputs."""
-    from forgetlab.analysis import collect_activations, pca_basis
-    from forgetlab.analysis.subspace import similarity_of_bases
+    from forgetlab.analysis import subspace_conditions
 
     base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
     naive, only2 = ctx.execute([base, task2_only_config(base)])
     stream = ctx.stream(base)
-    models = {"task1": ctx.model_after(naive, 0), "task2_only": ctx.model_after(only2, 0),
-              "task1_then_2": ctx.model_after(naive, 1)}
-    # Activations held in memory (n x p per block and model), bases by SVD of the centred
-    # data: O(n² p) where the scatter route of subspace_table costs O(p³) per block
-    # (minutes at p = 4,096 flattened conv features on a loaded CPU).
-    inputs, prepare, k = _task1_inputs(stream), _prepare(stream), ctx.profile.subspace_k
-    acts = {label: collect_activations(m, inputs, pool=ctx.profile.pool, prepare=prepare, batch_size=250)
-            for label, m in models.items()}
-    blocks = list(acts["task1"])
-    bases = {(label, b): pca_basis(acts[label][b], k) for label in models for b in blocks}
-    pairs = [("task1", "task2_only"), ("task1", "task1_then_2"), ("task2_only", "task1_then_2")]
+    rows = subspace_conditions(
+        ctx.model_after(naive, 0), ctx.model_after(only2, 0), ctx.model_after(naive, 1), stream.tasks[0].test_x,
+        ctx.profile.subspace_k, pool=ctx.profile.pool, prepare=_prepare(stream), batch_size=250,
+    )
+    conditions: dict[str, list[float]] = {}
+    for row in rows:
+        conditions.setdefault(row.condition, []).append(row.value)
     return {
-        "blocks": blocks,
-        "k": k,
-        "conditions": {f"{a} vs {b}": [similarity_of_bases(bases[(a, blk)], bases[(b, blk)]) for blk in blocks]
-                       for a, b in pairs},
+        "blocks": list(dict.fromkeys(row.block for row in rows)),
+        "k": ctx.profile.subspace_k,
+        "conditions": conditions,
         "task2_only_accuracy": float(only2.accuracy_matrix[0, 0]),
         "run_ids": [naive.run_id, only2.run_id],
     }
@@ -313,7 +299,7 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
-    inputs, prepare = _task1_inputs(stream), _prepare(stream)
+    inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
     grids = {
         "ewc": ("lam", profile.ewc_lams, [f"method.fisher_samples={profile.fisher_samples}"]),
         "si": ("c", profile.si_cs, []),
@@ -514,8 +500,7 @@ def reproduce_anatomy(
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    if not isinstance(store, ResultStore):
-        store = ResultStore(store if store is not None else default_store_dir())
+    store = open_store(store)
     names = parse_only(only)
     dataset = dataset or profile.dataset
     model = model or profile.model

@@ -70,14 +70,8 @@ def create_model(
 ) -> BlockModel:
     """Build a registered model; ``None`` keeps the family's default for that argument."""
     check_options(name, width=width, depth=depth)
-    options: dict[str, int | bool] = {}
-    if width is not None:
-        options["width"] = width
-    if depth is not None:
-        options["depth"] = depth
-    if batch_norm is not None:
-        options["batch_norm"] = batch_norm
-    return MODELS[name](input_shape, head_sizes, **options)
+    options = {"width": width, "depth": depth, "batch_norm": batch_norm}
+    return MODELS[name](input_shape, head_sizes, **{k: v for k, v in options.items() if v is not None})
 
 
 def build_model(config: ModelConfig, *, input_shape: Sequence[int], head_sizes: Sequence[int]) -> BlockModel:

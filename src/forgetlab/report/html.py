@@ -62,13 +62,8 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.3f}"
-
-
 def _pm(values: Iterable[float]) -> str:
-    mean, std = mean_std([[v] for v in values])
-    return f"{mean[0]:.3f}" + (f" ± {std[0]:.3f}" if len(list(values)) > 1 else "")
+    return _column([[v] for v in values])[0]
 
 
 STYLE = """
@@ -121,7 +116,7 @@ def html_figure(png: Path, caption: str) -> str:
     return f"<figure><img alt='{caption}' src='data:image/png;base64,{encoded}'><figcaption>{caption}</figcaption></figure>"
 
 
-def _column(data: list[dict[str, Any]], *path: Any) -> list[str]:
+def _column(data: list[Any], *path: Any) -> list[str]:
     """Per-position mean ± std over seeds of ``data[seed][path...]`` (a list)."""
     values = []
     for d in data:
@@ -227,7 +222,7 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
         rows.append([run_id, stored.status, cfg["stream"]["stream"], cfg["method"]["name"],
                      json.dumps({k: v for k, v in cfg["method"].items() if k != "name"}),
                      f"{stored.wall_seconds or 0:.1f}", "task 1 from " + Path(reuse[0]).parts[-3] if reuse else "",
-                     " / ".join(_fmt(v) for row in (stored.accuracy_matrix or []) for v in row)])
+                     " / ".join(f"{v:.3f}" for row in (stored.accuracy_matrix or []) for v in row)])
         configs.append(f"<details><summary>{html.escape(str(run_id))}</summary><pre>{html.escape(json.dumps(cfg, indent=2, sort_keys=True))}</pre></details>")
     parts.append(html_table(["run", "status", "stream", "method", "hyperparameters", "wall s", "prefix reuse", "R (row-major)"], rows))
     parts += configs

@@ -15,9 +15,8 @@ Example:
     3
 """
 
-from forgetlab.user.diagnosis import BlockDiagnosis, Diagnosis, ResetResult, accuracy, diagnose, predict, reset_analysis, weight_change
+from forgetlab.user.diagnosis import BlockDiagnosis, Diagnosis, ResetResult, accuracy, diagnose, predict, reset_analysis, weight_change, write_report
 from forgetlab.user.finetuning import FINETUNE_METHODS, FinetuneResult, finetune, make_params
-from forgetlab.user.report import write_report
 from forgetlab.user.load import check_state_dict, import_model_class, load_user_model, read_model_file, save_user_model
 from forgetlab.user.userdata import UserData, as_inputs, check_fits, load_user_data, split_data, user_data
 from forgetlab.user.wrap import WrappedModel, wrap_model

@@ -22,6 +22,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,10 +30,11 @@ from torch import nn
 
 from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
 from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.report.diagnose import diagnosis_report
 from forgetlab.user.userdata import UserData, as_inputs, check_fits
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
-__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change"]
+__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,6 @@ def _check_pair(old: WrappedModel, new: WrappedModel) -> None:
         raise IncompatibleError(f"OLD and NEW must name the same blocks. Got {list(old.block_names)} and {list(new.block_names)}.")
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
     """Accuracy of ``model`` (eval mode; modes restored) on ``data``.
 
@@ -157,13 +158,9 @@ def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
         >>> accuracy(WrappedModel(net), user_data(torch.zeros(4, 2), [0, 0, 0, 0])) in (0.0, 1.0)
         True
     """
-    device = next(model.parameters()).device
-    correct = 0
-    with eval_mode(model):
-        for start in range(0, data.n_samples, batch_size):
-            logits = model(as_inputs(data.x[start : start + batch_size]).to(device))
-            correct += int((logits.argmax(1).cpu() == data.y[start : start + batch_size]).sum())
-    return correct / max(data.n_samples, 1)
+    if data.n_samples == 0:
+        return 0.0
+    return int((predict(model, data.x, batch_size) == data.y).sum()) / data.n_samples
 
 
 @torch.no_grad()
@@ -328,3 +325,18 @@ def _subspace(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[float | None, i
     if k_used < 1:
         return None, 0
     return subspace_similarity(a, b, k_used), k_used
+
+
+def write_report(diagnosis: Diagnosis, directory: str | Path, title: str = "forgetlab diagnose") -> Path:
+    """Write the HTML report of ``diagnosis`` (page and figures: :mod:`forgetlab.report.diagnose`)
+    into ``directory``; return the path of ``report.html``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Diagnosis({"old": 0.9, "new": 0.2}, None,
+        ...     [BlockDiagnosis("fc1", 0.5, 0.8, 0.85, 0.7, 3, 0.3, None)], [ResetResult("block", ("fc1",), 0.3, None)], 100, 3)
+        >>> path = write_report(d, tempfile.mkdtemp())
+        >>> path.name, "<img" in path.read_text()
+        ('report.html', True)
+    """
+    return diagnosis_report(diagnosis.to_dict(), directory, title)
