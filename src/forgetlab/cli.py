@@ -129,6 +129,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+    parser.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a whole pickled model (torch.save(model)): unpickling runs code named by the file; only for files you trust",
+    )
 
 
 def _add_user_parsers(commands) -> None:
@@ -406,6 +410,7 @@ def _load_model_args(args: argparse.Namespace, path: str, architecture=None):  #
     blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
     return load_user_model(
         path, module=architecture, model_class=args.model_class, model_args=model_args, blocks=blocks, head=args.head,
+        trust_pickle=args.trust_pickle,
     )
 
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,17 +57,32 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a forgetlab checkpoint file."""
+    """Read and check a forgetlab checkpoint file, with ``torch.load(weights_only=True)``: a
+    checkpoint holds only tensors and plain types, so nothing in the file can run code."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Checkpoint {str(path)!r} does not exist.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise DataError(f"Checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc}).") from None
+        name = pickled_global(exc)
+        if name is not None:
+            raise DataError(
+                f"Checkpoint {str(path)!r} holds pickled Python objects besides tensors and plain types (it names "
+                f"{name}): not a forgetlab checkpoint, or tampered with; refused, since loading it could run code."
+            ) from None
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"Checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {detail}).") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{str(path)!r} is not a forgetlab checkpoint (no 'format' marker).")
     return payload
+
+
+def pickled_global(exc: BaseException) -> str | None:
+    """The Python object a ``torch.load(weights_only=True)`` refused (``io.open``,
+    ``mynet.Net``): the file pickles code, not only tensors; ``None`` for any other error."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return found.group(1) if found else None
 
 
 def latest_checkpoint(directory: Path, n_tasks: int) -> tuple[int, Path] | None:
