@@ -68,9 +68,11 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``config`` over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, params: list[nn.Parameter] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over ``params`` (default: the model's trainable parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -249,6 +251,7 @@ class _Loop:
                 "global_step": self.global_step,
                 "model_state": self.model.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
+                "optimizer_params": _optimizer_params(self.model, self.optimizer),
                 "strategy_state": self.strategy.state_dict(),
                 "accuracy_matrix": self.R.tolist(),
                 "initial_accuracy": self.initial.tolist(),
@@ -265,8 +268,13 @@ class _Loop:
         )
 
     def restore(self, payload: dict[str, Any]) -> None:
-        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload."""
-        self.optimizer = make_optimizer(self.model, self.config)
+        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload.
+
+        The optimizer is rebuilt over the parameters it held when saved (by name): a
+        strategy may have frozen some for that task (``freeze``) and thawed them since."""
+        names = payload.get("optimizer_params")
+        named = dict(self.model.named_parameters())
+        self.optimizer = make_optimizer(self.model, self.config, None if names is None else [named[n] for n in names])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         rng = payload["rng"]
         self.data_generator.set_state(rng["data"])
@@ -291,6 +299,12 @@ class _Loop:
             eval_seconds=self.eval_seconds,
             resumed_from=resumed_from,
         )
+
+
+def _optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Names of the parameters ``optimizer`` updates, in its order."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def _resume(loop: _Loop, payload: dict[str, Any]) -> int:
