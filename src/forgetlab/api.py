@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
 from forgetlab.engine.train import CurvePoint, train_stream
-from forgetlab.errors import ForgetlabError
+from forgetlab.errors import DataError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
@@ -153,13 +154,17 @@ def train_run(
     for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
         partial.unlink(missing_ok=True)
     if rerun:
-        for old in checkpoint_dir.glob("task-*.pt"):
+        for old in [*checkpoint_dir.glob("task-*.pt"), *checkpoint_dir.glob("task-*.pt.sha256")]:
             old.unlink()
     source_payload = None
     reused = None
     if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
-        source_payload = read_checkpoint(start_from)
-        reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+        try:
+            source_payload = read_checkpoint(start_from)
+            reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+        except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
+            warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
+            source_payload = None
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     result = train_stream(

@@ -22,7 +22,7 @@ from forgetlab.analysis.activations import eval_mode
 from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
-from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
+from forgetlab.engine.checkpoint import checkpoint_path, resume_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
 from forgetlab.errors import ConfigError, DivergedError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
@@ -130,7 +130,8 @@ def train_stream(
     documents. Where training starts is one of three steps:
 
     - :func:`_resume`: ``checkpoint_dir`` already holds this run's ``task-{i}.pt``: go on
-      after the last one (same result as an uninterrupted run).
+      after the last good one (same result as an uninterrupted run; a bad or foreign one
+      is quarantined, see :func:`resume_checkpoint`).
     - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
       run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
       trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
@@ -165,9 +166,10 @@ def train_stream(
         )
     strategy = strategy or Naive()
     loop = _Loop(model, stream, config, torch.device(device), strategy, progress, checkpoint_dir, checkpoint_extra)
-    found = latest_checkpoint(checkpoint_dir, stream.n_tasks) if checkpoint_dir is not None else None
-    if found is not None:
-        first_task = _resume(loop, read_checkpoint(found[1]))
+    config_dict = loop.checkpoint_extra.get("config")
+    own = None if checkpoint_dir is None else resume_checkpoint(checkpoint_dir, stream.n_tasks, config_dict)
+    if own is not None:
+        first_task = _resume(loop, own)
     elif prefix_checkpoint is not None:
         first_task = _adopt_prefix(loop, prefix_checkpoint)
     else:
