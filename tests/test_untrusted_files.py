@@ -4,6 +4,7 @@ garbled, belong to another run, or are unreadable; through every entry point."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,48 @@ def test_a_checkpoint_without_config_is_a_one_line_error(tmp_path, capsys):
     assert main(["analyze", "cka", str(tmp_path / "noconfig.pt"), str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'config'" in err
+
+
+def test_two_trainings_of_one_run_do_not_delete_each_others_files(tmp_path, monkeypatch, one_torch_thread):
+    """While A writes its first checkpoint, B starts the same run in the same folder: B waits
+    for A's lock (it used to delete A's in-flight temporary file), then reads A's result."""
+    import threading
+
+    import forgetlab.engine.checkpoint as checkpoint_module
+
+    config = _tiny()
+    _train(config, tmp_path / "warm-up")  # data loaded: B reaches its start quickly
+    writing, release = threading.Event(), threading.Event()
+    real_save = torch.save
+
+    def slow_save(payload, handle):
+        real_save(payload, handle)
+        if threading.current_thread().name == "A" and not writing.is_set():
+            writing.set()
+            release.wait(10)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", slow_save)
+    results: dict[str, object] = {}
+
+    def train(name):
+        try:
+            results[name] = _train(config, tmp_path / "run")
+        except Exception as exc:  # noqa: BLE001 - reported by the asserts
+            results[name] = exc
+
+    a = threading.Thread(target=train, args=("A",), name="A")
+    a.start()
+    assert writing.wait(30)
+    b = threading.Thread(target=train, args=("B",), name="B")
+    b.start()
+    folder = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 1.0
+    while list(folder.glob("*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert not isinstance(results["A"], Exception), results["A"]
+    assert not isinstance(results["B"], Exception), results["B"]
+    assert results["B"].accuracy_matrix == results["A"].accuracy_matrix
+    assert results["B"].curves == results["A"].curves  # read back, not trained again

@@ -30,7 +30,7 @@ from forgetlab.errors import DataError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
-from forgetlab.store import ResultStore, default_store_dir
+from forgetlab.store import ResultStore, default_store_dir, run_lock
 from forgetlab.strategies import Strategy, create_strategy
 
 
@@ -144,9 +144,19 @@ def train_run(
     processes while one process writes the store.
 
     Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
-    first; ``start_from`` as in :func:`run`.
+    first; ``start_from`` as in :func:`run`. Holds the folder's lock (:func:`run_lock`): a
+    second process training the same run waits, then resumes from the first's last
+    checkpoint (nothing left to train).
     """
     run_id = config.run_id()  # an unresolved config stops here, before any work
+    with run_lock(run_dir):
+        return _train_run_locked(config, run_dir, run_id, device, data_dir, download, progress, rerun, start_from)
+
+
+def _train_run_locked(
+    config: RunConfig, run_dir: Path, run_id: str, device: torch.device, data_dir: str | Path | None,
+    download: bool, progress: bool, rerun: bool, start_from: str | Path | None,
+) -> RunOutcome:
     reset_peak_memory(device)
     start = time.perf_counter()
     stream = build_stream_for(config, data_dir=data_dir, download=download)

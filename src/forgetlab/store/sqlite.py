@@ -83,6 +83,29 @@ CREATE TABLE IF NOT EXISTS analyses (
 """
 
 
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the lock of a run folder (its ``.lock`` file, ``flock``): a second process
+    training the same run waits here until the first is done, then finds its checkpoints.
+    Without ``fcntl`` (Windows) there is no lock; on a network file system it holds only
+    where the file system supports ``flock``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "a+")  # noqa: SIM115 - closed in finally
+    except OSError as exc:
+        raise StoreError(f"Cannot lock run folder {str(folder)!r}: {exc.strerror or exc}.") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 def default_store_dir() -> Path:
     """``$FORGETLAB_STORE`` if set, else ``./forgetlab-results``."""
     return Path(os.environ.get("FORGETLAB_STORE") or "forgetlab-results")
