@@ -185,6 +185,12 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     _add_executor_options(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
+    verify = commands.add_parser(
+        "verify-data", help="rehash every dataset file against its official MD5 (runs trust a remembered check)"
+    )
+    verify.add_argument("--dataset", action="append", help="a dataset to check (repeatable; default: every one found)")
+    verify.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
+
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
     report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
@@ -205,6 +211,14 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
           f"in {out.wall_seconds:.0f} s")
     print(f"report: {out.report}")
+    return 0
+
+
+def _command_verify_data(args: argparse.Namespace) -> int:
+    from forgetlab.data.files import verify_data
+
+    for name, status in verify_data(args.dataset, args.data_dir).items():
+        print(f"{name}: {status}")
     return 0
 
 
@@ -482,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finetune": _command_finetune,
         "reproduce": _command_reproduce,
         "report": _command_report,
+        "verify-data": _command_verify_data,
     }
     try:
         return handlers[args.command](args)
