@@ -106,6 +106,22 @@ def run_lock(folder: Path) -> Iterator[None]:
         handle.close()  # releases the lock
 
 
+def _is_unwritable(message: str) -> bool:
+    return any(text in message for text in ("unable to open database file", "readonly database", "read-only"))
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``); ``immutable=1`` when the folder cannot even
+    hold WAL's shared-memory file (a read-only file system: nobody writes it meanwhile)."""
+    uri = path.absolute().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60.0, isolation_level=None)
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=60.0, isolation_level=None)
+
+
 def default_store_dir() -> Path:
     """``$FORGETLAB_STORE`` if set, else ``./forgetlab-results``."""
     return Path(os.environ.get("FORGETLAB_STORE") or "forgetlab-results")
@@ -134,27 +150,47 @@ class ResultStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.path = self.root / DATABASE_NAME
+        self.read_only = False  # a store we cannot write is opened read-only: reading results still works
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / "runs").mkdir(exist_ok=True)
         except OSError as exc:
-            raise StoreError(
-                f"Cannot create the result store folder {str(self.root)!r}: {exc.strerror or exc}. "
-                f"Choose another with --store or FORGETLAB_STORE."
-            ) from None
-        self.path = self.root / DATABASE_NAME
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+            if not self.path.is_file():
+                raise StoreError(
+                    f"Cannot create the result store folder {str(self.root)!r}: {exc.strerror or exc}. "
+                    f"Choose another with --store or FORGETLAB_STORE."
+                ) from None
+            self.read_only = True
+        if self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.root, os.W_OK)):
+            self.read_only = True
+        if not self.read_only:
+            try:
+                with self._connect() as db:
+                    db.executescript(SCHEMA)
+            except StoreError as exc:
+                if not (self.path.is_file() and _is_unwritable(str(exc))):
+                    raise
+                self.read_only = True
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        if write and self.read_only:
+            raise StoreError(
+                f"The result store {str(self.root)!r} is read-only: it can be read, not written. "
+                "Choose a writable one with --store or FORGETLAB_STORE."
+            )
         try:
-            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            if self.read_only:
+                db = _connect_read_only(self.path)
+            else:
+                db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the result store {str(self.path)!r}: {exc}.") from None
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=60000")
             yield db
         except sqlite3.DatabaseError as exc:
@@ -232,7 +268,7 @@ class ResultStore:
 
     def get(self, run_id: str) -> StoredRun | None:
         """The stored run, or ``None`` if the store has never seen it."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             row = db.execute(
                 "SELECT run_id, config, status, device, wall_seconds, train_seconds, peak_memory_bytes, "
                 "accuracy_matrix, initial_accuracy, error FROM runs WHERE run_id=?",
@@ -268,7 +304,7 @@ class ResultStore:
 
     def list_runs(self) -> list[tuple[str, str]]:
         """``(run_id, status)`` of every run, oldest first."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return db.execute("SELECT run_id, status FROM runs ORDER BY created").fetchall()
 
     def record_reuse(self, run_id: str, source_checkpoint: str, n_tasks: int) -> None:
@@ -281,7 +317,7 @@ class ResultStore:
 
     def reuse_source(self, run_id: str) -> tuple[str, int] | None:
         """``(source checkpoint, n_tasks adopted)`` if ``run_id`` reused a prefix, else ``None``."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             row = db.execute("SELECT source_checkpoint, n_tasks FROM reuse WHERE run_id=?", (run_id,)).fetchone()
         return (row[0], int(row[1])) if row else None
 
@@ -296,13 +332,13 @@ class ResultStore:
 
     def get_analysis(self, name: str, key: str) -> Any | None:
         """The stored analysis result, or ``None``."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             row = db.execute("SELECT value FROM analyses WHERE name=? AND key=?", (name, key)).fetchone()
         return json.loads(row[0]) if row else None
 
     def list_analyses(self, prefix: str = "") -> list[tuple[str, str, Any]]:
         """``(name, key, value)`` of every stored analysis whose name starts with ``prefix``, oldest first."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.execute(
                 "SELECT name, key, value FROM analyses WHERE name LIKE ? ORDER BY created", (prefix + "%",)
             ).fetchall()
