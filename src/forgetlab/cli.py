@@ -191,6 +191,13 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("--dataset", action="append", help="a dataset to check (repeatable; default: every one found)")
     verify.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
 
+    store = commands.add_parser("store", help="inspect the result store")
+    store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", parser_class=_Parser, required=True)
+    check = store_commands.add_parser(
+        "check", help="report inconsistencies: metrics vs R, rows vs run folders, checkpoint hashes"
+    )
+    check.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
+
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
     report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
@@ -220,6 +227,17 @@ def _command_verify_data(args: argparse.Namespace) -> int:
     for name, status in verify_data(args.dataset, args.data_dir).items():
         print(f"{name}: {status}")
     return 0
+
+
+def _command_store(args: argparse.Namespace) -> int:
+    from forgetlab.store import ResultStore, default_store_dir
+
+    store = ResultStore(args.store or default_store_dir())
+    problems = store.check()
+    for problem in problems:
+        print(_one_line(problem))
+    print(f"store {store.root}: {len(store.list_runs())} runs, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 def _command_report(args: argparse.Namespace) -> int:
@@ -497,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reproduce": _command_reproduce,
         "report": _command_report,
         "verify-data": _command_verify_data,
+        "store": _command_store,
     }
     try:
         return handlers[args.command](args)

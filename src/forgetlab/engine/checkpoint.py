@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -30,6 +29,7 @@ import torch
 from forgetlab.config import RunConfig
 from forgetlab.errors import DataError, IncompatibleError, StoreError
 from forgetlab.models import BlockModel, build_model
+from forgetlab.store.sqlite import file_sha256 as content_hash
 
 CHECKPOINT_FORMAT = "forgetlab-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -70,15 +70,6 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def hash_file(path: Path) -> Path:
     """The file beside checkpoint ``path`` that holds its content hash: ``task-1.pt.sha256``."""
     return path.with_name(path.name + ".sha256")
-
-
-def content_hash(path: Path) -> str:
-    """SHA-256 of the file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recorded_hash(path: Path) -> str | None:

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -73,6 +74,12 @@ CREATE TABLE IF NOT EXISTS reuse (
     n_tasks INTEGER NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS analyses (
     name TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -104,6 +111,15 @@ def run_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # releases the lock
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex (checkpoint content hashes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _is_unwritable(message: str) -> bool:
@@ -162,6 +178,11 @@ class ResultStore:
                     f"Choose another with --store or FORGETLAB_STORE."
                 ) from None
             self.read_only = True
+        if self.path.is_file() and self.path.stat().st_size == 0 and any((self.root / "runs").glob("*/config.json")):
+            raise StoreError(
+                f"The result store database {str(self.path)!r} is empty, but the store holds run folders: it was "
+                "emptied or truncated. Restore it from a backup, or move it aside to rebuild a store from the folders."
+            )
         if self.path.is_file() and not (os.access(self.path, os.W_OK) and os.access(self.root, os.W_OK)):
             self.read_only = True
         if not self.read_only:
@@ -249,6 +270,12 @@ class ResultStore:
                 "INSERT INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
                 [(run_id, name, float(value)) for name, value in metrics.items()],
             )
+            db.execute("DELETE FROM checkpoints WHERE run_id=?", (run_id,))
+            db.executemany(
+                "INSERT INTO checkpoints (run_id, name, sha256) VALUES (?, ?, ?)",
+                [(run_id, p.name[: -len(".sha256")], p.read_text().strip())
+                 for p in (self.root / "runs" / run_id / "checkpoints").glob("task-*.pt.sha256")],
+            )
             db.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
             db.executemany(
                 "INSERT INTO curves (run_id, point, task_index, epoch, step, eval_task, accuracy) "
@@ -289,14 +316,14 @@ class ResultStore:
             curves[point]["accuracies"].append(accuracy)
         return StoredRun(
             run_id=row[0],
-            config=json.loads(row[1]),
+            config=self._json(row[1], f"run {row[0]}'s config"),
             status=row[2],
             device=row[3],
             wall_seconds=row[4],
             train_seconds=row[5],
             peak_memory_bytes=row[6],
-            accuracy_matrix=json.loads(row[7]) if row[7] else None,
-            initial_accuracy=json.loads(row[8]) if row[8] else None,
+            accuracy_matrix=self._json(row[7], f"run {row[0]}'s accuracy_matrix") if row[7] else None,
+            initial_accuracy=self._json(row[8], f"run {row[0]}'s initial_accuracy") if row[8] else None,
             metrics=metrics,
             curves=curves,
             error=row[9],
@@ -334,7 +361,7 @@ class ResultStore:
         """The stored analysis result, or ``None``."""
         with self._connect(write=False) as db:
             row = db.execute("SELECT value FROM analyses WHERE name=? AND key=?", (name, key)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], f"analysis {name}/{key}") if row else None
 
     def list_analyses(self, prefix: str = "") -> list[tuple[str, str, Any]]:
         """``(name, key, value)`` of every stored analysis whose name starts with ``prefix``, oldest first."""
@@ -342,4 +369,57 @@ class ResultStore:
             rows = db.execute(
                 "SELECT name, key, value FROM analyses WHERE name LIKE ? ORDER BY created", (prefix + "%",)
             ).fetchall()
-        return [(name, key, json.loads(value)) for name, key, value in rows]
+        return [(name, key, self._json(value, f"analysis {name}/{key}")) for name, key, value in rows]
+
+    def _json(self, text: str, what: str) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"Result store {str(self.path)!r}: {what} is not valid JSON ({exc}); the database was edited or "
+                "damaged. `forgetlab store check` lists what else is wrong."
+            ) from None
+
+    def check(self) -> list[str]:
+        """Inconsistencies, one line each (empty: none): a finished run whose stored metrics
+        differ from those of its ``R``, a row that is not valid JSON, a run row without a
+        folder or a folder without a row, a checkpoint whose bytes differ from the hash
+        recorded with it (``task-i.pt.sha256``, and in the database once the run finished).
+
+        Example:
+            >>> import tempfile
+            >>> ResultStore(tempfile.mkdtemp()).check()
+            []
+        """
+        import numpy as np
+
+        from forgetlab.metrics import summary
+
+        problems = []
+        ids = [run_id for run_id, _ in self.list_runs()]
+        for run_id in ids:
+            try:
+                run = self.get(run_id)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            if run is not None and run.status == "finished" and run.accuracy_matrix is not None:
+                expected = summary(np.array(run.accuracy_matrix))
+                for name, value in expected.items():
+                    if name in run.metrics and not np.isclose(run.metrics[name], value, rtol=0, atol=1e-9):
+                        problems.append(f"run {run_id}: stored {name} {run.metrics[name]!r} differs from its R's {value!r}")
+            if not (self.root / "runs" / run_id).is_dir():
+                problems.append(f"run {run_id}: has a row but no folder {str(self.root / 'runs' / run_id)!r}")
+        folders = sorted(p.name for p in (self.root / "runs").iterdir() if p.is_dir()) if (self.root / "runs").is_dir() else []
+        problems += [f"run folder {str(self.root / 'runs' / name)!r} has no row in the database" for name in folders if name not in ids]
+        with self._connect(write=False) as db:
+            recorded = {(r, n): h for r, n, h in db.execute("SELECT run_id, name, sha256 FROM checkpoints").fetchall()}
+        for run_id in folders:
+            for path in sorted((self.root / "runs" / run_id / "checkpoints").glob("task-*.pt")):
+                actual = file_sha256(path)
+                sidecar = path.with_name(path.name + ".sha256")
+                written = sidecar.read_text().strip() if sidecar.is_file() else None
+                for source, value in ((sidecar.name, written), ("the database", recorded.get((run_id, path.name)))):
+                    if value is not None and value != actual:
+                        problems.append(f"checkpoint {str(path)!r} differs from the hash recorded in {source}")
+        return problems
