@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
 from forgetlab.engine.train import CurvePoint, train_stream
-from forgetlab.errors import DataError, ForgetlabError
+from forgetlab.errors import ConfigError, DataError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
@@ -175,6 +176,7 @@ def _train_run_locked(
         except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
             warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
             source_payload = None
+    check_model_fits(config, stream, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     result = train_stream(
@@ -208,6 +210,29 @@ def _train_run_locked(
         peak_memory_bytes=peak_memory_bytes(device),
         reused=reused,
     )
+
+
+def check_model_fits(config: RunConfig, stream: TaskStream, device: torch.device) -> None:
+    """Refuse, before allocating it, a model whose parameters, gradients and optimizer state
+    (4 float32 copies) exceed the device's memory (CUDA: free memory; CPU: physical memory).
+    The model is built on the ``meta`` device: no memory is used."""
+    with torch.device("meta"):
+        model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
+    n_params = sum(p.numel() for p in model.parameters())
+    need = 4 * 4 * n_params
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # not POSIX: no estimate
+            return
+    if need > available:
+        raise ConfigError(
+            f"The model ({config.model.name}, model.width={config.model.width}, model.depth={config.model.depth}) has "
+            f"{n_params:,} parameters: about {need / 2**30:.1f} GiB for weights, gradients and optimizer state, more "
+            f"than the {available / 2**30:.1f} GiB of {device.type} memory. Lower model.width or model.depth."
+        )
 
 
 def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -> RunResult:
@@ -318,11 +343,11 @@ def run(
     resolved = resolve(config)
     run_id = resolved.run_id()
     store = open_store(store)
+    torch_device = resolve_device(device)  # a bad device is an error, also for a stored result
     if not rerun:
         stored = stored_result(store, resolved)
         if stored is not None:
             return stored
-    torch_device = resolve_device(device)
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
     run_dir = store.begin(run_id, resolved.to_dict(), __version__)
     try:

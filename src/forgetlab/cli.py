@@ -10,6 +10,8 @@
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
+    forgetlab store check --store forgetlab-results
+    forgetlab verify-data --dataset mnist --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from forgetlab._version import __version__
@@ -483,6 +486,8 @@ def _command_finetune(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError(f"The --set option must look like KEY=VALUE (e.g. lam=100). Got {item!r}.")
         params[key.strip()] = _parse_value(value.strip())
+    if Path(args.out).is_dir():  # before any training
+        raise ConfigError(f"The 'out' parameter must be a file path. Got {args.out!r}, which is a folder.")
     model = _load_model_args(args, args.model)
     load = lambda path: load_user_data(path, label_column=args.label_column, image_size=args.image_size) if path else None  # noqa: E731
     result = finetune(

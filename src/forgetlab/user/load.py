@@ -234,7 +234,7 @@ def load_user_model(
             cls = import_model_class(model_class)
             try:
                 net = cls(**dict(model_args or {}))
-            except TypeError as exc:
+            except Exception as exc:  # noqa: BLE001 - the user's constructor may raise anything
                 raise ConfigError(
                     f"The 'model_args' parameter {dict(model_args or {})} cannot build {cls.__name__}: {exc}."
                 ) from None
@@ -272,6 +272,8 @@ def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str
         ['0.bias', '0.weight']
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"The 'out' parameter must be a file path. Got {str(path)!r}, which is a folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
     cls = type(model.module)
     meta = {
