@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import warnings
@@ -165,14 +166,23 @@ def _train_run_locked(
     for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
         partial.unlink(missing_ok=True)
     if rerun:
-        for old in [*checkpoint_dir.glob("task-*.pt"), *checkpoint_dir.glob("task-*.pt.sha256")]:
-            old.unlink()
+        for old in [*checkpoint_dir.glob("task-*.pt"), *checkpoint_dir.glob("task-*.pt.sha256"), run_dir / "reuse.json"]:
+            old.unlink(missing_ok=True)
     source_payload = None
     reused = None
-    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
+    reuse_file = run_dir / "reuse.json"  # the adopted prefix, remembered across a kill and resume
+    has_own = latest_checkpoint(checkpoint_dir, stream.n_tasks) is not None
+    if has_own and reuse_file.is_file():
+        try:
+            source, n_tasks = json.loads(reuse_file.read_text())
+            reused = (str(source), int(n_tasks))
+        except (OSError, TypeError, ValueError):
+            reused = None
+    if start_from is not None and not has_own:
         try:
             source_payload = read_checkpoint(start_from)
             reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+            reuse_file.write_text(json.dumps(list(reused)))
         except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
             warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
             source_payload = None

@@ -125,3 +125,19 @@ def test_every_method_resumes_from_a_late_boundary(method, tmp_path, one_torch_t
     assert resumed.accuracy_matrix == straight.accuracy_matrix
     for key, value in read_checkpoint(last)["model_state"].items():
         assert torch.equal(value, weights[key]), key
+
+
+def test_a_reused_prefix_is_still_recorded_after_a_kill(tmp_path, one_torch_thread):
+    """A run that adopted another run's task-1 checkpoint, killed later and resumed from its
+    own checkpoint, still reports the reuse (the store's reuse row was lost before)."""
+    tiny = ["stream.n_tasks=3", "stream.train_per_task=40", "train.steps=2", "model.width=32"]
+    naive = resolve(apply_overrides(RunConfig(), tiny))
+    ewc = resolve(apply_overrides(RunConfig(), [*tiny, "method.name=ewc"]))
+    train_run(naive, tmp_path / "naive", device=torch.device("cpu"))
+    source = tmp_path / "naive" / "checkpoints" / "task-1.pt"
+    first = train_run(ewc, tmp_path / "ewc", device=torch.device("cpu"), start_from=source)
+    assert first.reused == (str(source), 1)
+    (tmp_path / "ewc" / "checkpoints" / "task-3.pt").unlink()  # killed during task 3
+    resumed = train_run(ewc, tmp_path / "ewc", device=torch.device("cpu"))  # a resume passes no source
+    assert resumed.reused == first.reused
+    assert resumed.accuracy_matrix == first.accuracy_matrix
