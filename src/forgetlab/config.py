@@ -282,9 +282,9 @@ class TrainConfig:
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("train", "precision", self.precision, PRECISIONS)
         if self.lr is not None:
-            _check(0 < self.lr <= 1e3, "train", "lr", "in (0, 1000]", self.lr)
+            _check(0 < self.lr <= 1e30, "train", "lr", "in (0, 1e30] (the optimizer computes in float32)", self.lr)
         _check(0 <= self.momentum < 1, "train", "momentum", "in [0, 1)", self.momentum)
-        _check(0 <= self.weight_decay <= 1e3, "train", "weight_decay", "in [0, 1000]", self.weight_decay)
+        _check(0 <= self.weight_decay <= 1e30, "train", "weight_decay", "in [0, 1e30] (float32)", self.weight_decay)
         if self.epochs is not None:
             _check(self.epochs >= 1, "train", "epochs", ">= 1", self.epochs)
         _check(self.steps >= 0, "train", "steps", ">= 0 (0 = use epochs)", self.steps)
