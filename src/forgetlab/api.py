@@ -11,7 +11,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,11 @@ from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
 from forgetlab.engine.train import CurvePoint, train_stream
-from forgetlab.errors import ForgetlabError
+from forgetlab.errors import ConfigError, DataError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
-from forgetlab.store import ResultStore, default_store_dir
+from forgetlab.store import ResultStore, default_store_dir, run_lock
 from forgetlab.strategies import create_strategy
 
 
@@ -132,9 +135,19 @@ def train_run(
     processes while one process writes the store.
 
     Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
-    first; ``start_from`` as in :func:`run`.
+    first; ``start_from`` as in :func:`run`. Holds the folder's lock (:func:`run_lock`): a
+    second process training the same run waits, then resumes from the first's last
+    checkpoint (nothing left to train).
     """
     run_id = config.run_id()  # an unresolved config stops here, before any work
+    with run_lock(run_dir):
+        return _train_run_locked(config, run_dir, run_id, device, data_dir, download, progress, rerun, start_from)
+
+
+def _train_run_locked(
+    config: RunConfig, run_dir: Path, run_id: str, device: torch.device, data_dir: str | Path | None,
+    download: bool, progress: bool, rerun: bool, start_from: str | Path | None,
+) -> RunOutcome:
     reset_peak_memory(device)
     start = time.perf_counter()
     stream = build_stream_for(config, data_dir=data_dir, download=download)
@@ -142,13 +155,27 @@ def train_run(
     for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
         partial.unlink(missing_ok=True)
     if rerun:
-        for old in checkpoint_dir.glob("task-*.pt"):
-            old.unlink()
+        for old in [*checkpoint_dir.glob("task-*.pt"), *checkpoint_dir.glob("task-*.pt.sha256"), run_dir / "reuse.json"]:
+            old.unlink(missing_ok=True)
     source_payload = None
     reused = None
-    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
-        source_payload = read_checkpoint(start_from)
-        reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+    reuse_file = run_dir / "reuse.json"  # the adopted prefix, remembered across a kill and resume
+    has_own = latest_checkpoint(checkpoint_dir, stream.n_tasks) is not None
+    if has_own and reuse_file.is_file():
+        try:
+            source, n_tasks = json.loads(reuse_file.read_text())
+            reused = (str(source), int(n_tasks))
+        except (OSError, TypeError, ValueError):
+            reused = None
+    if start_from is not None and not has_own:
+        try:
+            source_payload = read_checkpoint(start_from)
+            reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+            reuse_file.write_text(json.dumps(list(reused)))
+        except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
+            warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
+            source_payload = None
+    check_model_fits(config, stream, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     result = train_stream(
@@ -182,6 +209,29 @@ def train_run(
         peak_memory_bytes=peak_memory_bytes(device),
         reused=reused,
     )
+
+
+def check_model_fits(config: RunConfig, stream: TaskStream, device: torch.device) -> None:
+    """Refuse, before allocating it, a model whose parameters, gradients and optimizer state
+    (4 float32 copies) exceed the device's memory (CUDA: free memory; CPU: physical memory).
+    The model is built on the ``meta`` device: no memory is used."""
+    with torch.device("meta"):
+        model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
+    n_params = sum(p.numel() for p in model.parameters())
+    need = 4 * 4 * n_params
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # not POSIX: no estimate
+            return
+    if need > available:
+        raise ConfigError(
+            f"The model ({config.model.name}, model.width={config.model.width}, model.depth={config.model.depth}) has "
+            f"{n_params:,} parameters: about {need / 2**30:.1f} GiB for weights, gradients and optimizer state, more "
+            f"than the {available / 2**30:.1f} GiB of {device.type} memory. Lower model.width or model.depth."
+        )
 
 
 def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -> RunResult:
@@ -282,11 +332,11 @@ def run(
     resolved = resolve(config)
     run_id = resolved.run_id()
     store = open_store(store)
+    torch_device = resolve_device(device)  # a bad device is an error, also for a stored result
     if not rerun:
         stored = stored_result(store, resolved)
         if stored is not None:
             return stored
-    torch_device = resolve_device(device)
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
     run_dir = store.begin(run_id, resolved.to_dict(), __version__)
     try:

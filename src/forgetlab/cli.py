@@ -11,6 +11,8 @@
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
     forgetlab runs --where method.name=ewc          # what the store holds; show RUN_ID; export --format csv
+    forgetlab store check --store forgetlab-results
+    forgetlab verify-data --dataset mnist --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from forgetlab._version import __version__
@@ -145,6 +148,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
+    parser.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a whole pickled model (torch.save(model)): unpickling runs code named by the file; only for files you trust",
+    )
 
 
 def _add_user_parsers(commands) -> None:
@@ -198,6 +205,21 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     reproduce.add_argument("--json", action="store_true", help=JSON_HELP)
 
+    verify = commands.add_parser(
+        "verify-data", help="rehash every dataset file against its official MD5 (runs trust a remembered check)"
+    )
+    verify.add_argument("--dataset", action="append", help="a dataset to check (repeatable; default: every one found)")
+    verify.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
+    verify.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    store = commands.add_parser("store", help="inspect the result store")
+    store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", parser_class=_Parser, required=True)
+    check = store_commands.add_parser(
+        "check", help="report inconsistencies: metrics vs R, rows vs run folders, checkpoint hashes"
+    )
+    check.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results); must exist")
+    check.add_argument("--json", action="store_true", help=JSON_HELP)
+
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
     report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
@@ -247,6 +269,33 @@ def _command_reproduce(args: argparse.Namespace) -> int:
         print(json.dumps({"profile": args.profile, "analysis_results": total, "computed": computed,
                           "wall_seconds": out.wall_seconds, "report": str(out.report)}))
     return 0
+
+
+def _command_verify_data(args: argparse.Namespace) -> int:
+    from forgetlab.data.files import verify_data
+
+    statuses = verify_data(args.dataset, args.data_dir)
+    if args.json:
+        print(json.dumps(statuses))
+        return 0
+    for name, status in statuses.items():
+        print(f"{name}: {status}")
+    return 0
+
+
+def _command_store(args: argparse.Namespace) -> int:
+    from forgetlab.report.runs import existing_store
+    from forgetlab.store import default_store_dir
+
+    store = existing_store(args.store or default_store_dir())
+    problems = store.check()
+    if args.json:
+        print(json.dumps({"store": str(store.root), "runs": len(store.list_runs()), "problems": problems}))
+        return 1 if problems else 0
+    for problem in problems:
+        print(_one_line(problem))
+    print(f"store {store.root}: {len(store.list_runs())} runs, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 def _command_report(args: argparse.Namespace) -> int:
@@ -546,6 +595,7 @@ def _load_model_args(args: argparse.Namespace, path: str, architecture=None):  #
     blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
     return load_user_model(
         path, module=architecture, model_class=args.model_class, model_args=model_args, blocks=blocks, head=args.head,
+        trust_pickle=args.trust_pickle,
     )
 
 
@@ -586,6 +636,8 @@ def _command_finetune(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError(f"The --set option must look like KEY=VALUE (e.g. lam=100). Got {item!r}.")
         params[key.strip()] = _parse_value(value.strip())
+    if Path(args.out).is_dir():  # before any training
+        raise ConfigError(f"The 'out' parameter must be a file path. Got {args.out!r}, which is a folder.")
     model = _load_model_args(args, args.model)
     load = lambda path: load_user_data(path, label_column=args.label_column, image_size=args.image_size) if path else None  # noqa: E731
     result = finetune(
@@ -620,6 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": _command_runs,
         "show": _command_show,
         "export": _command_export,
+        "verify-data": _command_verify_data,
+        "store": _command_store,
     }
     try:
         return handlers[args.command](args)

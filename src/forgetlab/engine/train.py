@@ -24,7 +24,7 @@ from forgetlab.analysis.activations import eval_mode
 from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
-from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
+from forgetlab.engine.checkpoint import checkpoint_path, resume_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
 from forgetlab.errors import ConfigError, DivergedError, IncompatibleError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
@@ -70,9 +70,11 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``config`` over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, params: list[nn.Parameter] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over ``params`` (default: the model's trainable parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -130,7 +132,8 @@ def train_stream(
     documents. Where training starts is one of three steps:
 
     - :func:`_resume`: ``checkpoint_dir`` already holds this run's ``task-{i}.pt``: go on
-      after the last one (same result as an uninterrupted run).
+      after the last good one (same result as an uninterrupted run; a bad or foreign one
+      is quarantined, see :func:`resume_checkpoint`).
     - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
       run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
       trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
@@ -165,9 +168,10 @@ def train_stream(
         )
     strategy = strategy or Naive()
     loop = _Loop(model, stream, config, torch.device(device), strategy, progress, checkpoint_dir, checkpoint_extra)
-    found = latest_checkpoint(checkpoint_dir, stream.n_tasks) if checkpoint_dir is not None else None
-    if found is not None:
-        first_task = _resume(loop, read_checkpoint(found[1]))
+    config_dict = loop.checkpoint_extra.get("config")
+    own = None if checkpoint_dir is None else resume_checkpoint(checkpoint_dir, stream.n_tasks, config_dict)
+    if own is not None:
+        first_task = _resume(loop, own)
     elif prefix_checkpoint is not None:
         first_task = _adopt_prefix(loop, prefix_checkpoint)
     else:
@@ -251,6 +255,7 @@ class _Loop:
                 "global_step": self.global_step,
                 "model_state": self.model.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
+                "optimizer_params": _optimizer_params(self.model, self.optimizer),
                 "strategy_state": self.strategy.state_dict(),
                 "accuracy_matrix": self.R.tolist(),
                 "initial_accuracy": self.initial.tolist(),
@@ -267,8 +272,13 @@ class _Loop:
         )
 
     def restore(self, payload: dict[str, Any]) -> None:
-        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload."""
-        self.optimizer = make_optimizer(self.model, self.config)
+        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload.
+
+        The optimizer is rebuilt over the parameters it held when saved (by name): a
+        strategy may have frozen some for that task (``freeze``) and thawed them since."""
+        names = payload.get("optimizer_params")
+        named = dict(self.model.named_parameters())
+        self.optimizer = make_optimizer(self.model, self.config, None if names is None else [named[n] for n in names])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         rng = payload["rng"]
         self.data_generator.set_state(rng["data"])
@@ -293,6 +303,12 @@ class _Loop:
             eval_seconds=self.eval_seconds,
             resumed_from=resumed_from,
         )
+
+
+def _optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Names of the parameters ``optimizer`` updates, in its order."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def _resume(loop: _Loop, payload: dict[str, Any]) -> int:

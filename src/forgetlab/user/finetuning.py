@@ -42,6 +42,7 @@ import torch
 
 from forgetlab.config import TrainConfig
 from forgetlab.data.streams import Task, TaskStream
+from forgetlab.engine.device import resolve_device
 from forgetlab.engine.train import train_stream
 from forgetlab.errors import ConfigError, did_you_mean, unknown_name
 from forgetlab.strategies import HyperParams, create_strategy, format_params, strategy_class
@@ -165,7 +166,7 @@ def finetune(
     if method not in FINETUNE_METHODS:
         raise unknown_name("finetune method", method, FINETUNE_METHODS)
     original = wrap_model(model)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     for d in (new_data, old_data, revision_data):
         if d is not None:
             check_fits(d, original)
