@@ -15,6 +15,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from forgetlab.config import RunConfig
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
+from forgetlab.engine.loggers import check_loggers, make_loggers
 from forgetlab.engine.train import CurvePoint, train_stream
 from forgetlab.errors import ConfigError, DataError, ForgetlabError
 from forgetlab.metrics import summary
@@ -128,6 +130,7 @@ def train_run(
     progress: bool = False,
     rerun: bool = False,
     start_from: str | Path | None = None,
+    log: Sequence[str] = (),
 ) -> RunOutcome:
     """Train one resolved ``config`` (:func:`~forgetlab.resolve.resolve`) with its
     checkpoints in ``run_dir/checkpoints`` and return its outcome. Writes only files of this run's folder, never the database: the
@@ -137,16 +140,17 @@ def train_run(
     Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
     first; ``start_from`` as in :func:`run`. Holds the folder's lock (:func:`run_lock`): a
     second process training the same run waits, then resumes from the first's last
-    checkpoint (nothing left to train).
+    checkpoint (nothing left to train). ``log`` names the training logs to write into
+    ``run_dir`` (:mod:`forgetlab.engine.loggers`: ``csv``, ``tensorboard``).
     """
     run_id = config.run_id()  # an unresolved config stops here, before any work
     with run_lock(run_dir):
-        return _train_run_locked(config, run_dir, run_id, device, data_dir, download, progress, rerun, start_from)
+        return _train_run_locked(config, run_dir, run_id, device, data_dir, download, progress, rerun, start_from, log)
 
 
 def _train_run_locked(
     config: RunConfig, run_dir: Path, run_id: str, device: torch.device, data_dir: str | Path | None,
-    download: bool, progress: bool, rerun: bool, start_from: str | Path | None,
+    download: bool, progress: bool, rerun: bool, start_from: str | Path | None, log: Sequence[str],
 ) -> RunOutcome:
     reset_peak_memory(device)
     start = time.perf_counter()
@@ -178,25 +182,31 @@ def _train_run_locked(
     check_model_fits(config, stream, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
-    result = train_stream(
-        model,
-        stream,
-        config.train,
-        device=device,
-        strategy=create_strategy(config.method.name, config.method.params),
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_extra={
-            "config": config.to_dict(),
-            "model_spec": {
-                "input_shape": list(stream.input_shape),
-                "head_sizes": list(stream.head_sizes),
-                "mean": list(stream.mean),  # the input normalisation the model was trained with
-                "std": list(stream.std),
+    loggers = make_loggers(log, run_dir, stream.n_tasks)
+    try:
+        result = train_stream(
+            model,
+            stream,
+            config.train,
+            device=device,
+            strategy=create_strategy(config.method.name, config.method.params),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_extra={
+                "config": config.to_dict(),
+                "model_spec": {
+                    "input_shape": list(stream.input_shape),
+                    "head_sizes": list(stream.head_sizes),
+                    "mean": list(stream.mean),  # the input normalisation the model was trained with
+                    "std": list(stream.std),
+                },
             },
-        },
-        progress=progress,
-        prefix_checkpoint=source_payload,
-    )
+            progress=progress,
+            prefix_checkpoint=source_payload,
+            loggers=loggers,
+        )
+    finally:
+        for logger in loggers:
+            logger.close()
     return RunOutcome(
         run_id=run_id,
         accuracy_matrix=result.accuracy_matrix.tolist(),
@@ -305,6 +315,7 @@ def run(
     rerun: bool = False,
     progress: bool = False,
     start_from: str | Path | None = None,
+    log: Sequence[str] = (),
 ) -> RunResult:
     """Train ``config`` task by task (or read it back from the store) and return the result.
 
@@ -328,9 +339,12 @@ def run(
             when this run has no checkpoint of its own yet, and recorded in the store
             (:meth:`ResultStore.reuse_source`). The caller vouches for the equivalence;
             :func:`forgetlab.experiments.execute` finds and checks sources itself.
+        log: training logs written into the run folder while it trains: ``csv``
+            (``train-log.csv``), ``tensorboard`` (event files; the ``tensorboard`` extra).
     """
     resolved = resolve(config)
     run_id = resolved.run_id()
+    log = check_loggers(log)
     store = open_store(store)
     torch_device = resolve_device(device)  # a bad device is an error, also for a stored result
     if not rerun:
@@ -342,7 +356,7 @@ def run(
     try:
         outcome = train_run(
             resolved, run_dir, device=torch_device, data_dir=data_dir, download=download, progress=progress,
-            rerun=rerun, start_from=start_from,
+            rerun=rerun, start_from=start_from, log=log,
         )
     except BaseException as exc:
         store.fail(run_id, failure_reason(exc))

@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--no-figures", action="store_true", help="do not draw R and the learning curves into the run folder")
+    run.add_argument("--log", metavar="csv,tensorboard", default="",
+                     help="training logs written into the run folder: csv (train-log.csv), tensorboard (event files)")
 
     sweep = commands.add_parser("sweep", help="run a grid of configs (in parallel with --workers or on Ray)")
     _add_config_options(sweep)
@@ -112,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true", help=JSON_HELP + " (an array, one object per run)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.add_argument("--no-figures", action="store_true", help="do not draw each run's R and learning curves")
+    sweep.add_argument("--log", metavar="csv,tensorboard", default="", help="training logs per run folder, as for run")
 
     listing = commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
     listing.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -414,6 +417,7 @@ def _command_run(args: argparse.Namespace) -> int:
         store=args.store,
         rerun=args.rerun,
         progress=progress,
+        log=[name.strip() for name in args.log.split(",") if name.strip()],
     )
     cfg = result.config
     out = _human(args)
@@ -471,7 +475,8 @@ def _command_sweep(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() and not args.quiet
     log = None if progress or args.quiet else _log_run
     results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
-                      download=args.download, progress=progress, on_done=log)
+                      download=args.download, progress=progress, on_done=log,
+                      log=[name.strip() for name in args.log.split(",") if name.strip()])
     keys = list(grid)
     chosen = [_values(result.config, keys) for result in results]
     rows = []

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, resume_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
+from forgetlab.engine.loggers import TrainLogger
 from forgetlab.errors import ConfigError, DivergedError, IncompatibleError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
@@ -125,6 +127,7 @@ def train_stream(
     progress: bool = False,
     n_learned_tasks: int = 0,
     prefix_checkpoint: dict[str, Any] | None = None,
+    loggers: Sequence[TrainLogger] = (),
 ) -> TrainResult:
     """Train ``model`` on every task of ``stream`` in order; evaluate all tasks as it goes.
 
@@ -147,7 +150,8 @@ def train_stream(
       initial accuracies.
 
     With ``checkpoint_dir``, writes ``task-{i}.pt`` (``checkpoint_extra`` included, and
-    the strategy's state and generator) after each task.
+    the strategy's state and generator) after each task. ``loggers``
+    (:mod:`forgetlab.engine.loggers`) receive every step's loss and every evaluation.
 
     Example:
         >>> import forgetlab
@@ -168,6 +172,7 @@ def train_stream(
         )
     strategy = strategy or Naive()
     loop = _Loop(model, stream, config, torch.device(device), strategy, progress, checkpoint_dir, checkpoint_extra)
+    loop.loggers = list(loggers)
     config_dict = loop.checkpoint_extra.get("config")
     own = None if checkpoint_dir is None else resume_checkpoint(checkpoint_dir, stream.n_tasks, config_dict)
     if own is not None:
@@ -202,6 +207,7 @@ class _Loop:
         model.train()
         self.model, self.stream, self.config, self.device, self.strategy = model, stream, config, device, strategy
         self.progress, self.checkpoint_dir, self.checkpoint_extra = progress, checkpoint_dir, checkpoint_extra or {}
+        self.loggers: list[TrainLogger] = []
         self.transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device)
         self.test_sets = [(t.test_x.to(device), t.test_y.to(device), t.head_index) for t in stream.tasks]
         self.data_generator = torch.Generator().manual_seed(config.seed)
@@ -234,6 +240,8 @@ class _Loop:
 
     def record_curve(self, task_index: int, epoch: float) -> None:
         self.curves.append(CurvePoint(task_index, epoch, self.global_step, self.evaluate_all()))
+        for logger in self.loggers:
+            logger.log_eval(task_index, self.global_step, epoch, self.curves[-1].accuracies)
 
     def accuracies_now(self, task_index: int) -> tuple[float, ...]:
         """The last curve point's accuracies when it was taken at this step of this task, else a new evaluation."""
@@ -378,6 +386,12 @@ def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: Strategy
                 step += 1
                 loop.global_step += 1
                 bar.update()
+                if loop.loggers:
+                    value = float(loss.detach())
+                    for logger in loop.loggers:
+                        logger.log_step(task_index, loop.global_step, value)
+                if loop.progress and step % 20 == 0:  # the running loss on the bar (a sync every 20 steps only)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
                 if config.eval_every_steps and step % config.eval_every_steps == 0:
                     _check_finite(loss, task_index, step)
                     loop.record_curve(task_index, step / steps_per_epoch)
