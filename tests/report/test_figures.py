@@ -38,3 +38,22 @@ def test_diagnosis_report_escapes_and_writes_figures(tmp_path):
         assert (tmp_path / "r" / f"{stem}.png").stat().st_size > 0 and (tmp_path / "r" / f"{stem}.svg").is_file()
     assert (tmp_path / "r" / "diagnosis.json").is_file()
 
+
+
+def test_anatomy_figures_keep_legends_off_the_data_and_label_single_values(tmp_path, monkeypatch):
+    import forgetlab.report.figures as figures
+
+    captured = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: captured.append(fig) or [])
+    data = [{"blocks": ["conv1", "conv2", "fc"], "cka_debiased": [0.9, 0.8, 0.7], "cka_biased": [0.91, 0.8, 0.69]}]
+    figures.plot_cka(data, tmp_path / "cka")
+    figures.plot_freeze([{"k": [1], "task2_accuracy": [0.8], "task1_accuracy": [0.4], "blocks": ["a"]}], tmp_path / "f")
+    cka, freeze = captured
+    for fig in (cka, freeze):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        assert not legend.overlaps(ax.get_window_extent())  # beside the axes, never over the data
+    lines = cka.axes[0].get_lines()
+    assert lines[0].get_marker() != lines[1].get_marker() and lines[0].get_linestyle() != lines[1].get_linestyle()
+    assert [t.get_text() for t in freeze.axes[0].texts] == ["0.800", "0.400"]  # one k: the values are written out

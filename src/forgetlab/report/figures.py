@@ -79,7 +79,10 @@ def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]
 def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: str, **style: Any) -> None:
     mean, std = mean_std(values)
     positions = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x, dtype=float)
-    line = ax.plot(positions, mean, marker="o", label=label, **style)[0]
+    style.setdefault("marker", "o")
+    line = ax.plot(positions, mean, label=label, **style)[0]
+    if len(positions) == 1:  # one value: say it, so the panel does not read as empty
+        ax.annotate(f"{mean[0]:.3f}", (positions[0], mean[0]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     if len(values) > 1:
         ax.fill_between(positions, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     if isinstance(x[0], str):
@@ -89,13 +92,18 @@ def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: s
         ax.set_xticks(positions)
 
 
+def _legend(ax: Any) -> None:
+    """The legend beside the axes (never over the data), at a readable size."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def _seeds_note(data: Sequence[Any]) -> str:
     return f"(mean ± std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
 
 
 def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Task-2 and task-1 accuracy vs number of frozen blocks k."""
-    fig = new_figure(5, 3.4)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     k = data[0]["k"]
     _band(ax, k, [d["task2_accuracy"] for d in data], "task 2 accuracy")
@@ -103,13 +111,13 @@ def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_xlabel("blocks frozen after task 1 (k)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Freeze sweep {_seeds_note(data)}", fontsize=9)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return save_figure(fig, stem)
 
 
 def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Task-1 accuracy after resetting N blocks, top-down vs bottom-up."""
-    fig = new_figure(5, 3.4)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     n = data[0]["n"]
     _band(ax, n, [d["top_down"] for d in data], "top-down (head side first)")
@@ -119,21 +127,22 @@ def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_xlabel("blocks reset to post-task-1 weights (N)")
     ax.set_ylabel("task 1 accuracy")
     ax.set_title(f"Reset sweep {_seeds_note(data)}", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return save_figure(fig, stem)
 
 
 def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Per-block CKA before vs after task 2 (debiased; biased dashed)."""
-    fig = new_figure(5, 3.4)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     blocks = data[0]["blocks"]
     _band(ax, blocks, [d["cka_debiased"] for d in data], "linear CKA (debiased)")
-    _band(ax, blocks, [d["cka_biased"] for d in data], "linear CKA (biased)", ls="--")
+    _band(ax, blocks, [d["cka_biased"] for d in data], "linear CKA (biased)", ls="--", marker="s",
+          markerfacecolor="none", markersize=8)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("CKA(task 1 model, task 1 then 2)")
     ax.set_title(f"CKA by block, task-1 test inputs {_seeds_note(data)}", fontsize=9)
-    ax.legend(fontsize=8)
+    _legend(ax)
     return save_figure(fig, stem)
 
 
@@ -152,16 +161,16 @@ def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylabel("after task 1")
     for i in range(len(blocks)):
         for j in range(len(blocks)):
-            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if values[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_title("Block-pair CKA (debiased)", fontsize=9)
+    ax.set_title("Block-pair CKA (debiased)", fontsize=10)
     return save_figure(fig, stem)
 
 
 def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Subspace similarity per block, three conditions."""
-    fig = new_figure(5, 3.4)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     blocks = data[0]["blocks"]
     for condition in data[0]["conditions"]:
@@ -169,7 +178,7 @@ def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(f"subspace similarity (k={data[0]['k']})")
     ax.set_title(f"Subspace similarity {_seeds_note(data)}", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return save_figure(fig, stem)
 
 
@@ -191,15 +200,15 @@ def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.set_xticklabels([f"{v:g}" for v in values])
         ax.set_xlabel(f"{method} {info['parameter']}")
         ax.set_ylabel("task 1 accuracy after task 2")
-        ax.legend(fontsize=7)
+        _legend(ax)
         ax = axes[1][column]
         _band(ax, blocks, [d["naive"]["cka_debiased"] for d in data], "naive", color="grey", ls="--")
         for index, value in enumerate(values):
             _band(ax, blocks, [d["methods"][method]["points"][index]["cka_debiased"] for d in data], f"{info['parameter']}={value:g}")
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel("CKA before/after task 2 (debiased)")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Mitigation vs representation {_seeds_note(data)}", fontsize=9)
+        _legend(ax)
+    fig.suptitle(f"Mitigation vs representation {_seeds_note(data)}", fontsize=10)
     return save_figure(fig, stem)
 
 
@@ -215,16 +224,16 @@ def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.bar(range(len(mean)), mean, yerr=std if len(data) > 1 else None, color="tab:red", alpha=0.8)
         ax.set_xticks(range(len(mean)))
         ax.set_xticklabels(variant["classes"], rotation=30, ha="right", fontsize=8)
-        ax.set_title(variant["label"], fontsize=7)
+        ax.set_title(variant["label"], fontsize=8)
         ax.axhline(0, color="black", lw=0.5)
     axes[0][0].set_ylabel("per-class forgetting (acc. drop)")
-    fig.suptitle(f"Class-pair semantics {_seeds_note(data)}", fontsize=9)
+    fig.suptitle(f"Class-pair semantics {_seeds_note(data)}", fontsize=10)
     return save_figure(fig, stem)
 
 
 def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Forgetting vs mixup fraction alpha, with trace overlap on a second axis."""
-    fig = new_figure(5, 3.4)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     alpha = data[0]["alpha"]
     _band(ax, alpha, [d["forgetting"] for d in data], "forgetting of task 1", color="tab:red")
@@ -233,7 +242,7 @@ def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     twin = ax.twinx()
     _band(twin, alpha, [d["trace_overlap"] for d in data], "trace overlap", color="tab:blue", ls="--")
     twin.set_ylabel("trace overlap (Fisher)", color="tab:blue")
-    ax.set_title(f"Mixup-fraction sweep {_seeds_note(data)}", fontsize=9)
+    ax.set_title(f"Mixup-fraction sweep {_seeds_note(data)}", fontsize=10)
     return save_figure(fig, stem)
 
 
