@@ -168,7 +168,8 @@ def _add_user_parsers(commands) -> None:
     finetune.add_argument("--old-data", help="labelled old-task data: true old-task accuracy; EWC / replay use it")
     finetune.add_argument("--revision-data", help="inputs the original model labels for pseudo-rehearsal (labels ignored)")
     finetune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="a method hyperparameter, e.g. --set lam=1000 or --set mode=alternate (repeatable)")
+                          help="a method hyperparameter, the same keys as `run`: --set method.lam=1000 (or lam=1000), "
+                               "--set method.mode=alternate (repeatable)")
     finetune.add_argument("--epochs", type=int, default=5, help="epochs over the new data (default 5)")
     finetune.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     finetune.add_argument("--optimizer", default="adam", help="adam (default) or sgd")

@@ -40,9 +40,9 @@ def test_every_method_runs_and_leaves_the_original_alone(setup, method):
     before = _state(net)
     params = {"fisher_samples": 16} if method == "ewc" else None
     result = finetune(WrappedModel(net), new, method=method, params=params, old_data=old, epochs=1, batch_size=16)
-    assert result.method == method and result.old_task_kind == "accuracy"
-    assert 0 <= result.after["old"] <= 1 and 0 <= result.after["new"] <= 1
-    assert result.before["new"] == 0.0  # the old model never predicts classes 2, 3
+    assert result.method == method and result.old_source == "old" and result.after["revision_agreement"] is None
+    assert 0 <= result.after["old_accuracy"] <= 1 and 0 <= result.after["new_accuracy"] <= 1
+    assert result.before["new_accuracy"] == 0.0  # the old model never predicts classes 2, 3
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not all(torch.equal(before[k], v) for k, v in result.model.module.state_dict().items())
     assert "before" in result.format_report()
@@ -65,15 +65,17 @@ def test_pseudo_rehearsal_teacher_is_frozen_and_never_updated(setup, monkeypatch
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in teacher.module.state_dict().items())
-    # no old data: old-task accuracy = agreement with the original model on the new inputs (spaCy's choice)
-    assert result.before["old"] == 1.0 and result.old_task_kind == "agreement with the original model"
+    # no old data: old-task accuracy unknown; agreement with the original model on held-out new inputs
+    assert result.before["old_accuracy"] is None and result.before["revision_agreement"] == 1.0
+    assert "old task: accuracy UNKNOWN" in result.format_report()
 
 
 def test_revision_data_and_noise_sources(setup):
     net, old, new = setup
     revision = user_data(old.x, torch.zeros_like(old.y), "revision")  # labels are ignored
     result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", revision_data=revision, epochs=1)
-    assert result.params.revision_size == old.n_samples and "revision" in result.old_task_source
+    assert result.params.revision_size == old.n_samples - round(0.2 * old.n_samples)  # the rest is held out
+    assert result.revision_source == "revision" and result.before["revision_agreement"] == 1.0
     result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", params={"revision_source": "noise"}, epochs=1)
     assert result.params.revision_source == "noise"
 
@@ -88,8 +90,8 @@ def test_errors(setup):
         make_params("ewc", {"lam": -1.0})
     with pytest.raises(ConfigError, match="must not be 'user' in finetune"):
         finetune(WrappedModel(net), new, params={"revision_source": "user", "revision_path": "x.npz"})
-    with pytest.raises(IncompatibleError, match="labels go up to 5 but the model has 4 outputs"):
-        finetune(WrappedModel(net), user_data(new.x, new.y + 2, "bigger"))
+    with pytest.raises(IncompatibleError, match="bigger: labels go up to 5 but the model has 4 outputs"):
+        finetune(WrappedModel(net), new, old_data=user_data(new.x, new.y + 2, "bigger"))  # only NEW data adds classes
     with pytest.raises(IncompatibleError, match=r"wrong: inputs of shape \(6, 3\) do not fit the model"):
         finetune(WrappedModel(net), user_data(torch.zeros(8, 6, 3), torch.zeros(8, dtype=torch.long), "wrong"))
 
