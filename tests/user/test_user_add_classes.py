@@ -76,16 +76,16 @@ def test_all_accuracy_is_the_accuracy_on_both_held_out_sets(setup):
 
 def test_pseudo_rehearsal_teacher_covers_the_old_outputs_only(setup, monkeypatch):
     net, old, new = setup
-    widths = []
-    original = finetuning.soft_cross_entropy
-
-    def spy(student, teacher, temperature):
-        widths.append((student.shape[1], teacher.shape[1]))
-        return original(student, teacher, temperature)
-
-    monkeypatch.setattr(finetuning, "soft_cross_entropy", spy)
+    calls = []
+    for name in ("soft_cross_entropy", "padded_soft_cross_entropy"):
+        monkeypatch.setattr(finetuning, name, lambda s, t, temperature, name=name, f=getattr(finetuning, name): (
+            calls.append((name, s.shape[1], t.shape[1])) or f(s, t, temperature)))
+    # old-task revision inputs: the teacher's 2 outputs against the student's 4 (zero probability on the new ones)
     result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", old_data=old, epochs=1, batch_size=16)
-    assert result.n_outputs == 4 and widths and set(widths) == {(2, 2)}
+    assert result.n_outputs == 4 and calls and set(calls) == {("padded_soft_cross_entropy", 4, 2)}
+    calls.clear()  # revision inputs = the new data's own: only the old outputs are matched
+    finetune(WrappedModel(net), new, method="pseudo-rehearsal", epochs=1, batch_size=16)
+    assert calls and set(calls) == {("soft_cross_entropy", 2, 2)}
 
 
 def test_cli_json_and_the_saved_grown_model_loads_back(tmp_path, monkeypatch, capsys):

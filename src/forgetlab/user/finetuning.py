@@ -49,7 +49,7 @@ from forgetlab.config import TrainConfig
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.train import train_stream
 from forgetlab.errors import ConfigError, did_you_mean, unknown_name
-from forgetlab.strategies.distillation import PseudoRehearsal
+from forgetlab.strategies.distillation import PseudoRehearsal, padded_soft_cross_entropy
 from forgetlab.strategies.losses import soft_cross_entropy
 from forgetlab.strategies import HyperParams, create_strategy, format_params, strategy_class
 from forgetlab.user.diagnosis import predict
@@ -151,21 +151,26 @@ def _task(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
 
 
 class _OldOutputsRehearsal(PseudoRehearsal):
-    """Pseudo-rehearsal for a grown head: the frozen teacher's soft targets cover the
-    original head's ``n_old`` outputs only; the new outputs learn from the new labels alone."""
+    """Pseudo-rehearsal for a grown head: the frozen teacher covers the original head's
+    ``n_old`` outputs only. On old-task revision inputs its softmax is padded with zero
+    probability for the new outputs (old inputs must not look like new classes); when
+    the revision inputs are the new data's own (``on_new_inputs``), only the old outputs
+    are matched, and the new outputs learn from the new labels alone."""
 
-    def __init__(self, params: HyperParams, n_old: int) -> None:
+    def __init__(self, params: HyperParams, n_old: int, on_new_inputs: bool) -> None:
         super().__init__(params)
-        self.n_old = n_old
+        self.n_old, self.on_new_inputs = n_old, on_new_inputs
 
     def revision_loss(self, model: torch.nn.Module, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         assert self._teacher is not None
         with torch.no_grad():
             teacher = self._teacher.heads[0](self._teacher.features(inputs))[:, : self.n_old]
-        student = model.heads[0](features)[:, : self.n_old]
+        student = model.heads[0](features)
         if self.params.loss == "mse":
-            return F.mse_loss(student, teacher)
-        return soft_cross_entropy(student, teacher, self.params.temperature)
+            return F.mse_loss(student[:, : self.n_old], teacher)
+        if self.on_new_inputs:
+            return soft_cross_entropy(student[:, : self.n_old], teacher, self.params.temperature)
+        return padded_soft_cross_entropy(student, teacher, self.params.temperature)
 
 
 def _agreement(model: torch.nn.Module, reference: torch.Tensor, x: torch.Tensor) -> float:
@@ -279,7 +284,8 @@ def finetune(
     else:
         student = copy.deepcopy(original)
     grew = method == "pseudo-rehearsal" and n_outputs > original.n_outputs
-    strategy = _OldOutputsRehearsal(hyper, original.n_outputs) if grew else create_strategy(method, hyper)
+    on_new_inputs = revision_data is None and old_data is None or getattr(hyper, "revision_source", "") == "new-inputs"
+    strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)
     before = _accuracies(original, old_test, new_test, revision)
     torch.manual_seed(seed)
     tick = time.perf_counter()
