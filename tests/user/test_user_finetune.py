@@ -137,3 +137,30 @@ def test_train_stream_start_task_runs_hooks_without_training():
     assert len(result.curves) == 2 and all(point.task_index == 1 for point in result.curves)
     with pytest.raises(ConfigError, match=r"'n_learned_tasks' parameter must be in \[0, 1\]. Got 2"):
         train_stream(net, stream, TrainConfig(lr=0.01, epochs=1), n_learned_tasks=2)
+
+
+def test_without_old_data_old_accuracy_is_unknown_and_agreement_is_on_held_out_revision_inputs(setup):
+    from forgetlab.user.diagnosis import predict
+    from forgetlab.user.userdata import split_data
+
+    net, old, new = setup
+    revision = user_data(old.x, torch.zeros_like(old.y), "rev.npz")
+    result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", revision_data=revision, epochs=2, batch_size=16)
+    held_out = split_data(revision, 0.2)[1].x  # never used for training
+    expected = float((predict(result.model, held_out) == predict(net, held_out)).double().mean())
+    assert result.after["revision_agreement"] == pytest.approx(expected)
+    assert result.before["old_accuracy"] is None and result.after["old_accuracy"] is None and result.after["all_accuracy"] is None
+    report = result.format_report()
+    table = report.split("\n\n", 1)[1]
+    assert "old task: accuracy UNKNOWN" in report and "held-out revision inputs (rev.npz)" in report
+    assert "old task" not in table and "agreement" in table
+
+
+def test_new_task_left_near_chance_warns_with_the_likely_cause(setup):
+    net, old, new = setup
+    result = finetune(WrappedModel(net), new, method="ewc", params={"lam": 1e12, "fisher_samples": 16}, old_data=old,
+                      epochs=1, batch_size=16)
+    assert result.after["new_accuracy"] <= 0.6
+    report = result.format_report()
+    assert "warning: the new task's accuracy" in report and "near chance (50.0% for 2 classes)" in report
+    assert "lam=1e+12 is likely too strong for lr 0.001" in report and "--set method.lam=" in report
