@@ -156,7 +156,7 @@ def _add_user_parsers(commands) -> None:
     diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder")
     diagnose.add_argument("--new-data", help="the new task's labelled data (adds new-task accuracies)")
     diagnose.add_argument("--k", type=int, default=10, help="subspace dimension (default 10)")
-    diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000)")
+    diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000, at least 4)")
     diagnose.add_argument("--pool", action="store_true", help="average conv maps over space before CKA / subspace")
     diagnose.add_argument("--report", metavar="DIR", help="write report.html (+ PNG/SVG figures, diagnosis.json) there")
     _add_model_options(diagnose)

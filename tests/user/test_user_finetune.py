@@ -164,3 +164,12 @@ def test_new_task_left_near_chance_warns_with_the_likely_cause(setup):
     report = result.format_report()
     assert "warning: the new task's accuracy" in report and "near chance (50.0% for 2 classes)" in report
     assert "lam=1e+12 is likely too strong for lr 0.001" in report and "--set method.lam=" in report
+
+
+def test_set_keys_are_the_same_as_run(capsys):
+    from forgetlab.cli import main
+
+    assert make_params("ewc", {"method.lam": 3}).lam == 3.0 == make_params("ewc", {"lam": 3}).lam
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "method.lam=1000" in " ".join(capsys.readouterr().out.split())
