@@ -42,7 +42,7 @@ def test_config_file_and_shortcuts(tmp_path, capsys):
     ("argv", "message"),
     [
         (["run", "--dataset", "cifar"], "Unknown dataset 'cifar'"),
-        (["run", "--set", "train.lr=-1"], "'train.lr' parameter must be > 0"),
+        (["run", "--set", "train.lr=-1"], "'train.lr' parameter must be in (0, 1e30]"),
         (["run", "--model", "resnt"], "Did you mean 'resnet'"),
         (["run", "--device", "tpu"], "'device' parameter must be one of auto, cpu, cuda"),
         (["run", "--config", "/nonexistent.toml"], "Cannot read config file"),

@@ -163,3 +163,70 @@ ANALYZE_OPTIONS = st.lists(
 def test_analyze_options_fail_cleanly(capsys, tmp_path, two_checkpoints, measure, options):
     argv = ["analyze", measure, *two_checkpoints, "--out", str(tmp_path / "figure")]
     _assert_ok_or_one_line_error(argv + [part for option in options for part in option], capsys)
+
+
+FAST_RUN = ["--set", "train.steps=1", "--set", "stream.train_per_task=40", "--set", "model.width=8", "--quiet"]
+
+
+@pytest.fixture
+def fuzz_files(tmp_path, monkeypatch):
+    """The files the issue-18 fuzz cases need, in the working directory."""
+    import numpy as np
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    (tmp_path / "epochs.toml").write_text("[train]\nepochs = 1e12\n")
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 64), np.float32), y=np.arange(10) % 2)
+    torch.save(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).state_dict(), tmp_path / "m.pt")
+    (tmp_path / "fuzznet.py").write_text(
+        "from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self, width=8):\n"
+        "        super().__init__(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 2))\n"
+    )
+    (tmp_path / "somedir").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+MODEL = ["--model-class", "fuzznet:Net"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--config", "binary.toml"], "is not a UTF-8 TOML text file"),
+        (["run", "--set", "train.lr=1e308", *FAST_RUN], "'train.lr' parameter must be in"),
+        (["run", "--set", "train.weight_decay=1e308", *FAST_RUN], "'train.weight_decay' parameter must be in"),
+        (["run", "--seed", "18446744073709551616", *FAST_RUN], "'train.seed' parameter must be in"),
+        (["run", "--set", "model.width=10000000000", *FAST_RUN[:-3]], "'model.width' parameter must be in"),
+        (["run", "--set", "model.width=1000000", "--set", "train.steps=1"], "parameters: about .* GiB .* Lower model.width"),
+        (["run", "--set", "model.depth=1000000", *FAST_RUN], "'model.depth' parameter must be in"),
+        (["run", "--config", "epochs.toml", *FAST_RUN], "'train.epochs' parameter must be an integer"),
+        (["diagnose", "m.pt", "m.pt", "--data", "d.npz", *MODEL, "--model-args", '{"width": -1}'], "cannot build Net"),
+        (["finetune", "m.pt", *MODEL, "--new-data", "d.npz", "--epochs", "1", "--out", "somedir"], "'out' parameter must be a file"),
+        (["finetune", "m.pt", *MODEL, "--new-data", "d.npz", "--device", "cuda", "--out", "o.pt"], "no CUDA device"),
+    ],
+    ids=["binary-config", "lr", "weight-decay", "seed", "width", "width-memory", "depth", "toml-epochs", "model-args",
+         "out-dir", "cuda"],
+)
+def test_issue_18_fuzz_cases_are_one_line_errors(argv, message, fuzz_files, capsys, one_torch_thread):
+    import torch
+
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    store = [] if argv[0] != "run" else ["--store", str(fuzz_files / "store")]
+    assert main([*argv, *store]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("forgetlab: error:"), err
+    assert __import__("re").search(message, err), err
+    assert not (fuzz_files / "somedir.tmp").exists()
+
+
+def test_analyze_negative_max_samples_and_mps_for_a_stored_result(fuzz_files, capsys, one_torch_thread):
+    assert main(["run", "--store", "store", *FAST_RUN]) == 0
+    capsys.readouterr()
+    assert main(["run", "--store", "store", "--device", "mps", *FAST_RUN]) == 2
+    assert "'device' parameter must be one of" in capsys.readouterr().err
+    checkpoint = str(next((fuzz_files / "store").glob("runs/*/checkpoints/task-1.pt")))
+    assert main(["analyze", "cka", checkpoint, checkpoint, "--max-samples", "-5", "--out", "fig"]) == 2
+    assert "'max_samples' parameter must be >= 0" in capsys.readouterr().err

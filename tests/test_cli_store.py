@@ -149,3 +149,33 @@ def test_no_figures_draws_none(tmp_path, capsys):
     assert main(["run", "--store", str(tmp_path), "--no-figures", "--json", *TINY]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
     assert not list(ResultStore(tmp_path).run_dir(run_id).glob("*.png"))
+
+
+def test_log_csv_records_every_step_and_every_evaluation(tmp_path, capsys):
+    assert main(["run", "--store", str(tmp_path), "--log", "csv", "--no-figures", "--json",
+                 "--set", "stream.train_per_task=100", "--set", "train.steps=6", "--set", "train.eval_every_steps=3",
+                 "--quiet"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    with (ResultStore(tmp_path).run_dir(run_id) / "train-log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [row for row in rows if row["kind"] == "step"]
+    evals = [row for row in rows if row["kind"] == "eval"]
+    assert [int(r["step"]) for r in steps] == list(range(1, 13)) and all(float(r["loss"]) > 0 for r in steps)
+    assert [r["task"] for r in steps] == ["1"] * 6 + ["2"] * 6
+    stored = ResultStore(tmp_path).get(run_id).curves  # the evaluations the store holds, independently written
+    assert [int(r["step"]) for r in evals] == [c["step"] for c in stored] == [3, 6, 9, 12]
+    for row, point in zip(evals, stored):
+        np.testing.assert_allclose([float(row["task_1"]), float(row["task_2"])], point["accuracies"], rtol=1e-5)
+
+
+def test_log_names_are_checked_and_tensorboard_needs_its_extra(tmp_path, capsys):
+    assert main(["run", "--store", str(tmp_path), "--log", "csv,wandb", *TINY]) == 2
+    assert "The --log option takes 'csv', 'tensorboard'" in capsys.readouterr().err
+    code = main(["run", "--store", str(tmp_path), "--log", "tensorboard", "--no-figures", "--json", *TINY])
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert code == 2 and "pip install 'forgetlab[tensorboard]'" in capsys.readouterr().err
+        return
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert list((ResultStore(tmp_path).run_dir(run_id) / "tensorboard").glob("events.out.tfevents.*"))

@@ -38,7 +38,7 @@ def test_overrides_coerce_types():
         ("train.lrr=1", r"Unknown config key 'train.lrr'. Did you mean 'train.lr'\?"),
         ("lr=1", r"Unknown config key 'lr'. Did you mean 'train.lr'\?"),
         ("train=1", r"'train' is a section"),
-        ("train.lr=-1", r"The 'train.lr' parameter must be > 0. Got -1.0 instead."),
+        ("train.lr=-1", r"The 'train.lr' parameter must be in \(0, 1e30\] \(the optimizer computes in float32\). Got -1.0 instead."),
         ("train.epochs=x", r"The 'train.epochs' parameter must be an integer \(or 'auto'\). Got 'x' instead."),
         ("train.optimizer=adm", r"'train.optimizer' parameter must be one of 'sgd', 'adam'. Got 'adm' instead. Did you mean 'adam'\?"),
         ("stream.class_order=1,1", r"'stream.class_order' parameter must be a list without repeats"),

@@ -11,7 +11,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,13 @@ from forgetlab.config import RunConfig
 from forgetlab.data.streams import TaskStream, build_stream, load_stream_data
 from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
+from forgetlab.engine.loggers import check_loggers, make_loggers
 from forgetlab.engine.train import CurvePoint, train_stream
-from forgetlab.errors import ForgetlabError
+from forgetlab.errors import ConfigError, DataError, ForgetlabError
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
-from forgetlab.store import ResultStore, default_store_dir
+from forgetlab.store import ResultStore, default_store_dir, run_lock
 from forgetlab.strategies import create_strategy
 
 
@@ -125,6 +130,7 @@ def train_run(
     progress: bool = False,
     rerun: bool = False,
     start_from: str | Path | None = None,
+    log: Sequence[str] = (),
 ) -> RunOutcome:
     """Train one resolved ``config`` (:func:`~forgetlab.resolve.resolve`) with its
     checkpoints in ``run_dir/checkpoints`` and return its outcome. Writes only files of this run's folder, never the database: the
@@ -132,9 +138,20 @@ def train_run(
     processes while one process writes the store.
 
     Resumes after the last task-boundary checkpoint in the folder; ``rerun`` deletes them
-    first; ``start_from`` as in :func:`run`.
+    first; ``start_from`` as in :func:`run`. Holds the folder's lock (:func:`run_lock`): a
+    second process training the same run waits, then resumes from the first's last
+    checkpoint (nothing left to train). ``log`` names the training logs to write into
+    ``run_dir`` (:mod:`forgetlab.engine.loggers`: ``csv``, ``tensorboard``).
     """
     run_id = config.run_id()  # an unresolved config stops here, before any work
+    with run_lock(run_dir):
+        return _train_run_locked(config, run_dir, run_id, device, data_dir, download, progress, rerun, start_from, log)
+
+
+def _train_run_locked(
+    config: RunConfig, run_dir: Path, run_id: str, device: torch.device, data_dir: str | Path | None,
+    download: bool, progress: bool, rerun: bool, start_from: str | Path | None, log: Sequence[str],
+) -> RunOutcome:
     reset_peak_memory(device)
     start = time.perf_counter()
     stream = build_stream_for(config, data_dir=data_dir, download=download)
@@ -142,34 +159,54 @@ def train_run(
     for partial in checkpoint_dir.glob("task-*.tmp"):  # a write cut short by a kill
         partial.unlink(missing_ok=True)
     if rerun:
-        for old in checkpoint_dir.glob("task-*.pt"):
-            old.unlink()
+        for old in [*checkpoint_dir.glob("task-*.pt"), *checkpoint_dir.glob("task-*.pt.sha256"), run_dir / "reuse.json"]:
+            old.unlink(missing_ok=True)
     source_payload = None
     reused = None
-    if start_from is not None and latest_checkpoint(checkpoint_dir, stream.n_tasks) is None:
-        source_payload = read_checkpoint(start_from)
-        reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+    reuse_file = run_dir / "reuse.json"  # the adopted prefix, remembered across a kill and resume
+    has_own = latest_checkpoint(checkpoint_dir, stream.n_tasks) is not None
+    if has_own and reuse_file.is_file():
+        try:
+            source, n_tasks = json.loads(reuse_file.read_text())
+            reused = (str(source), int(n_tasks))
+        except (OSError, TypeError, ValueError):
+            reused = None
+    if start_from is not None and not has_own:
+        try:
+            source_payload = read_checkpoint(start_from)
+            reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
+            reuse_file.write_text(json.dumps(list(reused)))
+        except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
+            warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
+            source_payload = None
+    check_model_fits(config, stream, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
-    result = train_stream(
-        model,
-        stream,
-        config.train,
-        device=device,
-        strategy=create_strategy(config.method.name, config.method.params),
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_extra={
-            "config": config.to_dict(),
-            "model_spec": {
-                "input_shape": list(stream.input_shape),
-                "head_sizes": list(stream.head_sizes),
-                "mean": list(stream.mean),  # the input normalisation the model was trained with
-                "std": list(stream.std),
+    loggers = make_loggers(log, run_dir, stream.n_tasks)
+    try:
+        result = train_stream(
+            model,
+            stream,
+            config.train,
+            device=device,
+            strategy=create_strategy(config.method.name, config.method.params),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_extra={
+                "config": config.to_dict(),
+                "model_spec": {
+                    "input_shape": list(stream.input_shape),
+                    "head_sizes": list(stream.head_sizes),
+                    "mean": list(stream.mean),  # the input normalisation the model was trained with
+                    "std": list(stream.std),
+                },
             },
-        },
-        progress=progress,
-        prefix_checkpoint=source_payload,
-    )
+            progress=progress,
+            prefix_checkpoint=source_payload,
+            loggers=loggers,
+        )
+    finally:
+        for logger in loggers:
+            logger.close()
     return RunOutcome(
         run_id=run_id,
         accuracy_matrix=result.accuracy_matrix.tolist(),
@@ -182,6 +219,29 @@ def train_run(
         peak_memory_bytes=peak_memory_bytes(device),
         reused=reused,
     )
+
+
+def check_model_fits(config: RunConfig, stream: TaskStream, device: torch.device) -> None:
+    """Refuse, before allocating it, a model whose parameters, gradients and optimizer state
+    (4 float32 copies) exceed the device's memory (CUDA: free memory; CPU: physical memory).
+    The model is built on the ``meta`` device: no memory is used."""
+    with torch.device("meta"):
+        model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
+    n_params = sum(p.numel() for p in model.parameters())
+    need = 4 * 4 * n_params
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # not POSIX: no estimate
+            return
+    if need > available:
+        raise ConfigError(
+            f"The model ({config.model.name}, model.width={config.model.width}, model.depth={config.model.depth}) has "
+            f"{n_params:,} parameters: about {need / 2**30:.1f} GiB for weights, gradients and optimizer state, more "
+            f"than the {available / 2**30:.1f} GiB of {device.type} memory. Lower model.width or model.depth."
+        )
 
 
 def record_outcome(store: ResultStore, config: RunConfig, outcome: RunOutcome) -> RunResult:
@@ -255,6 +315,7 @@ def run(
     rerun: bool = False,
     progress: bool = False,
     start_from: str | Path | None = None,
+    log: Sequence[str] = (),
 ) -> RunResult:
     """Train ``config`` task by task (or read it back from the store) and return the result.
 
@@ -278,21 +339,24 @@ def run(
             when this run has no checkpoint of its own yet, and recorded in the store
             (:meth:`ResultStore.reuse_source`). The caller vouches for the equivalence;
             :func:`forgetlab.experiments.execute` finds and checks sources itself.
+        log: training logs written into the run folder while it trains: ``csv``
+            (``train-log.csv``), ``tensorboard`` (event files; the ``tensorboard`` extra).
     """
     resolved = resolve(config)
     run_id = resolved.run_id()
+    log = check_loggers(log)
     store = open_store(store)
+    torch_device = resolve_device(device)  # a bad device is an error, also for a stored result
     if not rerun:
         stored = stored_result(store, resolved)
         if stored is not None:
             return stored
-    torch_device = resolve_device(device)
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
     run_dir = store.begin(run_id, resolved.to_dict(), __version__)
     try:
         outcome = train_run(
             resolved, run_dir, device=torch_device, data_dir=data_dir, download=download, progress=progress,
-            rerun=rerun, start_from=start_from,
+            rerun=rerun, start_from=start_from, log=log,
         )
     except BaseException as exc:
         store.fail(run_id, failure_reason(exc))

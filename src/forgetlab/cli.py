@@ -11,6 +11,8 @@
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
     forgetlab runs --where method.name=ewc          # what the store holds; show RUN_ID; export --format csv
+    forgetlab store check --store forgetlab-results
+    forgetlab verify-data --dataset mnist --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from forgetlab._version import __version__
@@ -98,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--no-figures", action="store_true", help="do not draw R and the learning curves into the run folder")
+    run.add_argument("--log", metavar="csv,tensorboard", default="",
+                     help="training logs written into the run folder: csv (train-log.csv), tensorboard (event files)")
 
     sweep = commands.add_parser("sweep", help="run a grid of configs (in parallel with --workers or on Ray)")
     _add_config_options(sweep)
@@ -109,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--json", action="store_true", help=JSON_HELP + " (an array, one object per run)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.add_argument("--no-figures", action="store_true", help="do not draw each run's R and learning curves")
+    sweep.add_argument("--log", metavar="csv,tensorboard", default="", help="training logs per run folder, as for run")
 
     listing = commands.add_parser("list", help="name the datasets, streams, models and methods (with their hyperparameters)")
     listing.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -145,6 +151,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
+    parser.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a whole pickled model (torch.save(model)): unpickling runs code named by the file; only for files you trust",
+    )
 
 
 def _add_user_parsers(commands) -> None:
@@ -199,6 +209,21 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     reproduce.add_argument("--json", action="store_true", help=JSON_HELP)
 
+    verify = commands.add_parser(
+        "verify-data", help="rehash every dataset file against its official MD5 (runs trust a remembered check)"
+    )
+    verify.add_argument("--dataset", action="append", help="a dataset to check (repeatable; default: every one found)")
+    verify.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
+    verify.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    store = commands.add_parser("store", help="inspect the result store")
+    store_commands = store.add_subparsers(dest="store_command", metavar="ACTION", parser_class=_Parser, required=True)
+    check = store_commands.add_parser(
+        "check", help="report inconsistencies: metrics vs R, rows vs run folders, checkpoint hashes"
+    )
+    check.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results); must exist")
+    check.add_argument("--json", action="store_true", help=JSON_HELP)
+
     report = commands.add_parser("report", help="rebuild the HTML report and figures from the result store alone")
     report.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     report.add_argument("--out", help="output folder (default <store>/reports/anatomy)")
@@ -248,6 +273,33 @@ def _command_reproduce(args: argparse.Namespace) -> int:
         print(json.dumps({"profile": args.profile, "analysis_results": total, "computed": computed,
                           "wall_seconds": out.wall_seconds, "report": str(out.report)}))
     return 0
+
+
+def _command_verify_data(args: argparse.Namespace) -> int:
+    from forgetlab.data.files import verify_data
+
+    statuses = verify_data(args.dataset, args.data_dir)
+    if args.json:
+        print(json.dumps(statuses))
+        return 0
+    for name, status in statuses.items():
+        print(f"{name}: {status}")
+    return 0
+
+
+def _command_store(args: argparse.Namespace) -> int:
+    from forgetlab.report.runs import existing_store
+    from forgetlab.store import default_store_dir
+
+    store = existing_store(args.store or default_store_dir())
+    problems = store.check()
+    if args.json:
+        print(json.dumps({"store": str(store.root), "runs": len(store.list_runs()), "problems": problems}))
+        return 1 if problems else 0
+    for problem in problems:
+        print(_one_line(problem))
+    print(f"store {store.root}: {len(store.list_runs())} runs, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 def _command_report(args: argparse.Namespace) -> int:
@@ -366,6 +418,7 @@ def _command_run(args: argparse.Namespace) -> int:
         store=args.store,
         rerun=args.rerun,
         progress=progress,
+        log=[name.strip() for name in args.log.split(",") if name.strip()],
     )
     cfg = result.config
     out = _human(args)
@@ -423,7 +476,8 @@ def _command_sweep(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() and not args.quiet
     log = None if progress or args.quiet else _log_run
     results = execute(configs, store, executor=executor, device=args.device, data_dir=args.data_dir,
-                      download=args.download, progress=progress, on_done=log)
+                      download=args.download, progress=progress, on_done=log,
+                      log=[name.strip() for name in args.log.split(",") if name.strip()])
     keys = list(grid)
     chosen = [_values(result.config, keys) for result in results]
     rows = []
@@ -547,6 +601,7 @@ def _load_model_args(args: argparse.Namespace, path: str, architecture=None):  #
     blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
     return load_user_model(
         path, module=architecture, model_class=args.model_class, model_args=model_args, blocks=blocks, head=args.head,
+        trust_pickle=args.trust_pickle,
     )
 
 
@@ -587,6 +642,8 @@ def _command_finetune(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError(f"The --set option must look like KEY=VALUE (e.g. lam=100). Got {item!r}.")
         params[key.strip()] = _parse_value(value.strip())
+    if Path(args.out).is_dir():  # before any training
+        raise ConfigError(f"The 'out' parameter must be a file path. Got {args.out!r}, which is a folder.")
     model = _load_model_args(args, args.model)
     load = lambda path: load_user_data(path, label_column=args.label_column, image_size=args.image_size) if path else None  # noqa: E731
     result = finetune(
@@ -621,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": _command_runs,
         "show": _command_show,
         "export": _command_export,
+        "verify-data": _command_verify_data,
+        "store": _command_store,
     }
     try:
         return handlers[args.command](args)

@@ -250,9 +250,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.width is not None:
-            _check(self.width >= 1, "model", "width", ">= 1", self.width)
+            _check(1 <= self.width <= 2**20, "model", "width", "in [1, 2**20]", self.width)
         if self.depth is not None:
-            _check(self.depth >= 0, "model", "depth", ">= 0", self.depth)
+            _check(0 <= self.depth <= 1000, "model", "depth", "in [0, 1000]", self.depth)
 
 
 @dataclass(frozen=True)
@@ -307,16 +307,16 @@ class TrainConfig:
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("train", "precision", self.precision, PRECISIONS)
         if self.lr is not None:
-            _check(self.lr > 0, "train", "lr", "> 0", self.lr)
+            _check(0 < self.lr <= 1e30, "train", "lr", "in (0, 1e30] (the optimizer computes in float32)", self.lr)
         _check(0 <= self.momentum < 1, "train", "momentum", "in [0, 1)", self.momentum)
-        _check(self.weight_decay >= 0, "train", "weight_decay", ">= 0", self.weight_decay)
+        _check(0 <= self.weight_decay <= 1e30, "train", "weight_decay", "in [0, 1e30] (float32)", self.weight_decay)
         if self.epochs is not None:
             _check(self.epochs >= 1, "train", "epochs", ">= 1", self.epochs)
         _check(self.steps >= 0, "train", "steps", ">= 0 (0 = use epochs)", self.steps)
         _check(self.batch_size >= 1, "train", "batch_size", ">= 1", self.batch_size)
         _check(self.eval_batch_size >= 1, "train", "eval_batch_size", ">= 1", self.eval_batch_size)
         _check(self.eval_every_steps >= 0, "train", "eval_every_steps", ">= 0", self.eval_every_steps)
-        _check(self.seed >= 0, "train", "seed", ">= 0", self.seed)
+        _check(0 <= self.seed < 2**32, "train", "seed", "in [0, 2**32)", self.seed)
 
 
 @dataclass(frozen=True)
@@ -582,8 +582,6 @@ def _coerce_scalar(value: Any, base: Any) -> Any:
             raise ValueError(value)
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
         if isinstance(value, str):
             return int(value.strip())
         raise ValueError(value)
@@ -692,9 +690,11 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a TOML config file (sections ``[stream]``, ``[model]``, ``[train]``, ``[method]``)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {str(path)!r}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not a UTF-8 TOML text file ({exc.reason} at byte {exc.start}).") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -122,3 +122,24 @@ def test_revision_inputs_loader(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nonsense")
     with pytest.raises(DataError, match=r"Cannot read revision inputs '.*bad\.npz'"):
         load_revision_inputs(tmp_path / "bad.npz", (1, 4, 4))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_pixels_are_refused_naming_the_file(tmp_path, bad):
+    from forgetlab.api import build_stream_for
+    from forgetlab.config import RunConfig, StreamConfig
+
+    x = np.full((6, 1, 4, 4), 0.5, np.float32)
+    x[2, 0, 1, 1] = bad
+    y = np.array([0, 1, 0, 1, 0, 1])
+    np.savez(tmp_path / "task.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    config = RunConfig(stream=StreamConfig(dataset="custom", stream="custom", custom_paths=(str(tmp_path / "task.npz"),), n_tasks=1))
+    with pytest.raises(DataError, match=r"task\.npz'.*'x_train' holds (nan|inf) values"):
+        build_stream_for(config)
+    from forgetlab.data.custom import check_tasks
+
+    with pytest.raises(DataError, match="task 1, x_train: images must be finite"):
+        check_tasks([(x, y, x, y)])
+    np.savez(tmp_path / "revision.npz", x=x)
+    with pytest.raises(DataError, match="revision.npz' must be finite"):
+        load_revision_inputs(tmp_path / "revision.npz", (1, 4, 4))

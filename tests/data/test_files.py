@@ -215,3 +215,24 @@ def test_resolve_files_downloads_missing_files(tmp_path):
         resolve_files(single, root)
     assert resolve_files(single, root, download=True) == {"one.gz": root / "single" / "one.gz"}
     assert resolve_files(packed, root, download=True) == {"two": root / "two-py" / "two"}
+
+
+def test_verify_data_rehashes_a_file_edited_in_place_with_its_mtime_restored(tmp_path, monkeypatch, capsys):
+    from forgetlab.cli import main
+
+    content = b"official bytes"
+    spec = DatasetFiles("fake", (FileSpec("f.bin", md5(content), ("fake",)),))
+    monkeypatch.setitem(files.DATASET_FILES, "fake", spec)
+    path = tmp_path / "fake" / "f.bin"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    resolve_files(spec, tmp_path)  # verified and remembered
+    stat = path.stat()
+    path.write_bytes(b"edited bytes!!")  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    resolve_files(spec, tmp_path)  # the documented fast path: not hashed again
+    assert main(["verify-data", "--dataset", "fake", "--data-dir", str(tmp_path)]) == 2
+    assert "Checksum mismatch for" in capsys.readouterr().err
+    path.write_bytes(content)
+    assert main(["verify-data", "--dataset", "fake", "--data-dir", str(tmp_path)]) == 0
+    assert "fake: ok (1 files)" in capsys.readouterr().out

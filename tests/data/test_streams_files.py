@@ -259,6 +259,24 @@ def test_cache_rejects_entries_that_do_not_match_their_index():
     assert built == [1] and load_arrays(key)[0]["x"].tolist() == [1, 1]
 
 
+def test_cache_rejects_arrays_changed_in_place_and_a_malformed_index():
+    key = cache_key(source="t-checksum")
+    x = np.arange(4000, dtype=np.int64).reshape(1000, 4).astype(np.uint8)
+    save_arrays(key, {"x": x}, {})
+    path = decoded_cache_dir() / key / "x.npy"
+    data = bytearray(path.read_bytes())
+    half = len(data) // 2
+    data[half:] = bytes(len(data) - half)  # the second half zeroed: same size, same shape
+    path.write_bytes(bytes(data))
+    getattr(cache, "_VERIFIED", set()).clear()  # a new process: nothing verified yet
+    assert load_arrays(key) is None
+    for malformed in ('{"arrays": 5}', '{"arrays": {"x": 3}, "meta": {}}', "[]"):
+        (decoded_cache_dir() / key / "index.json").write_text(malformed)
+        assert load_arrays(key) is None
+    arrays, _ = cached_arrays(key, lambda: ({"x": x}, {}))  # rebuilt
+    assert np.array_equal(load_arrays(key)[0]["x"], x)
+
+
 def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")

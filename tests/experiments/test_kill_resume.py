@@ -13,10 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from forgetlab.api import train_run
 from forgetlab.config import RunConfig, apply_overrides
+from forgetlab.engine.checkpoint import read_checkpoint
 from forgetlab.experiments import expand
 from forgetlab.resolve import resolve
+from forgetlab.strategies import STRATEGIES
 
 BASE = ["stream.n_tasks=5", "train.epochs=3", "stream.train_per_task=120"]
 GRID = {"method.name": ["naive", "ewc", "si"], "train.seed": [0, 1]}
@@ -100,3 +104,40 @@ def test_kill_9_at_random_points_then_resume(tmp_path, workers):
         if run_id in finished_once:
             assert finished == finished_once[run_id], f"{run_id} was recomputed"
     assert not list(store.glob("runs/*/checkpoints/*.tmp"))  # a kill mid-write leaves one; a resume removes it
+
+
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_every_method_resumes_from_a_late_boundary(method, tmp_path, one_torch_thread):
+    """Killed after task 2 of 3 (the state a kill leaves: task-1.pt and task-2.pt), the run
+    resumes to the straight run's R and weights, for every registered method (freeze's
+    optimizer holds only the unfrozen parameters at that boundary)."""
+    extra = ["method.n_blocks=1"] if method == "freeze" else []
+    config = resolve(apply_overrides(RunConfig(), [
+        "stream.n_tasks=3", "stream.train_per_task=40", "train.steps=2", "model.width=32", f"method.name={method}",
+        *extra,
+    ]))
+    folder = tmp_path / "run"
+    straight = train_run(config, folder, device=torch.device("cpu"))
+    last = folder / "checkpoints" / "task-3.pt"
+    weights = read_checkpoint(last)["model_state"]
+    last.unlink()
+    resumed = train_run(config, folder, device=torch.device("cpu"))
+    assert resumed.accuracy_matrix == straight.accuracy_matrix
+    for key, value in read_checkpoint(last)["model_state"].items():
+        assert torch.equal(value, weights[key]), key
+
+
+def test_a_reused_prefix_is_still_recorded_after_a_kill(tmp_path, one_torch_thread):
+    """A run that adopted another run's task-1 checkpoint, killed later and resumed from its
+    own checkpoint, still reports the reuse (the store's reuse row was lost before)."""
+    tiny = ["stream.n_tasks=3", "stream.train_per_task=40", "train.steps=2", "model.width=32"]
+    naive = resolve(apply_overrides(RunConfig(), tiny))
+    ewc = resolve(apply_overrides(RunConfig(), [*tiny, "method.name=ewc"]))
+    train_run(naive, tmp_path / "naive", device=torch.device("cpu"))
+    source = tmp_path / "naive" / "checkpoints" / "task-1.pt"
+    first = train_run(ewc, tmp_path / "ewc", device=torch.device("cpu"), start_from=source)
+    assert first.reused == (str(source), 1)
+    (tmp_path / "ewc" / "checkpoints" / "task-3.pt").unlink()  # killed during task 3
+    resumed = train_run(ewc, tmp_path / "ewc", device=torch.device("cpu"))  # a resume passes no source
+    assert resumed.reused == first.reused
+    assert resumed.accuracy_matrix == first.accuracy_matrix

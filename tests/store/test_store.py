@@ -64,3 +64,41 @@ def test_store_path_that_is_a_file_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="Cannot create the result store folder"):
         ResultStore(blocker)
+
+
+def test_broken_rows_an_emptied_database_and_store_check(tmp_path, capsys):
+    import sqlite3
+
+    import forgetlab
+    from forgetlab.cli import main
+    from forgetlab.config import RunConfig, apply_overrides
+
+    tiny = apply_overrides(RunConfig(), ["train.steps=2", "stream.train_per_task=60", "model.width=32"])
+    result = forgetlab.run(tiny, store=tmp_path / "s")
+    assert main(["store", "check", "--store", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    checkpoint = result.run_dir / "checkpoints" / "task-2.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-1] + b"x")  # garbled
+    (tmp_path / "s" / "runs" / "0123456789abcdef").mkdir()  # a folder without a row
+    with sqlite3.connect(tmp_path / "s" / "forgetlab.sqlite") as db:
+        db.execute("UPDATE metrics SET value = 0.5 WHERE name = 'acc'")
+    assert main(["store", "check", "--store", str(tmp_path / "s")]) == 1
+    out = capsys.readouterr().out
+    assert "stored acc 0.5 differs from its R's" in out
+    assert "task-2.pt' differs from the hash recorded in task-2.pt.sha256" in out
+    assert "task-2.pt' differs from the hash recorded in the database" in out
+    assert "0123456789abcdef' has no row" in out
+
+    with sqlite3.connect(tmp_path / "s" / "forgetlab.sqlite") as db:
+        db.execute("UPDATE runs SET accuracy_matrix = '[[0.5, ' WHERE run_id = ?", (result.run_id,))
+    with pytest.raises(StoreError, match=f"run {result.run_id}'s accuracy_matrix is not valid JSON"):
+        forgetlab.run(tiny, store=tmp_path / "s")
+    assert main(["run", "--store", str(tmp_path / "s"), "--set", "train.steps=2", "--set", "stream.train_per_task=60",
+                 "--set", "model.width=32", "--quiet"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+    (tmp_path / "s" / "forgetlab.sqlite").write_bytes(b"")  # emptied
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "s" / f"forgetlab.sqlite{extra}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="is empty, but the store holds run folders"):
+        ResultStore(tmp_path / "s")

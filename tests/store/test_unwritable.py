@@ -38,3 +38,37 @@ def test_a_full_disk_while_checkpointing(tmp_path, capsys, monkeypatch):
     stored = ResultStore(tmp_path).get(CONFIG.run_id())
     assert stored.status == "failed" and "No space left on device" in stored.error
     assert not list(tmp_path.glob("runs/*/checkpoints/*"))
+
+
+def test_a_read_only_store_still_serves_stored_results_and_reports(tmp_path, capsys, monkeypatch):
+    import sqlite3
+    import stat
+
+    tiny = ["--set", "train.steps=2", "--set", "stream.train_per_task=60", "--set", "model.width=32", "--quiet"]
+    store = tmp_path / "store"
+    assert main(["run", "--store", str(store), *tiny]) == 0
+    database = (store / "forgetlab.sqlite").read_bytes()
+    capsys.readouterr()
+    if os.geteuid() != 0:  # make the store read-only for real
+        for path in [store, *store.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    else:  # root writes anyway: let SQLite open the database only with mode=ro, as a read-only disk would
+        real_connect = sqlite3.connect
+
+        def read_only_connect(database, *args, **kwargs):
+            if not (kwargs.get("uri") and "mode=ro" in str(database)):
+                raise sqlite3.OperationalError("unable to open database file")
+            return real_connect(database, *args, **kwargs)
+
+        monkeypatch.setattr(sqlite3, "connect", read_only_connect)
+    try:
+        assert main(["run", "--store", str(store), *tiny]) == 0, capsys.readouterr().err
+        assert "read from the store" in capsys.readouterr().out
+        assert main(["report", "--store", str(store), "--out", str(tmp_path / "report")]) == 0, capsys.readouterr().err
+        assert main(["run", "--store", str(store), *tiny, "--seed", "1"]) == 2  # a new run needs writing
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("read-only" in err or "Cannot" in err)
+    finally:
+        for path in [store, *store.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert (store / "forgetlab.sqlite").read_bytes() == database

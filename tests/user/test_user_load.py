@@ -98,12 +98,15 @@ def test_whole_model_file_and_unimportable_class(tmp_path, monkeypatch):
 
     net = ghostnet.Ghost(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     torch.save(net, tmp_path / "whole.pt")
-    model = load_user_model(tmp_path / "whole.pt")
+    with pytest.raises(DataError, match="pickled Python objects.*--trust-pickle"):
+        load_user_model(tmp_path / "whole.pt")
+    with pytest.warns(UserWarning, match="runs code"):
+        model = load_user_model(tmp_path / "whole.pt", trust_pickle=True)
     assert type(model.module).__name__ == "Ghost" and model.n_outputs == 2
     (tmp_path / "ghostnet.py").unlink()
     sys.modules.pop("ghostnet")
     with pytest.raises(DataError, match="whole saved model whose class cannot be imported.*PYTHONPATH"):
-        load_user_model(tmp_path / "whole.pt")
+        load_user_model(tmp_path / "whole.pt", trust_pickle=True)
 
 
 def test_save_user_model_writes_state_dict_and_sidecar(tmp_path):

@@ -6,8 +6,10 @@ CelebA / ImageNet JPEGs) happens once; the arrays are then stored under
 ``key`` hashes everything the arrays depend on: the source files' checksums (or paths,
 sizes and mtimes where no official checksum exists), the resize size and the decoder
 version. An entry is written into a temporary folder and renamed into place, so a
-reader never sees half an entry; an entry that cannot be read back (truncated, edited,
-wrong shape) is ignored and rebuilt. Nothing here ever raises for a cache problem: an
+reader never sees half an entry; ``index.json`` records each array's shape, dtype and
+BLAKE2b checksum, verified the first time a process reads the array (again if its file
+changes size or mtime); an entry that cannot be read back (truncated, edited, wrong
+shape or checksum, a malformed index) is ignored and rebuilt. Nothing here ever raises for a cache problem: an
 unwritable cache only means the next load decodes again.
 
 Entries are read back as memory maps, so never shorten a cache file in place while a
@@ -38,7 +40,7 @@ import numpy as np
 
 from forgetlab.data.files import user_cache_dir
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a checksum per array
 DECODED_FOLDER = "decoded"
 INDEX_NAME = "index.json"
 STALE_TMP_SECONDS = 24 * 3600
@@ -82,15 +84,31 @@ def load_arrays(key: str) -> tuple[Arrays, dict[str, Any]] | None:
     try:
         index = json.loads((folder / INDEX_NAME).read_text())
         arrays: Arrays = {}
-        for name, (shape, dtype) in index["arrays"].items():
-            array = np.load(folder / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+        for name, (shape, dtype, checksum) in index["arrays"].items():
+            path = folder / f"{name}.npy"
+            array = np.load(path, mmap_mode="c", allow_pickle=False)
             if list(array.shape) != list(shape) or str(array.dtype) != dtype:
                 return None
+            stat = path.stat()
+            seen = (str(path), stat.st_size, stat.st_mtime_ns, checksum)
+            if seen not in _VERIFIED:
+                if _checksum(array) != checksum:
+                    return None
+                _VERIFIED.add(seen)
             arrays[name] = array
         meta = index["meta"]
         return (arrays, meta) if isinstance(meta, dict) else None
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError):
         return None
+
+
+# Arrays whose checksum this process has verified: (path, size, mtime_ns, checksum).
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def _checksum(array: np.ndarray) -> str:
+    """BLAKE2b of the array's bytes (C order), hex."""
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
 
 
 def save_arrays(key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bool:
@@ -111,7 +129,10 @@ def save_arrays(key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, A
     try:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        index = {"arrays": {name: [list(a.shape), str(a.dtype)] for name, a in arrays.items()}, "meta": dict(meta)}
+        index = {
+            "arrays": {name: [list(a.shape), str(a.dtype), _checksum(a)] for name, a in arrays.items()},
+            "meta": dict(meta),
+        }
         (tmp / INDEX_NAME).write_text(json.dumps(index))
         final = root / key
         if final.exists():  # an unreadable entry being replaced

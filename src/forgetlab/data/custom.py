@@ -84,6 +84,9 @@ def _as_images(x: ArrayLike, where: str) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.contiguous()
     if x.is_floating_point():
+        if not bool(torch.isfinite(x).all()):
+            bad = x[~torch.isfinite(x)][0]
+            raise DataError(f"{where}: images must be finite numbers in [0, 1]. Got {float(bad)} values.")
         if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
             raise DataError(
                 f"{where}: float images must lie in [0, 1] (they are stored as uint8 x 255). Got values in "
@@ -188,6 +191,12 @@ def _load_npz_task(path: Path) -> tuple[Arrays, tuple[str, ...]]:
             raise DataError(f"Custom task file {str(path)!r} lacks array(s) {missing}; it holds {sorted(archive.files)}.")
         arrays = tuple(archive[k] for k in NPZ_KEYS)
         names = tuple(str(n) for n in archive["label_names"]) if "label_names" in archive.files else ()
+    for key, array in zip(NPZ_KEYS, arrays):
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise DataError(
+                f"Custom task file {str(path)!r}: array {key!r} holds {array[~np.isfinite(array)][0]} values; "
+                "images must be finite numbers (uint8, or float in [0, 1])."
+            )
     if not names:
         size = int(max(np.max(arrays[1], initial=0), np.max(arrays[3], initial=0))) + 1
         names = tuple(str(k) for k in range(size))
@@ -414,6 +423,8 @@ def load_revision_inputs(path: str | Path, input_shape: tuple[int, int, int]) ->
         return x
     if not x.is_floating_point():
         raise DataError(f"Revision inputs in {str(path)!r} must be uint8 pixels or floats in [0, 1]. Got {x.dtype}.")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"Revision inputs in {str(path)!r} must be finite numbers. Got {float(x[~torch.isfinite(x)][0])} values.")
     return x.float() * 255.0
 
 

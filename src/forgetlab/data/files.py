@@ -7,7 +7,9 @@ on Windows). Under that root each file may sit in the official layout
 (``mnist/``, ``cifar-10-batches-py/`` ...), torchvision's layout (``MNIST/raw/`` ...),
 or directly in the root. Every file is checked against its official MD5; checksums
 already verified are remembered in ``checksums.json`` in the per-user cache folder,
-keyed by (absolute path, size, mtime_ns), so a changed file is hashed again.
+keyed by (absolute path, size, mtime_ns), so a changed file is hashed again; a file
+edited in place with its size and mtime restored is not: :func:`verify_data`
+(``forgetlab verify-data``) rehashes every file.
 
 Example:
     paths = resolve_files(DATASET_FILES["mnist"], data_dir="/data")
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from forgetlab.errors import DataError
+from forgetlab.errors import DataError, unknown_name
 
 ENV_VAR = "FORGETLAB_DATA"
 CHECKSUM_CACHE_NAME = "checksums.json"
@@ -212,9 +214,9 @@ def _remember_checksum(path: Path, md5: str) -> None:
     write_cache_json(CHECKSUM_CACHE_NAME, cache)
 
 
-def verify_file(path: str | Path, md5: str) -> None:
+def verify_file(path: str | Path, md5: str, *, rehash: bool = False) -> None:
     """Raise :class:`DataError` unless the file's MD5 is ``md5``. A checksum verified
-    before for the same (absolute path, size, mtime_ns) is not computed again.
+    before for the same (absolute path, size, mtime_ns) is not computed again, unless ``rehash``.
 
     Example:
         verify_file("mnist/t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")
@@ -222,7 +224,7 @@ def verify_file(path: str | Path, md5: str) -> None:
     path = Path(path)
     key, stamp = _cache_key(path)
     known = _read_checksum_cache().get(key)
-    if isinstance(known, dict) and known.get("stamp") == stamp and known.get("md5") == md5:
+    if not rehash and isinstance(known, dict) and known.get("stamp") == stamp and known.get("md5") == md5:
         return
     actual = md5_file(path)
     if actual != md5:
@@ -329,7 +331,9 @@ def _locate(spec: DatasetFiles, root: Path) -> dict[str, Path]:
     return found
 
 
-def resolve_files(spec: DatasetFiles, data_dir: str | Path | None = None, download: bool = False) -> dict[str, Path]:
+def resolve_files(
+    spec: DatasetFiles, data_dir: str | Path | None = None, download: bool = False, *, rehash: bool = False
+) -> dict[str, Path]:
     """Find every file of ``spec`` under the data root (see :func:`find_data_root`),
     downloading missing ones when ``download`` is true, and verify their MD5s.
 
@@ -370,5 +374,27 @@ def resolve_files(spec: DatasetFiles, data_dir: str | Path | None = None, downlo
         )
     # Verify every file before any caller parses (or unpickles) it.
     for file in spec.files:
-        verify_file(found[file.name], file.md5)
+        verify_file(found[file.name], file.md5, rehash=rehash)
     return found
+
+
+def verify_data(names: list[str] | None = None, data_dir: str | Path | None = None) -> dict[str, str]:
+    """Rehash every file of the datasets ``names`` (default: every dataset with official
+    files) under the data root, skipping the remembered checksums; returns name -> ``ok
+    (N files)`` or ``not found``. A named dataset that is missing, or any file whose MD5
+    differs, raises :class:`DataError`.
+
+    Example:
+        verify_data(["mnist"], "/data")
+        {'mnist': 'ok (4 files)'}
+    """
+    out = {}
+    for name in names or list(DATASET_FILES):
+        if name not in DATASET_FILES:
+            raise unknown_name("dataset", name, DATASET_FILES)
+        spec = DATASET_FILES[name]
+        if names is None and len(_locate(spec, find_data_root(data_dir)[0])) < len(spec.files):
+            out[name] = "not found"
+            continue
+        out[name] = f"ok ({len(resolve_files(spec, data_dir, rehash=True))} files)"
+    return out

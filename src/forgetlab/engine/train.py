@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 import numpy as np
@@ -24,8 +25,9 @@ from forgetlab.analysis.activations import eval_mode
 from forgetlab.config import TrainConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import Task, TaskStream
-from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, save_checkpoint
+from forgetlab.engine.checkpoint import checkpoint_path, resume_checkpoint, save_checkpoint
 from forgetlab.engine.device import mixed_precision
+from forgetlab.engine.loggers import TrainLogger
 from forgetlab.errors import ConfigError, DivergedError, IncompatibleError
 from forgetlab.strategies.base import Batch, Naive, Strategy, StrategyContext
 
@@ -70,9 +72,11 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``config`` over the model's trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, params: list[nn.Parameter] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over ``params`` (default: the model's trainable parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -123,6 +127,7 @@ def train_stream(
     progress: bool = False,
     n_learned_tasks: int = 0,
     prefix_checkpoint: dict[str, Any] | None = None,
+    loggers: Sequence[TrainLogger] = (),
 ) -> TrainResult:
     """Train ``model`` on every task of ``stream`` in order; evaluate all tasks as it goes.
 
@@ -130,7 +135,8 @@ def train_stream(
     documents. Where training starts is one of three steps:
 
     - :func:`_resume`: ``checkpoint_dir`` already holds this run's ``task-{i}.pt``: go on
-      after the last one (same result as an uninterrupted run).
+      after the last good one (same result as an uninterrupted run; a bad or foreign one
+      is quarantined, see :func:`resume_checkpoint`).
     - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
       run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
       trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
@@ -144,7 +150,8 @@ def train_stream(
       initial accuracies.
 
     With ``checkpoint_dir``, writes ``task-{i}.pt`` (``checkpoint_extra`` included, and
-    the strategy's state and generator) after each task.
+    the strategy's state and generator) after each task. ``loggers``
+    (:mod:`forgetlab.engine.loggers`) receive every step's loss and every evaluation.
 
     Example:
         >>> import forgetlab
@@ -165,9 +172,11 @@ def train_stream(
         )
     strategy = strategy or Naive()
     loop = _Loop(model, stream, config, torch.device(device), strategy, progress, checkpoint_dir, checkpoint_extra)
-    found = latest_checkpoint(checkpoint_dir, stream.n_tasks) if checkpoint_dir is not None else None
-    if found is not None:
-        first_task = _resume(loop, read_checkpoint(found[1]))
+    loop.loggers = list(loggers)
+    config_dict = loop.checkpoint_extra.get("config")
+    own = None if checkpoint_dir is None else resume_checkpoint(checkpoint_dir, stream.n_tasks, config_dict)
+    if own is not None:
+        first_task = _resume(loop, own)
     elif prefix_checkpoint is not None:
         first_task = _adopt_prefix(loop, prefix_checkpoint)
     else:
@@ -198,6 +207,7 @@ class _Loop:
         model.train()
         self.model, self.stream, self.config, self.device, self.strategy = model, stream, config, device, strategy
         self.progress, self.checkpoint_dir, self.checkpoint_extra = progress, checkpoint_dir, checkpoint_extra or {}
+        self.loggers: list[TrainLogger] = []
         self.transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device)
         self.test_sets = [(t.test_x.to(device), t.test_y.to(device), t.head_index) for t in stream.tasks]
         self.data_generator = torch.Generator().manual_seed(config.seed)
@@ -230,6 +240,8 @@ class _Loop:
 
     def record_curve(self, task_index: int, epoch: float) -> None:
         self.curves.append(CurvePoint(task_index, epoch, self.global_step, self.evaluate_all()))
+        for logger in self.loggers:
+            logger.log_eval(task_index, self.global_step, epoch, self.curves[-1].accuracies)
 
     def accuracies_now(self, task_index: int) -> tuple[float, ...]:
         """The last curve point's accuracies when it was taken at this step of this task, else a new evaluation."""
@@ -251,6 +263,7 @@ class _Loop:
                 "global_step": self.global_step,
                 "model_state": self.model.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
+                "optimizer_params": _optimizer_params(self.model, self.optimizer),
                 "strategy_state": self.strategy.state_dict(),
                 "accuracy_matrix": self.R.tolist(),
                 "initial_accuracy": self.initial.tolist(),
@@ -267,8 +280,13 @@ class _Loop:
         )
 
     def restore(self, payload: dict[str, Any]) -> None:
-        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload."""
-        self.optimizer = make_optimizer(self.model, self.config)
+        """Optimizer, generators, ``R``, curves, counters and clocks from a checkpoint payload.
+
+        The optimizer is rebuilt over the parameters it held when saved (by name): a
+        strategy may have frozen some for that task (``freeze``) and thawed them since."""
+        names = payload.get("optimizer_params")
+        named = dict(self.model.named_parameters())
+        self.optimizer = make_optimizer(self.model, self.config, None if names is None else [named[n] for n in names])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         rng = payload["rng"]
         self.data_generator.set_state(rng["data"])
@@ -293,6 +311,12 @@ class _Loop:
             eval_seconds=self.eval_seconds,
             resumed_from=resumed_from,
         )
+
+
+def _optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Names of the parameters ``optimizer`` updates, in its order."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def _resume(loop: _Loop, payload: dict[str, Any]) -> int:
@@ -362,6 +386,12 @@ def _train_task(loop: _Loop, optimizer: torch.optim.Optimizer, context: Strategy
                 step += 1
                 loop.global_step += 1
                 bar.update()
+                if loop.loggers:
+                    value = float(loss.detach())
+                    for logger in loop.loggers:
+                        logger.log_step(task_index, loop.global_step, value)
+                if loop.progress and step % 20 == 0:  # the running loss on the bar (a sync every 20 steps only)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
                 if config.eval_every_steps and step % config.eval_every_steps == 0:
                     _check_finite(loss, task_index, step)
                     loop.record_curve(task_index, step / steps_per_epoch)

@@ -62,6 +62,8 @@ def compare_checkpoints(
     target = resolve_device(device)
     if measure not in MEASURES:
         raise ConfigError(f"The 'measure' parameter must be one of {', '.join(MEASURES)}. Got {measure!r} instead.")
+    if max_samples < 0:
+        raise ConfigError(f"The 'max_samples' parameter must be >= 0 (0 = all). Got {max_samples} instead.")
     payload_a = read_checkpoint(path_a)
     model_a, config_a = checkpoint_model(payload_a, path_a), RunConfig.from_dict(payload_a["config"])  # resolved
     model_b, _ = load_model(path_b)

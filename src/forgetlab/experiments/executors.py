@@ -113,6 +113,7 @@ class RunJob:
         start_from: a prefix checkpoint of another run, or ``None``.
         threads: torch threads for the run; 0 = leave the process's setting.
         progress: show step progress bars (in-process only).
+        log: training logs to write into the run folder (``csv``, ``tensorboard``).
     """
 
     run_id: str
@@ -124,6 +125,7 @@ class RunJob:
     start_from: str | None
     threads: int = 0
     progress: bool = False
+    log: tuple[str, ...] = ()
 
 
 def run_job(job: RunJob) -> Any:
@@ -144,6 +146,7 @@ def run_job(job: RunJob) -> Any:
         return train_run(
             config, Path(job.run_dir), device=resolve_device(job.device),
             data_dir=job.data_dir, download=job.download, progress=job.progress, start_from=job.start_from,
+            log=job.log,
         )
     except DivergedError as exc:
         return RunFailure(job.run_id, config, str(exc), kind="diverged")

@@ -161,6 +161,7 @@ def execute(
     progress: bool = False,
     reuse_prefix: bool = True,
     on_done: Callable[[Any], None] | None = None,
+    log: Sequence[str] = (),
 ) -> list[Any]:
     """Run every config (finished ones come from the store) on ``executor`` (default: in
     this process, one after another) and return, in order, each one's
@@ -195,6 +196,9 @@ def execute(
     from forgetlab.engine.device import mixed_precision, resolve_device
 
     executor = executor or ExecutorConfig()
+    from forgetlab.engine.loggers import check_loggers
+
+    log = check_loggers(log)  # a bad name: an error before any work
     resolved = [resolve(config) for config in configs]
     ids = [config.run_id() for config in resolved]
     if executor.resolved_name != "ray":
@@ -238,7 +242,7 @@ def execute(
         return RunJob(
             run_id=run_id, config=data, run_dir=str(store.begin(run_id, data, __version__)), device=device,
             data_dir=None if data_dir is None else str(data_dir), download=download, start_from=start_from,
-            threads=threads, progress=progress and in_process,
+            threads=threads, progress=progress and in_process, log=tuple(log),
         )
 
     bar = _bar(len(todo), progress)

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from forgetlab.config import TrainConfig
 from forgetlab.data.streams import Task, TaskStream
+from forgetlab.engine.device import resolve_device
 from forgetlab.engine.train import train_stream
 from forgetlab.errors import ConfigError, did_you_mean, unknown_name
 from forgetlab.strategies.distillation import PseudoRehearsal, padded_soft_cross_entropy
@@ -237,7 +238,7 @@ def finetune(
     if method not in FINETUNE_METHODS:
         raise unknown_name("finetune method", method, FINETUNE_METHODS)
     original = wrap_model(model)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     check_fits(new_data, original, check_labels=False)
     for d in (old_data, revision_data):
         if d is not None:

@@ -4,12 +4,16 @@ Three kinds of file are recognised by their content:
 
 * a forgetlab checkpoint (it carries its config, so nothing else is needed);
 * a whole model saved with ``torch.save(model)``: unpickling it imports the model's
-  class, so its module must be importable (on ``PYTHONPATH``), and it runs that code:
-  load only files you trust;
+  class, so its module must be importable (on ``PYTHONPATH``), and it can run any code
+  the file names: it is refused unless ``trust_pickle=True`` (``--trust-pickle``), which
+  warns; load only files you trust;
 * a ``state_dict`` (a dict of tensors, also under a ``state_dict`` /
   ``model_state_dict`` / ``model_state`` key): the architecture comes from an instance
   you pass (``module=``), or from ``model_class="package.module:ClassName"`` built with
-  ``model_args`` (a dict of keyword arguments). It is read with ``weights_only=True``.
+  ``model_args`` (a dict of keyword arguments).
+
+Every file is read with ``torch.load(weights_only=True)`` (tensors and plain types only:
+nothing in the file can run code) unless ``trust_pickle=True``.
 
 A state_dict that does not fit the model raises :class:`IncompatibleError` listing the
 missing keys, the unexpected keys and every shape mismatch with both shapes.
@@ -35,6 +39,7 @@ import json
 import os
 import pickle
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from forgetlab.engine.checkpoint import pickled_global
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
@@ -78,9 +84,11 @@ def import_model_class(spec: str) -> type[nn.Module]:
     return cls
 
 
-def read_model_file(path: str | Path) -> Any:
-    """The object stored in ``path``: a state_dict (read with ``weights_only=True``), a whole
-    ``nn.Module``, or a forgetlab checkpoint dict. Unreadable files raise :class:`DataError`.
+def read_model_file(path: str | Path, *, trust_pickle: bool = False) -> Any:
+    """The object stored in ``path``: a state_dict or a forgetlab checkpoint dict (read with
+    ``weights_only=True``), or, only with ``trust_pickle``, a whole pickled ``nn.Module``
+    (unpickling runs code named by the file: a warning says so). Unreadable files raise
+    :class:`DataError`.
 
     Example:
         >>> import tempfile, os
@@ -100,9 +108,21 @@ def read_model_file(path: str | Path) -> Any:
         first_error = exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise _unreadable(path, exc) from None
-    if "Weights only load failed" not in str(first_error):
+    name = pickled_global(first_error)
+    if name is None:
         raise _unreadable(path, first_error)
-    # A pickled object other than tensors: a whole model, or a forgetlab checkpoint.
+    if not trust_pickle:
+        raise DataError(
+            f"Model file {str(path)!r} holds pickled Python objects besides tensors (it names {name}; a whole "
+            "saved model?): "
+            "loading it could run any code the file names, so it is refused. Save model.state_dict() and pass "
+            "--model-class package.module:ClassName, or pass --trust-pickle (trust_pickle=True) for a file you trust."
+        )
+    warnings.warn(
+        f"Unpickling {str(path)!r} with trust_pickle: this runs code named by the file; load only files you trust.",
+        UserWarning,
+        stacklevel=2,
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError) as exc:
@@ -171,26 +191,28 @@ def load_user_model(
     blocks: Sequence[str] | None = None,
     head: str | None = None,
     input_shape: Sequence[int] | None = None,
+    trust_pickle: bool = False,
 ) -> WrappedModel:
     """Load the model in ``path`` (see the module docstring) as a :class:`WrappedModel` in eval mode.
 
     ``module`` (an instance, copied, never changed) or ``model_class`` give the
     architecture of a plain state_dict; they are ignored for whole models and forgetlab
     checkpoints. A ``path.json`` sidecar written by :func:`save_user_model` supplies
-    ``blocks``, ``head`` and ``input_shape`` defaults.
+    ``blocks``, ``head`` and ``input_shape`` defaults. A whole pickled model loads only
+    with ``trust_pickle=True`` (see :func:`read_model_file`).
 
     Example:
         >>> import tempfile, os, torch
         >>> from torch import nn
         >>> path = os.path.join(tempfile.mkdtemp(), "whole.pt")
         >>> torch.save(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), path)
-        >>> load_user_model(path).block_names
+        >>> load_user_model(path, trust_pickle=True).block_names
         ('0', '1', '2')
     """
     from forgetlab.engine.checkpoint import CHECKPOINT_FORMAT, load_model
 
     path = Path(path)
-    payload = read_model_file(path)
+    payload = read_model_file(path, trust_pickle=trust_pickle)
     meta = _read_sidecar(path)
     blocks = blocks if blocks is not None else meta.get("blocks")
     head = head if head is not None else meta.get("head")
@@ -212,7 +234,7 @@ def load_user_model(
             cls = import_model_class(model_class)
             try:
                 net = cls(**dict(model_args or {}))
-            except TypeError as exc:
+            except Exception as exc:  # noqa: BLE001 - the user's constructor may raise anything
                 raise ConfigError(
                     f"The 'model_args' parameter {dict(model_args or {})} cannot build {cls.__name__}: {exc}."
                 ) from None
@@ -220,7 +242,7 @@ def load_user_model(
             raise ConfigError(
                 f"Model file {str(path)!r} is a state_dict, which does not say which architecture it belongs to: "
                 "pass the model class (--model-class package.module:ClassName, with --model-args JSON if its "
-                "constructor needs arguments) or save the whole model with torch.save(model)."
+                "constructor needs arguments), or save the whole model with torch.save(model) and pass --trust-pickle."
             )
         if meta.get("n_outputs") and head is not None:  # a head grown by finetune
             net = resize_head(net, head, int(meta["n_outputs"]))
@@ -252,6 +274,8 @@ def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str
         ['0.bias', '0.weight']
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"The 'out' parameter must be a file path. Got {str(path)!r}, which is a folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
     cls = type(model.module)
     meta = {
