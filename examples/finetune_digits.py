@@ -40,7 +40,7 @@ def main(out_dir: Path) -> dict[str, dict[str, float]]:
         result = finetune(model, new_data, method=method, params=params, old_data=old_data, epochs=5)
         print(result.format_report(), end="\n\n")
         save_user_model(result.model, out_dir / f"finetuned-{method}.pt", {"method": method, **result.to_dict()})
-        summary[method] = {"old": result.after["old"], "new": result.after["new"]}
+        summary[method] = {"old": result.after["old_accuracy"], "new": result.after["new_accuracy"]}
     print("old-task / new-task accuracy after fine-tuning on 5-9:")
     for method, acc in summary.items():
         print(f"  {method:<17} {100 * acc['old']:5.1f}% / {100 * acc['new']:5.1f}%")

@@ -166,7 +166,7 @@ def _add_user_parsers(commands) -> None:
     diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder")
     diagnose.add_argument("--new-data", help="the new task's labelled data (adds new-task accuracies)")
     diagnose.add_argument("--k", type=int, default=10, help="subspace dimension (default 10)")
-    diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000)")
+    diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000, at least 4)")
     diagnose.add_argument("--pool", action="store_true", help="average conv maps over space before CKA / subspace")
     diagnose.add_argument("--report", metavar="DIR", help="write report.html (+ PNG/SVG figures, diagnosis.json) there")
     _add_model_options(diagnose)
@@ -178,7 +178,8 @@ def _add_user_parsers(commands) -> None:
     finetune.add_argument("--old-data", help="labelled old-task data: true old-task accuracy; EWC / replay use it")
     finetune.add_argument("--revision-data", help="inputs the original model labels for pseudo-rehearsal (labels ignored)")
     finetune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="a method hyperparameter, e.g. --set lam=1000 or --set mode=alternate (repeatable)")
+                          help="a method hyperparameter, the same keys as `run`: --set method.lam=1000 (or lam=1000), "
+                               "--set method.mode=alternate (repeatable)")
     finetune.add_argument("--epochs", type=int, default=5, help="epochs over the new data (default 5)")
     finetune.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     finetune.add_argument("--optimizer", default="adam", help="adam (default) or sgd")

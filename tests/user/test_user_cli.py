@@ -68,7 +68,7 @@ def test_finetune_then_diagnose(workdir, capsys):
     assert code == 0, out
     assert "method ewc: lam=100.0" in out and "old task" in out and "saved:" in out
     summary = json.loads(captured.out)
-    assert summary["method"] == "ewc" and set(summary["after"]) == {"old", "new"}
+    assert summary["method"] == "ewc" and set(summary["after"]) == {"old_accuracy", "new_accuracy", "all_accuracy", "revision_agreement"}
     meta = json.loads((workdir / "tuned.pt.json").read_text())
     assert meta["model_class"] == "clinet:Net" and meta["blocks"] == ["body", "skip", "out"]
 

@@ -123,3 +123,18 @@ def test_weight_change_matches_an_independent_computation():
     data = user_data(torch.randn(30, 3), torch.arange(30) % 2)
     table = diagnose(a, b, data, k=2).format_table()
     assert any(line.startswith("1 ") and " - " in line for line in table.splitlines())
+
+
+def test_sample_counts_are_true_and_small_files_are_refused_in_user_words(pair):
+    from forgetlab.errors import DataError
+
+    old, new, data, new_data = pair
+    result = diagnose(old, new, data, new_data, k=2, max_samples=5)
+    table = result.format_table()
+    assert f"old-task accuracy (old, n = {data.n_samples})" in table and data.n_samples != 5  # accuracy: all of them
+    assert f"new-task accuracy (new, n = {new_data.n_samples})" in table
+    assert "on the first 5 old-task inputs (n = 5)" in table and result.n_samples == 5
+    assert result.to_dict()["n_examples"] == {"old_task": data.n_samples, "new_task": new_data.n_samples}
+    tiny = user_data(data.x[:3], data.y[:3], "three.npz")
+    with pytest.raises(DataError, match=r"^diagnose needs at least 4 examples for debiased CKA; the file three.npz has 3\.$"):
+        diagnose(old, new, tiny)

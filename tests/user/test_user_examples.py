@@ -1,6 +1,6 @@
 """The examples/ scripts run offline and show what they claim (CI runs them here).
 
-Both scripts start together (two processes, one torch thread each) to halve the wall time.
+The scripts start together (one process each, one torch thread each) to halve the wall time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-SCRIPTS = ("finetune_digits.py", "diagnose_digits.py")
+SCRIPTS = ("finetune_digits.py", "diagnose_digits.py", "add_label_digits.py")
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,15 @@ def test_diagnose_example_writes_the_report(runs):
     assert (out_dir / "report" / "report.html").is_file()
     old_new = re.search(r"old-task accuracy .*OLD ([\d.]+)%\s+NEW ([\d.]+)%", out)
     assert old_new and float(old_new.group(1)) > 90 > float(old_new.group(2)) + 50, out
+
+
+def test_add_label_example_learns_new_labels_and_keeps_the_old(runs):
+    out, out_dir = _output(runs, "add_label_digits.py")
+    rows = re.findall(r"^\s+(naive|pseudo-rehearsal|ewc|replay)\s+([\d.]+)% /\s+([\d.]+)% /\s+([\d.]+)%", out, re.M)
+    acc = {m: tuple(map(float, v)) for m, *v in rows}  # (old classes, new classes, all classes)
+    assert set(acc) == {"naive", "pseudo-rehearsal", "ewc", "replay"}, out
+    assert acc["naive"][0] < 20 and acc["naive"][1] > 80, out
+    for method in ("pseudo-rehearsal", "replay"):
+        assert acc[method][0] > 80 and acc[method][1] > 70 and acc[method][2] > acc["naive"][2] + 15, out
+    assert acc["ewc"][0] > acc["naive"][0] + 30, out
+    assert "head grown from 5 to 10 outputs" in out and (out_dir / "added-replay.pt").is_file()

@@ -40,9 +40,9 @@ def test_every_method_runs_and_leaves_the_original_alone(setup, method):
     before = _state(net)
     params = {"fisher_samples": 16} if method == "ewc" else None
     result = finetune(WrappedModel(net), new, method=method, params=params, old_data=old, epochs=1, batch_size=16)
-    assert result.method == method and result.old_task_kind == "accuracy"
-    assert 0 <= result.after["old"] <= 1 and 0 <= result.after["new"] <= 1
-    assert result.before["new"] == 0.0  # the old model never predicts classes 2, 3
+    assert result.method == method and result.old_source == "old" and result.after["revision_agreement"] is None
+    assert 0 <= result.after["old_accuracy"] <= 1 and 0 <= result.after["new_accuracy"] <= 1
+    assert result.before["new_accuracy"] == 0.0  # the old model never predicts classes 2, 3
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not all(torch.equal(before[k], v) for k, v in result.model.module.state_dict().items())
     assert "before" in result.format_report()
@@ -65,15 +65,17 @@ def test_pseudo_rehearsal_teacher_is_frozen_and_never_updated(setup, monkeypatch
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in teacher.module.state_dict().items())
-    # no old data: old-task accuracy = agreement with the original model on the new inputs (spaCy's choice)
-    assert result.before["old"] == 1.0 and result.old_task_kind == "agreement with the original model"
+    # no old data: old-task accuracy unknown; agreement with the original model on held-out new inputs
+    assert result.before["old_accuracy"] is None and result.before["revision_agreement"] == 1.0
+    assert "old task: accuracy UNKNOWN" in result.format_report()
 
 
 def test_revision_data_and_noise_sources(setup):
     net, old, new = setup
     revision = user_data(old.x, torch.zeros_like(old.y), "revision")  # labels are ignored
     result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", revision_data=revision, epochs=1)
-    assert result.params.revision_size == old.n_samples and "revision" in result.old_task_source
+    assert result.params.revision_size == old.n_samples - round(0.2 * old.n_samples)  # the rest is held out
+    assert result.revision_source == "revision" and result.before["revision_agreement"] == 1.0
     result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", params={"revision_source": "noise"}, epochs=1)
     assert result.params.revision_source == "noise"
 
@@ -88,8 +90,8 @@ def test_errors(setup):
         make_params("ewc", {"lam": -1.0})
     with pytest.raises(ConfigError, match="must not be 'user' in finetune"):
         finetune(WrappedModel(net), new, params={"revision_source": "user", "revision_path": "x.npz"})
-    with pytest.raises(IncompatibleError, match="labels go up to 5 but the model has 4 outputs"):
-        finetune(WrappedModel(net), user_data(new.x, new.y + 2, "bigger"))
+    with pytest.raises(IncompatibleError, match="bigger: labels go up to 5 but the model has 4 outputs"):
+        finetune(WrappedModel(net), new, old_data=user_data(new.x, new.y + 2, "bigger"))  # only NEW data adds classes
     with pytest.raises(IncompatibleError, match=r"wrong: inputs of shape \(6, 3\) do not fit the model"):
         finetune(WrappedModel(net), user_data(torch.zeros(8, 6, 3), torch.zeros(8, dtype=torch.long), "wrong"))
 
@@ -135,3 +137,39 @@ def test_train_stream_start_task_runs_hooks_without_training():
     assert len(result.curves) == 2 and all(point.task_index == 1 for point in result.curves)
     with pytest.raises(ConfigError, match=r"'n_learned_tasks' parameter must be in \[0, 1\]. Got 2"):
         train_stream(net, stream, TrainConfig(lr=0.01, epochs=1), n_learned_tasks=2)
+
+
+def test_without_old_data_old_accuracy_is_unknown_and_agreement_is_on_held_out_revision_inputs(setup):
+    from forgetlab.user.diagnosis import predict
+    from forgetlab.user.userdata import split_data
+
+    net, old, new = setup
+    revision = user_data(old.x, torch.zeros_like(old.y), "rev.npz")
+    result = finetune(WrappedModel(net), new, method="pseudo-rehearsal", revision_data=revision, epochs=2, batch_size=16)
+    held_out = split_data(revision, 0.2)[1].x  # never used for training
+    expected = float((predict(result.model, held_out) == predict(net, held_out)).double().mean())
+    assert result.after["revision_agreement"] == pytest.approx(expected)
+    assert result.before["old_accuracy"] is None and result.after["old_accuracy"] is None and result.after["all_accuracy"] is None
+    report = result.format_report()
+    table = report.split("\n\n", 1)[1]
+    assert "old task: accuracy UNKNOWN" in report and "held-out revision inputs (rev.npz)" in report
+    assert "old task" not in table and "agreement" in table
+
+
+def test_new_task_left_near_chance_warns_with_the_likely_cause(setup):
+    net, old, new = setup
+    result = finetune(WrappedModel(net), new, method="ewc", params={"lam": 1e12, "fisher_samples": 16}, old_data=old,
+                      epochs=1, batch_size=16)
+    assert result.after["new_accuracy"] <= 0.6
+    report = result.format_report()
+    assert "warning: the new task's accuracy" in report and "near chance (50.0% for 2 classes)" in report
+    assert "lam=1e+12 is likely too strong for lr 0.001" in report and "--set method.lam=" in report
+
+
+def test_set_keys_are_the_same_as_run(capsys):
+    from forgetlab.cli import main
+
+    assert make_params("ewc", {"method.lam": 3}).lam == 3.0 == make_params("ewc", {"lam": 3}).lam
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "method.lam=1000" in " ".join(capsys.readouterr().out.split())

@@ -94,9 +94,10 @@ def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str 
     (directory / "diagnosis.json").write_text(json.dumps(dict(d), indent=2) + "\n")
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    summary = [["old task", pct(d["old_task"]["old"]), pct(d["old_task"]["new"])]]
+    n = lambda key: f" (n = {d['n_examples'][key]})" if key in d.get("n_examples", {}) else ""  # noqa: E731
+    summary = [[f"old task{n('old_task')}", pct(d["old_task"]["old"]), pct(d["old_task"]["new"])]]
     if d["new_task"] is not None:
-        summary.append(["new task", pct(d["new_task"]["old"]), pct(d["new_task"]["new"])])
+        summary.append([f"new task{n('new_task')}", pct(d["new_task"]["old"]), pct(d["new_task"]["new"])])
     block_rows = [
         [b["block"], num(b["weight_change"]), num(b["cka_debiased"]), num(b["cka"]),
          num(b["subspace_similarity"]) + (f" (k={b['subspace_k']})" if b["subspace_similarity"] is not None else ""),

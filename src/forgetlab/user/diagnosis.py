@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
-from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.errors import ConfigError, DataError, IncompatibleError
 from forgetlab.report.diagnose import diagnosis_report
 from forgetlab.user.userdata import UserData, as_inputs, check_fits
 from forgetlab.user.wrap import WrappedModel, wrap_model
@@ -71,7 +71,9 @@ class ResetResult:
 
 @dataclass
 class Diagnosis:
-    """What :func:`diagnose` returns; :meth:`format_table` renders it for a terminal."""
+    """What :func:`diagnose` returns; :meth:`format_table` renders it for a terminal.
+    ``n_samples``: the old-task inputs the similarities (CKA, subspace) use;
+    ``n_examples``: ``{"old_task": N, "new_task": M}``, the examples each accuracy uses."""
 
     old_task: dict[str, float]
     new_task: dict[str, float] | None
@@ -80,6 +82,7 @@ class Diagnosis:
     n_samples: int
     k: int
     sources: dict[str, str] = field(default_factory=dict)
+    n_examples: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready)."""
@@ -95,15 +98,18 @@ class Diagnosis:
         def num(value: float | None) -> str:
             return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
+        n_old, n_new = self.n_examples.get("old_task", "?"), self.n_examples.get("new_task", "?")
         lines = [
-            f"old-task accuracy ({self.sources.get('data', 'data')}, {self.n_samples} examples): "
+            f"old-task accuracy ({self.sources.get('data', 'data')}, n = {n_old}): "
             f"OLD {pct(self.old_task['old'])}  NEW {pct(self.old_task['new'])}"
         ]
         if self.new_task is not None:
             lines.append(
-                f"new-task accuracy ({self.sources.get('new_data', 'new data')}): "
+                f"new-task accuracy ({self.sources.get('new_data', 'new data')}, n = {n_new}): "
                 f"OLD {pct(self.new_task['old'])}  NEW {pct(self.new_task['new'])}"
             )
+        lines.append(f"CKA and subspace similarity: on the first {self.n_samples} old-task inputs (n = {self.n_samples}); "
+                     f"accuracies if reset: on all of them (n = {n_old})")
         header = ["block", "weight change", "CKA debiased (biased)", f"subspace sim (k<={self.k})", "old acc if reset"]
         if self.new_task is not None:
             header.append("new acc if reset")
@@ -276,15 +282,18 @@ def diagnose(
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"The 'k' parameter must be an integer >= 1. Got {k!r}.")
-    if not isinstance(max_samples, int) or max_samples < 3:
-        raise ConfigError(f"The 'max_samples' parameter must be an integer >= 3. Got {max_samples!r}.")
+    if not isinstance(max_samples, int) or max_samples < 4:
+        raise ConfigError(
+            f"The 'max_samples' parameter (--max-samples) must be an integer >= 4: debiased CKA needs at least 4 "
+            f"examples. Got {max_samples!r}."
+        )
     old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
     _check_pair(old_w, new_w)
     for d in (data, new_data):
         if d is not None:
             check_fits(d, old_w)
-    if data.n_samples < 3:
-        raise ConfigError(f"{data.source}: the similarity measures need at least 3 examples. Got {data.n_samples}.")
+    if data.n_samples < 4:
+        raise DataError(f"diagnose needs at least 4 examples for debiased CKA; the file {data.source} has {data.n_samples}.")
     names = old_w.block_names
     inputs = as_inputs(data.x[:max_samples])
     cka_rows = cka_table(old_w.module, new_w.module, inputs, names, condition="OLD vs NEW", pool=pool, batch_size=batch_size)
@@ -311,6 +320,7 @@ def diagnose(
         n_samples=int(inputs.shape[0]),
         k=k,
         sources={"data": data.source, **({"new_data": new_data.source} if new_data is not None else {})},
+        n_examples={"old_task": data.n_samples, **({"new_task": new_data.n_samples} if new_data is not None else {})},
     )
 
 

@@ -22,9 +22,13 @@ l2                 nothing: anchors on the original weights
 naive              nothing (the baseline that forgets)
 =================  ============================================================
 
-"Old-task accuracy" is measured on the test part of ``old_data`` when given; without
-it, it is the agreement with the original model's predictions on the old task's
-inputs (100% before fine-tuning, by construction): the report says which.
+New labels beyond the model's outputs are new classes: the head grows (old rows kept bit
+for bit, new rows initialised as a fresh ``nn.Linear``'s), with every method; the
+pseudo-rehearsal teacher then covers the old outputs only.
+
+Old-task accuracy is measured on the test part of ``old_data``; without it, it is
+unknown, and the report gives instead the agreement with the original model's
+predictions on held-out revision inputs (100% before fine-tuning, by construction).
 
 See :func:`finetune` for an example.
 """
@@ -39,59 +43,76 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from forgetlab.config import TrainConfig
 from forgetlab.data.streams import Task, TaskStream
 from forgetlab.engine.device import resolve_device
 from forgetlab.engine.train import train_stream
 from forgetlab.errors import ConfigError, did_you_mean, unknown_name
+from forgetlab.strategies.distillation import PseudoRehearsal, padded_soft_cross_entropy
+from forgetlab.strategies.losses import soft_cross_entropy
 from forgetlab.strategies import HyperParams, create_strategy, format_params, strategy_class
 from forgetlab.user.diagnosis import predict
 from forgetlab.user.userdata import UserData, as_inputs, check_fits, split_data
-from forgetlab.user.wrap import WrappedModel, wrap_model
+from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
-__all__ = ["FINETUNE_METHODS", "FinetuneResult", "finetune", "make_params"]
+__all__ = ["ACCURACY_KEYS", "FINETUNE_METHODS", "FinetuneResult", "finetune", "make_params"]
 
 FINETUNE_METHODS = ("pseudo-rehearsal", "ewc", "l2", "replay", "lwf", "naive")
 
 
+ACCURACY_KEYS = ("old_accuracy", "new_accuracy", "all_accuracy", "revision_agreement")
+STRENGTH = {"ewc": "lam", "l2": "lam", "lwf": "lam", "pseudo-rehearsal": "revision_fraction", "replay": "fraction"}
+
+
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` returns: the fine-tuned ``model`` (a new object; the
-    original is unchanged) and accuracies ``before`` / ``after`` on ``old`` and ``new``."""
+    """What :func:`finetune` returns: the fine-tuned ``model`` (a new object; the original
+    is unchanged) and ``before`` / ``after`` dicts with :data:`ACCURACY_KEYS` (fractions;
+    ``None`` when not measurable): ``old_accuracy`` on the held-out old data,
+    ``new_accuracy`` on the held-out new data, ``all_accuracy`` on both together, and,
+    without old data, ``revision_agreement``: agreement with the original model's
+    predictions on held-out revision inputs (``revision_source`` names them)."""
 
     model: WrappedModel
     method: str
     params: HyperParams
-    before: dict[str, float]
-    after: dict[str, float]
-    old_task_kind: str
-    old_task_source: str
+    before: dict[str, float | None]
+    after: dict[str, float | None]
+    old_source: str | None
+    revision_source: str
+    n_old_test: int
     n_new_train: int
     n_new_test: int
+    n_outputs_before: int
+    n_outputs: int
     train_seconds: float
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), without the model."""
-        return {
-            "method": self.method, "params": dataclasses.asdict(self.params), "before": self.before,
-            "after": self.after, "old_task_kind": self.old_task_kind, "old_task_source": self.old_task_source,
-            "n_new_train": self.n_new_train, "n_new_test": self.n_new_test, "train_seconds": self.train_seconds,
-        }
+        fields = [f.name for f in dataclasses.fields(self) if f.name not in ("model", "params")]
+        return {"params": dataclasses.asdict(self.params), **{name: getattr(self, name) for name in fields}}
 
     def format_report(self) -> str:
-        """Before/after accuracies as a text table."""
-        p = lambda v: f"{100 * v:.1f}%"  # noqa: E731
-        lines = [
-            f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}",
-            f"old task: {self.old_task_kind} on {self.old_task_source}",
-            f"new task: {self.n_new_train} training / {self.n_new_test} held-out examples; trained in {self.train_seconds:.1f} s",
-            "",
-            f"{'':<10}{'before':>9}{'after':>9}",
-            f"{'old task':<10}{p(self.before['old']):>9}{p(self.after['old']):>9}",
-            f"{'new task':<10}{p(self.before['new']):>9}{p(self.after['new']):>9}",
-        ]
+        """Before/after accuracies as a text table (with the notes and warnings)."""
+        p = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines = [f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}"]
+        if self.n_outputs > self.n_outputs_before:
+            lines.append(f"head grown from {self.n_outputs_before} to {self.n_outputs} outputs: new classes "
+                         f"{self.n_outputs_before}..{self.n_outputs - 1} (old rows kept, new rows freshly initialised)")
+        lines.append(f"new task: {self.n_new_train} training / {self.n_new_test} held-out examples; trained in {self.train_seconds:.1f} s")
+        rows = [("new task", "new_accuracy")]
+        if self.old_source is not None:
+            lines.append(f"old task: {self.n_old_test} held-out examples of {self.old_source}")
+            rows = [("old task", "old_accuracy"), *rows, ("all (both)", "all_accuracy")]
+        else:
+            lines.append("old task: accuracy UNKNOWN (no --old-data: pass labelled old-task data to measure it)")
+            rows.append(("agreement", "revision_agreement"))
+            lines.append(f"agreement = agreement with the original model's predictions on held-out revision inputs ({self.revision_source})")
+        lines += ["", f"{'':<12}{'before':>9}{'after':>9}"]
+        lines += [f"{label:<12}{p(self.before[key]):>9}{p(self.after[key]):>9}" for label, key in rows]
         return "\n".join(lines + self.notes)
 
 
@@ -113,10 +134,11 @@ def make_params(method: str, params: HyperParams | Mapping[str, Any] | None = No
     names = [f.name for f in dataclasses.fields(cls)]
     values = {k: v for k, v in defaults.items() if k in names}
     for key, value in dict(params or {}).items():
+        key = key.removeprefix("method.")  # the key `run --set` uses
         if key not in names:
             raise ConfigError(
                 f"Unknown hyperparameter {key!r} for method {method!r}.{did_you_mean(key, names)} "
-                f"Valid: {', '.join(names) or '(none)'}."
+                f"Valid: {', '.join(names) or '(none)'} (written lam=3 or method.lam=3)."
             )
         values[key] = value
     return cls(**values)
@@ -127,6 +149,54 @@ def _task(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch
         name=name, train_x=train[0], train_y=train[1], test_x=test[0], test_y=test[1], head_index=0,
         classes=tuple(sorted(set(train[1].tolist()))), label_names=tuple(str(k) for k in range(n_outputs)),
     )
+
+
+class _OldOutputsRehearsal(PseudoRehearsal):
+    """Pseudo-rehearsal for a grown head: the frozen teacher covers the original head's
+    ``n_old`` outputs only. On old-task revision inputs its softmax is padded with zero
+    probability for the new outputs (old inputs must not look like new classes); when
+    the revision inputs are the new data's own (``on_new_inputs``), only the old outputs
+    are matched, and the new outputs learn from the new labels alone."""
+
+    def __init__(self, params: HyperParams, n_old: int, on_new_inputs: bool) -> None:
+        super().__init__(params)
+        self.n_old, self.on_new_inputs = n_old, on_new_inputs
+
+    def revision_loss(self, model: torch.nn.Module, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        assert self._teacher is not None
+        with torch.no_grad():
+            teacher = self._teacher.heads[0](self._teacher.features(inputs))[:, : self.n_old]
+        student = model.heads[0](features)
+        if self.params.loss == "mse":
+            return F.mse_loss(student[:, : self.n_old], teacher)
+        if self.on_new_inputs:
+            return soft_cross_entropy(student[:, : self.n_old], teacher, self.params.temperature)
+        return padded_soft_cross_entropy(student, teacher, self.params.temperature)
+
+
+def _agreement(model: torch.nn.Module, reference: torch.Tensor, x: torch.Tensor) -> float:
+    return int((predict(model, x) == reference).sum()) / len(reference)
+
+
+def _accuracies(model: torch.nn.Module, old_test: UserData | None, new_test: UserData, revision: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float | None]:
+    acc = lambda x, y: _agreement(model, y, x)  # noqa: E731
+    old = None if old_test is None else acc(old_test.x, old_test.y)
+    new = acc(new_test.x, new_test.y)
+    both = None if old_test is None else (old * old_test.n_samples + new * new_test.n_samples) / (old_test.n_samples + new_test.n_samples)
+    agreement = None if revision is None else _agreement(model, revision[1], revision[0])
+    return dict(zip(ACCURACY_KEYS, (old, new, both, agreement)))
+
+
+def _chance_warning(method: str, hyper: HyperParams, after_new: float, new_classes: int, lr: float) -> str | None:
+    """A warning when the new task is left near chance (``1 / new_classes`` + a fifth of the rest)."""
+    chance = 1 / max(new_classes, 1)
+    if new_classes < 2 or after_new > chance + 0.2 * (1 - chance):
+        return None
+    knob = STRENGTH.get(method)
+    cause = (f"{knob}={getattr(hyper, knob):g} is likely too strong for lr {lr:g}: lower it (--set method.{knob}=...) "
+             "or raise --lr / --epochs" if knob else f"lr {lr:g} or the epochs are likely too low")
+    return (f"warning: the new task's accuracy after fine-tuning ({100 * after_new:.1f}%) is near chance "
+            f"({100 * chance:.1f}% for {new_classes} classes): {method} kept the model from learning it; {cause}.")
 
 
 def finetune(
@@ -149,44 +219,50 @@ def finetune(
 
     ``new_data`` and ``old_data`` are split (seeded) into train and held-out test parts
     (``test_fraction``). ``params``: the method's hyperparameters (a dataclass, or a
-    mapping of overrides); pseudo-rehearsal defaults to ``revision_source="old-inputs"``
-    with every old-task input as revision pool. ``model`` is never changed.
+    mapping of overrides, ``lam`` or ``method.lam``); pseudo-rehearsal defaults to
+    ``revision_source="old-inputs"`` with every old-task input as revision pool. Labels
+    of ``new_data`` beyond the model's outputs are new classes: the head grows (see
+    :func:`~forgetlab.user.wrap.resize_head`). ``model`` is never changed.
 
     Example:
         >>> import torch
         >>> from torch import nn
         >>> from forgetlab.user import WrappedModel, user_data
         >>> _ = torch.manual_seed(0)
-        >>> model = WrappedModel(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 4)))
-        >>> new = user_data(torch.randn(40, 4), torch.arange(40) % 2 + 2)
+        >>> model = WrappedModel(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)))
+        >>> new = user_data(torch.randn(40, 4), torch.arange(40) % 2 + 2)  # classes 2, 3: new
         >>> result = finetune(model, new, method="pseudo-rehearsal", epochs=2)
-        >>> result.before["old"], result.old_task_kind
-        (1.0, 'agreement with the original model')
+        >>> result.n_outputs, result.before["old_accuracy"], result.before["revision_agreement"]
+        (4, None, 1.0)
     """
     if method not in FINETUNE_METHODS:
         raise unknown_name("finetune method", method, FINETUNE_METHODS)
     original = wrap_model(model)
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    for d in (new_data, old_data, revision_data):
+    check_fits(new_data, original, check_labels=False)
+    for d in (old_data, revision_data):
         if d is not None:
             check_fits(d, original)
+    n_outputs = max(original.n_outputs, new_data.n_classes)
     new_train, new_test = split_data(new_data, test_fraction, seed)
+    old_train = old_test = revision_test = None
     if old_data is not None:
         old_train, old_test = split_data(old_data, test_fraction, seed)
-    if revision_data is not None:
+    if revision_data is not None and old_data is None:
+        revision_pool, revision_test_data = split_data(revision_data, test_fraction, seed)
+        old_x, old_y, source = as_inputs(revision_pool.x), None, revision_data.source
+        revision_test = as_inputs(revision_test_data.x)
+    elif revision_data is not None:
         old_x, old_y, source = as_inputs(revision_data.x), None, revision_data.source
     elif old_data is not None:
         old_x, old_y, source = as_inputs(old_train.x), old_train.y, old_train.source
     else:
-        old_x, old_y, source = as_inputs(new_train.x), None, f"the new data's inputs ({new_train.source})"
+        old_x, old_y, source = as_inputs(new_train.x), None, f"the new data's inputs ({new_data.source})"
+        revision_test = as_inputs(new_test.x)
     if old_y is None:
         old_y = predict(original, old_x)
-    if old_data is not None:
-        old_test_xy, kind = (as_inputs(old_test.x), old_test.y), "accuracy"
-        evaluated_on = old_test.source
-    else:
-        old_test_xy, kind = (old_x, predict(original, old_x)), "agreement with the original model"
-        evaluated_on = source
+    revision = None if revision_test is None else (revision_test, predict(original, revision_test))
+    old_test_xy = (as_inputs(old_test.x), old_test.y) if old_test is not None else revision
     extra = {"revision_source": "old-inputs", "revision_size": int(old_x.shape[0])} if method == "pseudo-rehearsal" else {}
     hyper = make_params(method, params, **extra)
     if method == "pseudo-rehearsal" and hyper.revision_source == "user":
@@ -194,7 +270,6 @@ def finetune(
             "The 'revision_source' parameter of PseudoRehearsal must not be 'user' in finetune: pass the inputs as "
             "revision_data (--revision-data) instead."
         )
-    n_outputs = original.n_outputs
     stream = TaskStream(
         name="user", tasks=(
             _task("old task (given as data)", (old_x, old_y), old_test_xy, n_outputs),
@@ -204,19 +279,26 @@ def finetune(
         class_names=tuple(str(k) for k in range(n_outputs)),
     )
     config = TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-    student = copy.deepcopy(original)
+    if n_outputs > original.n_outputs:
+        grown = resize_head(original.module, original.head_name, n_outputs, seed)
+        student = wrap_model(grown, blocks=original.block_names, head=original.head_name, input_shape=original.input_shape)
+    else:
+        student = copy.deepcopy(original)
+    grew = method == "pseudo-rehearsal" and n_outputs > original.n_outputs
+    on_new_inputs = revision_data is None and old_data is None or getattr(hyper, "revision_source", "") == "new-inputs"
+    strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)
+    before = _accuracies(original, old_test, new_test, revision)
     torch.manual_seed(seed)
     tick = time.perf_counter()
-    result = train_stream(student, stream, config, device=device, strategy=create_strategy(method, hyper), n_learned_tasks=1)
+    train_stream(student, stream, config, device=device, strategy=strategy, n_learned_tasks=1)
     seconds = time.perf_counter() - tick
     student.eval()
-    notes = []
-    if kind != "accuracy":
-        notes.append("(pass labelled old data, --old-data, to measure true old-task accuracy)")
+    after = _accuracies(student, old_test, new_test, revision)
+    notes = [note for note in [_chance_warning(method, hyper, after["new_accuracy"], len(set(new_data.y.tolist())), lr)] if note]
     return FinetuneResult(
-        model=student, method=method, params=hyper,
-        before={"old": float(result.initial_accuracy[0]), "new": float(result.initial_accuracy[1])},
-        after={"old": float(result.accuracy_matrix[1, 0]), "new": float(result.accuracy_matrix[1, 1])},
-        old_task_kind=kind, old_task_source=evaluated_on, n_new_train=new_train.n_samples,
-        n_new_test=new_test.n_samples, train_seconds=seconds, notes=notes,
+        model=student, method=method, params=hyper, before=before, after=after,
+        old_source=None if old_data is None else old_data.source, revision_source=source,
+        n_old_test=0 if old_test is None else old_test.n_samples, n_new_train=new_train.n_samples,
+        n_new_test=new_test.n_samples, n_outputs_before=original.n_outputs, n_outputs=n_outputs,
+        train_seconds=seconds, notes=notes,
     )

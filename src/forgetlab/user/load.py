@@ -49,7 +49,7 @@ from torch import nn
 
 from forgetlab.engine.checkpoint import pickled_global
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
-from forgetlab.user.wrap import WrappedModel, wrap_model
+from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
 __all__ = ["check_state_dict", "import_model_class", "load_user_model", "read_model_file", "save_user_model"]
 
@@ -244,6 +244,8 @@ def load_user_model(
                 "pass the model class (--model-class package.module:ClassName, with --model-args JSON if its "
                 "constructor needs arguments), or save the whole model with torch.save(model) and pass --trust-pickle."
             )
+        if meta.get("n_outputs") and head is not None:  # a head grown by finetune
+            net = resize_head(net, head, int(meta["n_outputs"]))
         check_state_dict(net, state, str(path))
         net.load_state_dict(state)
     return wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
@@ -282,6 +284,7 @@ def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str
         "blocks": list(model.block_names),
         "head": model.head_name,
         "input_shape": None if model.input_shape is None else list(model.input_shape),
+        "n_outputs": model.n_outputs,
         **dict(metadata or {}),
     }
     tmp = path.with_name(path.name + ".tmp")

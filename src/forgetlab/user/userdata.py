@@ -99,9 +99,9 @@ def load_user_data(path: str | Path, *, label_column: str = "label", image_size:
     return UserData(x, y, str(Path(path).expanduser()))
 
 
-def check_fits(data: UserData, model: Any) -> None:
+def check_fits(data: UserData, model: Any, *, check_labels: bool = True) -> None:
     """Raise :class:`IncompatibleError` if ``data`` does not fit ``model`` (a WrappedModel):
-    input shape (both shapes), or labels beyond the model's outputs. Runs one sample
+    input shape (both shapes), or (``check_labels``) labels beyond the model's outputs. Runs one sample
     through the model when its input shape is unknown.
 
     Example:
@@ -124,10 +124,10 @@ def check_fits(data: UserData, model: Any) -> None:
                 model(as_inputs(data.x[:2]).to(next(model.parameters()).device))
         except IncompatibleError as exc:
             raise IncompatibleError(f"{data.source}: inputs of shape {data.input_shape} do not fit the model: {exc}") from None
-    if data.n_classes > model.n_outputs:
+    if check_labels and data.n_classes > model.n_outputs:
         raise IncompatibleError(
             f"{data.source}: labels go up to {data.n_classes - 1} but the model has {model.n_outputs} outputs "
-            f"(labels 0..{model.n_outputs - 1}). New classes need a larger final layer."
+            f"(labels 0..{model.n_outputs - 1})."
         )
 
 

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from torch import nn
 from forgetlab.analysis.activations import find_module as _find_module, resolve_blocks
 from forgetlab.errors import ConfigError, IncompatibleError
 
-__all__ = ["WrappedModel", "wrap_model"]
+__all__ = ["WrappedModel", "resize_head", "wrap_model"]
 
 
 def _last_linear(module: nn.Module) -> str:
@@ -207,3 +208,40 @@ def wrap_model(
         head = head if head is not None else "heads.0"
         input_shape = input_shape if input_shape is not None else model.input_shape
     return WrappedModel(model, blocks=blocks, head=head, input_shape=input_shape)
+
+
+def resize_head(module: nn.Module, head: str, n_outputs: int, seed: int = 0) -> nn.Module:
+    """A copy of ``module`` whose final ``nn.Linear`` (at path ``head``) has ``n_outputs``
+    outputs (never fewer than now): the old rows are kept bit for bit, the new rows are
+    those of a fresh ``nn.Linear`` (PyTorch's default initialisation, seeded by ``seed``).
+    ``module`` is not changed. Used to add classes (finetune) and to rebuild a grown model.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> grown = resize_head(net, "2", 5)
+        >>> grown[2].out_features, torch.equal(grown[2].weight[:3], net[2].weight)
+        (5, True)
+    """
+    module = copy.deepcopy(module)
+    old = _find_module(module, head) if head else module
+    if not isinstance(old, nn.Linear):
+        raise ConfigError(f"The 'head' parameter must name an nn.Linear of {type(module).__name__}. Got {head!r}.")
+    if n_outputs < old.out_features:
+        raise IncompatibleError(f"The head {head!r} has {old.out_features} outputs; it cannot shrink to {n_outputs}.")
+    if n_outputs == old.out_features:
+        return module
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = nn.Linear(old.in_features, n_outputs, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight[: old.out_features] = old.weight
+        if old.bias is not None:
+            new.bias[: old.out_features] = old.bias
+    new.weight.requires_grad_(old.weight.requires_grad)
+    if not head:
+        return new
+    parent_name, _, child = head.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, child, new)
+    return module
