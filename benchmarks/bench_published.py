@@ -5,11 +5,13 @@ Every ``configs/<table>/<cell>.toml`` is run for each seed, exactly as
 ids, same store), then compared with ``configs/published.toml``. How a cell is judged
 (written before the runs): ours = mean ± SEM of ACC (mean test accuracy over all tasks after
 the last one) over the seeds; difference = ours - published; a cell is **off** when
-|difference| > 3 points, and every off cell gets an investigation in RESULTS.md.
+|difference| > 3 points, and every off cell gets an investigation in RESULTS.md; a verdict
+on fewer than 5 seeds is marked provisional.
 
     python benchmarks/bench_published.py --run --shard 0/2 &    # two processes, one thread each
     python benchmarks/bench_published.py --run --shard 1/2 &
     python benchmarks/bench_published.py --report               # the tables, printed (markdown)
+    forgetlab sweep --dataset mnist ... --grid train.seed=1,2,3,4,5   # OURS_RANDOM_ORDER below, for --report's check
 
 Runs are ordered seed-major (every cell for seed 1 first, cells with a published value
 before the others), so a partial run covers every cell; the store resumes (a finished run
@@ -37,6 +39,7 @@ from forgetlab.store import ResultStore
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 OFF_POINTS = 3.0
+MIN_SEEDS = 5  # a verdict on fewer seeds is marked provisional
 
 
 def cells(table: str) -> list[Path]:
@@ -91,7 +94,8 @@ def report(args: argparse.Namespace) -> str:
                 continue
             ours = "-" if not accs else "{:.2f} ± {:.2f}".format(*_mean_sem(accs))
             if cell is None:
-                out.append(f"| {path.stem} | {ours} | {len(accs)} | no published row | | | |")
+                if table == args.table:  # the table the files were written for: every file has a row
+                    out.append(f"| {path.stem} | {ours} | {len(accs)} | no published row | | | |")
                 continue
             theirs = f"{cell['mean']:.2f} ± {cell['sem']:.2f}"
             if not accs:
@@ -99,9 +103,45 @@ def report(args: argparse.Namespace) -> str:
                 continue
             difference = statistics.mean(accs) - cell["mean"]
             verdict = "**off**" if abs(difference) > OFF_POINTS else "within 3"
+            if len(accs) < MIN_SEEDS:
+                verdict += f" (provisional: n < {MIN_SEEDS})"
             out.append(f"| {path.stem} | {ours} | {len(accs)} | {theirs} | {cell['checked']} | {difference:+.2f} | {verdict} |")
         out.append("")
     return "\n".join(out)
+
+
+# Naive task-IL under forgetlab's bench_methods protocol (standardised inputs, a fresh Adam
+# per task) but with the per-seed random class order of the published code: is it the
+# split, or the protocol details, that made bench_methods' naive task-IL forget little?
+OURS_RANDOM_ORDER = [
+    "stream.dataset=mnist", "stream.n_tasks=5", "stream.head=multi", "stream.class_order=random", "model.name=mlp",
+    "model.width=400", "model.depth=2", "train.optimizer=adam", "train.lr=0.001", "train.steps=2000",
+    "train.batch_size=128", "train.eval_every_steps=2000",
+]
+
+
+def protocol_check(args: argparse.Namespace) -> str:
+    """Naive task-IL: bench_methods' protocol with the random class order vs the published protocol."""
+    from forgetlab.config import RunConfig, apply_overrides
+
+    store = ResultStore(args.store)
+    rows = []
+    for label, configs in (
+        ("ours (standardised inputs, fresh Adam per task), random class order",
+         expand(apply_overrides(RunConfig(), OURS_RANDOM_ORDER), {"train.seed": args.seeds})),
+        ("theirs (configs/vandeven2019/task-il-naive.toml: inputs in [0, 1], Adam kept)",
+         seeded(CONFIGS / "vandeven2019" / "task-il-naive.toml", args.seeds)),
+    ):
+        accs = []
+        for config in configs:
+            stored = store.get(resolve(config).run_id())
+            if stored is not None and stored.status == "finished":
+                accs.append(100 * stored.metrics["acc"])
+        if accs:
+            sd = statistics.stdev(accs) if len(accs) > 1 else float("nan")
+            rows.append(f"| {label} | {statistics.mean(accs):.1f} ± {sd:.1f} | {len(accs)} | "
+                        + ", ".join(f"{a:.1f}" for a in accs) + " |")
+    return "\n".join(["| naive task-IL, split MNIST | ACC % (mean ± sd) | n | per seed |", "|---|---|---|---|", *rows, ""])
 
 
 def main() -> None:
@@ -123,6 +163,7 @@ def main() -> None:
         run(args)
     if args.report:
         print(report(args))
+        print(protocol_check(args))
     if not (args.run or args.report):
         parser.print_help(sys.stderr)
 
