@@ -179,3 +179,14 @@ def test_log_names_are_checked_and_tensorboard_needs_its_extra(tmp_path, capsys)
         return
     run_id = json.loads(capsys.readouterr().out)["run_id"]
     assert list((ResultStore(tmp_path).run_dir(run_id) / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_json_is_the_whole_stdout_of_store_check_and_verify_data(store, capsys):
+    root, payloads = store
+    checked = _json(capsys, ["store", "check", "--store", str(root), "--json"])
+    assert checked["runs"] == len(payloads) and checked["problems"] == []
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "MNIST").exists() and not list(data.glob("*mnist*")):
+        return  # the dataset-file half needs the real files (../shared/data)
+    verified = _json(capsys, ["verify-data", "--dataset", "mnist", "--data-dir", str(data), "--json"])
+    assert verified["mnist"].startswith("ok")

@@ -5,8 +5,9 @@ with a constrained layout and saved by :func:`save_figure`, which appends ``.png
 ``.svg`` to the whole stem name (``cka.v1`` -> ``cka.v1.png``, ``cka.v1.svg``).
 
 Each Anatomy ``plot_*`` takes the per-seed ``data`` dicts of one analysis (as stored by
-:func:`forgetlab.experiments.reproduce_anatomy`) and a path stem; it writes
-``<stem>.png`` and ``<stem>.svg`` and returns both paths (mean ± std over seeds).
+:func:`forgetlab.experiments.reproduce_anatomy`), a path stem and a ``subtitle`` (what the
+figure shows: profile, dataset, model, n); it writes ``<stem>.png`` and ``<stem>.svg`` and
+returns both paths (mean ± std over seeds).
 
 Example:
     >>> import tempfile, pathlib
@@ -97,11 +98,16 @@ def _legend(ax: Any) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
+def _titled(title: str, subtitle: str) -> str:
+    """``title``, and on a second line what it shows (profile, dataset, model, n)."""
+    return f"{title}\n{subtitle}" if subtitle else title
+
+
 def _seeds_note(data: Sequence[Any]) -> str:
     return f"(mean ± std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
 
 
-def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_freeze(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Task-2 and task-1 accuracy vs number of frozen blocks k."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
@@ -110,12 +116,12 @@ def plot_freeze(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     _band(ax, k, [d["task1_accuracy"] for d in data], "task 1 accuracy (after task 2)")
     ax.set_xlabel("blocks frozen after task 1 (k)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Freeze sweep {_seeds_note(data)}", fontsize=9)
+    ax.set_title(_titled(f"Freeze sweep {_seeds_note(data)}", subtitle), fontsize=10)
     _legend(ax)
     return save_figure(fig, stem)
 
 
-def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_reset(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Task-1 accuracy after resetting N blocks, top-down vs bottom-up."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
@@ -126,12 +132,12 @@ def plot_reset(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     ax.axhline(float(np.mean([d["task1_after_task2"] for d in data])), color="black", ls=":", lw=1, label="after task 2")
     ax.set_xlabel("blocks reset to post-task-1 weights (N)")
     ax.set_ylabel("task 1 accuracy")
-    ax.set_title(f"Reset sweep {_seeds_note(data)}", fontsize=9)
+    ax.set_title(_titled(f"Reset sweep {_seeds_note(data)}", subtitle), fontsize=10)
     _legend(ax)
     return save_figure(fig, stem)
 
 
-def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_cka(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Per-block CKA before vs after task 2 (debiased; biased dashed)."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
@@ -141,12 +147,12 @@ def plot_cka(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
           markerfacecolor="none", markersize=8)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("CKA(task 1 model, task 1 then 2)")
-    ax.set_title(f"CKA by block, task-1 test inputs {_seeds_note(data)}", fontsize=9)
+    ax.set_title(_titled(f"CKA by block, task-1 test inputs {_seeds_note(data)}", subtitle), fontsize=10)
     _legend(ax)
     return save_figure(fig, stem)
 
 
-def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Block x block CKA heatmap (task-1 model rows, task-1-then-2 model columns), seed mean."""
     values = np.mean([d["matrix"] for d in data], axis=0)
     blocks = data[0]["blocks"]
@@ -164,11 +170,11 @@ def plot_cka_matrix(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if values[i, j] < 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_title("Block-pair CKA (debiased)", fontsize=10)
+    ax.set_title(_titled(f"Block-pair CKA (debiased) {_seeds_note(data)}", subtitle), fontsize=10)
     return save_figure(fig, stem)
 
 
-def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_subspace(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Subspace similarity per block, three conditions."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
@@ -177,12 +183,12 @@ def plot_subspace(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         _band(ax, blocks, [d["conditions"][condition] for d in data], condition)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(f"subspace similarity (k={data[0]['k']})")
-    ax.set_title(f"Subspace similarity {_seeds_note(data)}", fontsize=9)
+    ax.set_title(_titled(f"Subspace similarity {_seeds_note(data)}", subtitle), fontsize=10)
     _legend(ax)
     return save_figure(fig, stem)
 
 
-def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Per method: task-1 accuracy vs strength, and per-block CKA for each strength."""
     methods = list(data[0]["methods"])
     fig = new_figure(3.6 * len(methods), 6)
@@ -208,11 +214,11 @@ def plot_mitigation(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel("CKA before/after task 2 (debiased)")
         _legend(ax)
-    fig.suptitle(f"Mitigation vs representation {_seeds_note(data)}", fontsize=10)
+    fig.suptitle(_titled(f"Mitigation vs representation {_seeds_note(data)}", subtitle), fontsize=10)
     return save_figure(fig, stem)
 
 
-def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Per-class forgetting of task 1's classes for each task-2 choice."""
     variants = data[0]["variants"]
     fig = new_figure(2.8 * len(variants), 3.2)
@@ -227,11 +233,11 @@ def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
         ax.set_title(variant["label"], fontsize=8)
         ax.axhline(0, color="black", lw=0.5)
     axes[0][0].set_ylabel("per-class forgetting (acc. drop)")
-    fig.suptitle(f"Class-pair semantics {_seeds_note(data)}", fontsize=10)
+    fig.suptitle(_titled(f"Class-pair semantics {_seeds_note(data)}", subtitle), fontsize=10)
     return save_figure(fig, stem)
 
 
-def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+def plot_mixup(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
     """Forgetting vs mixup fraction alpha, with trace overlap on a second axis."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
@@ -242,7 +248,7 @@ def plot_mixup(data: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     twin = ax.twinx()
     _band(twin, alpha, [d["trace_overlap"] for d in data], "trace overlap", color="tab:blue", ls="--")
     twin.set_ylabel("trace overlap (Fisher)", color="tab:blue")
-    ax.set_title(f"Mixup-fraction sweep {_seeds_note(data)}", fontsize=10)
+    ax.set_title(_titled(f"Mixup-fraction sweep {_seeds_note(data)}", subtitle), fontsize=10)
     return save_figure(fig, stem)
 
 

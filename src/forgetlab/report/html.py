@@ -204,8 +204,10 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
                 f"computed in {sum(float(e['seconds']) for e in entries):.0f} s.</p>"
             )
             tag = re.sub(r"[^A-Za-z0-9_-]", "_", str(group)[:8])  # a file name, whatever the store holds
+            subtitle = (f"{meta['profile']['name']} profile, {meta['dataset']}, {meta['model']}, "
+                        f"seeds {[e['seed'] for e in entries]}")
             for figure_name, plot in PLOTS.get(name, []):
-                png, _svg = plot(data, out_dir / f"{figure_name}-{tag}")
+                png, _svg = plot(data, out_dir / f"{figure_name}-{tag}", subtitle)
                 parts.append(html_figure(png, figure_name))
             parts.append(analysis_table(name, data))
             for d in data:
