@@ -482,7 +482,7 @@ def _command_sweep(args: argparse.Namespace) -> int:
     chosen = [_values(result.config, keys) for result in results]
     rows = []
     for values, result in zip(chosen, results):
-        values = [str(value) for value in values.values()]
+        values = ["-" if value is None else str(value) for value in values.values()]
         if isinstance(result, RunFailure):
             rows.append([result.run_id, *values, "failed", "", "", "", "", ""])
         else:
@@ -533,7 +533,7 @@ def _log_run(result) -> None:
 def _values(config, keys: list[str]) -> dict:
     """``{"method.lam": 100.0, ...}``: the resolved config's values of the grid keys."""
     data = config.to_dict()  # method hyperparameters sit beside method.name
-    return {key: data[key.partition(".")[0]][key.partition(".")[2]] for key in keys}
+    return {key: data[key.partition(".")[0]].get(key.partition(".")[2]) for key in keys}  # None: not this method's
 
 
 def _command_analyze(args: argparse.Namespace) -> int:

@@ -3,14 +3,16 @@
 :func:`build_report` rebuilds one self-contained HTML report of the Anatomy analyses
 from the result store alone: the figures (PNG embedded as base64; the SVG files sit
 beside it), a table per analysis, the exact config (JSON) of every run it used, and the
-software versions. Every value read from the store is HTML-escaped.
+software versions. Every value read from the store is HTML-escaped. A store without
+Anatomy analyses gets ``report.html`` instead: its runs, the methods its sweeps compared
+and the latest learning curves.
 
 Example:
     >>> import tempfile
     >>> from forgetlab.store import ResultStore
     >>> path = build_report(ResultStore(tempfile.mkdtemp()), tempfile.mkdtemp())
-    >>> path.name
-    'anatomy.html'
+    >>> path.name  # an empty store: the runs report (it says the store holds no runs yet)
+    'report.html'
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
 
 def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups: Iterable[str] | None = None) -> Path:
     """Write ``anatomy.html`` (+ one PNG and SVG per figure) into ``out_dir`` from the
-    store's ``anatomy/*`` analyses (only the given analysis ``groups`` if set); return its path."""
+    store's ``anatomy/*`` analyses (only the given analysis ``groups`` if set); return its path.
+    Without any Anatomy analysis, write the runs report ``report.html`` instead."""
     if not isinstance(store, ResultStore):
         store = ResultStore(store)
     out_dir = Path(out_dir)
