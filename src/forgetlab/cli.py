@@ -451,12 +451,14 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _draw_run_figures(store_dir, run_id: str) -> list:
-    """Draw a stored run's R heatmap and learning curves into its run folder (once: kept if there)."""
+def _draw_run_figures(store, run_id: str) -> list:
+    """Draw a stored run's R heatmap and learning curves into its run folder (once: kept if there);
+    ``store`` is a ResultStore or its folder (None: the default)."""
     from forgetlab.report.runs import plot_run, run_figures
     from forgetlab.store import ResultStore, default_store_dir
 
-    store = ResultStore(store_dir or default_store_dir())
+    if not isinstance(store, ResultStore):
+        store = ResultStore(store or default_store_dir())
     existing = run_figures(store, run_id)
     if len(existing) >= 4:
         return existing
@@ -503,7 +505,7 @@ def _command_sweep(args: argparse.Namespace) -> int:
     if not args.no_figures:
         for result in results:
             if not isinstance(result, RunFailure):
-                _draw_run_figures(store.root, result.run_id)
+                _draw_run_figures(store, result.run_id)
         print(f"figures: accuracy-matrix and learning-curves (.png, .svg) in each run folder under {store.root / 'runs'}",
               file=out)
     if args.json:

@@ -123,12 +123,6 @@ def existing_store(path: str | Path) -> ResultStore:
     return ResultStore(root)
 
 
-def _method_text(row: dict[str, Any]) -> str:
-    name = row.get("method.name", "?")
-    params = [f"{k.split('.', 1)[1]}={row[k]}" for k in row if k.startswith("method.") and k != "method.name"]
-    return " ".join([str(name), *params])
-
-
 def format_percent(value: float | None, sign: bool = False) -> str:
     """A fraction as a percentage with one decimal (``-`` for ``None``)."""
     if value is None:
@@ -143,7 +137,7 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
     table = [header]
     for row in rows:
         table.append([
-            row["run_id"], row["status"], *(str(row.get(k, "")) for k in SUMMARY_KEYS), _method_text(row),
+            row["run_id"], row["status"], *(str(row.get(k, "")) for k in SUMMARY_KEYS), _method_label(row),
             format_percent(row["acc"]), format_percent(row["bwt"], sign=True), format_percent(row["forgetting"]),
             f"{row['wall_seconds']:.1f}" if row["wall_seconds"] is not None else "-",
             (row["created"] or "-").replace("T", " "),
@@ -298,7 +292,7 @@ def _method_label(row: dict[str, Any]) -> str:
     name = str(row.get("method.name", "?"))
     try:
         defaults = {f.name: f.default for f in dataclasses.fields(params_type(name))}
-    except ConfigError:  # an unknown (older) method: show every hyperparameter
+    except ConfigError:  # an unknown (older) method, or a composite: show every hyperparameter
         defaults = {}
     params = [f"{k.split('.', 1)[1]}={row[k]}" for k in row if k.startswith("method.") and k != "method.name"
               and defaults.get(k.split(".", 1)[1], object()) != row[k]]
