@@ -52,6 +52,7 @@ CONFIG_VERSION = 1
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 HEADS = ("auto", "multi", "single", "shared")
 NORMALIZE = ("standard", "none")
 RANDOM_ORDER = "random"  # stream.class_order = random: a per-seed permutation (forgetlab.data.streams)
@@ -284,6 +285,11 @@ class TrainConfig:
         precision: ``fp32``; or mixed precision, ``bf16`` (CPU or GPU) or ``fp16`` (GPU
             only, with loss scaling): forward passes and losses run under
             ``torch.autocast``, weights, optimizer state and evaluation stay float32.
+        memory_format: ``contiguous`` (NCHW) or ``channels_last`` (NHWC) for the model's
+            conv weights and every batch while training and evaluating. The same numbers
+            up to float rounding; on a CPU with oneDNN, ``channels_last`` (with ``bf16``
+            especially) trains conv nets ~2x faster (``benchmarks/RESULTS.md``, "Training
+            speed"). Checkpoints hold the same weights either way.
         seed: seeds model initialisation, data order, subsampling and augmentation.
     """
 
@@ -301,9 +307,11 @@ class TrainConfig:
     precision: str = "fp32"
     seed: int = 0
     active_classes: bool = field(default=False, metadata=ID_WHEN_SET)
+    memory_format: str = field(default="contiguous", metadata=ID_WHEN_SET)
 
     def __post_init__(self) -> None:
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train", "memory_format", self.memory_format, MEMORY_FORMATS)
         _check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("train", "precision", self.precision, PRECISIONS)
         if self.lr is not None:

@@ -154,3 +154,31 @@ def test_cli_reproduce_with_two_workers_matches_in_process(tiny, tmp_path, capsy
     ours, reference = value["data"], tiny[1]["freeze"]
     assert ours["task1_accuracy"] == reference["task1_accuracy"]
     assert ours["task2_accuracy"] == reference["task2_accuracy"]
+
+
+def test_convergence_check_trains_task_one_alone_at_e_and_2e_epochs(tmp_path):
+    import dataclasses
+
+    import forgetlab
+    from forgetlab.experiments.anatomy import base_config, first_task_config
+    from forgetlab.store import ResultStore
+
+    profile = dataclasses.replace(get_profile("tiny"), epochs=2, convergence_threshold=0.5)
+    store = ResultStore(tmp_path)
+    out = reproduce_anatomy(profile, store=store, only=["reset"], report=False, check_convergence=True)
+    check = out.convergence
+    assert (check["epochs"], check["epochs_2x"]) == (2, 4)
+    # the numbers are those of two plain one-task runs on task 1's classes (digits 0-4)
+    base = base_config(profile, 0)
+    for epochs, key in ((2, "accuracy"), (4, "accuracy_2x")):
+        config = first_task_config(base, epochs)
+        assert config.stream.class_order == (0, 1, 2, 3, 4) and config.stream.n_tasks == 1
+        assert check[key] == forgetlab.run(config, store=store).metrics["acc"]
+    assert check["passed"] == (check["accuracy_2x"] - check["accuracy"] < 0.5)
+    strict = dataclasses.replace(profile, convergence_threshold=-1.0)  # no gain can be below -1
+    assert reproduce_anatomy(strict, store=store, only=["reset"], report=False, check_convergence=True).convergence["passed"] is False
+    # stored: a second call trains nothing
+    again = reproduce_anatomy(profile, store=store, only=["reset"], report=False, check_convergence=True)
+    assert again.computed == [] and again.convergence == check
+    with pytest.raises(IncompatibleError, match="2-task 'split' streams"):
+        first_task_config(dataclasses.replace(base, stream=dataclasses.replace(base.stream, n_tasks=3)), 2)

@@ -22,6 +22,7 @@ from forgetlab.config import TrainConfig
 from forgetlab.engine import train_stream
 from forgetlab.engine.checkpoint import checkpoint_path
 from forgetlab.errors import ConfigError
+from forgetlab.models import create_model
 from forgetlab.strategies import STRATEGIES, HyperParams, Strategy, create_strategy, list_methods, strategy_class
 
 TRAIN = TrainConfig(optimizer="adam", lr=0.005, steps=10, batch_size=32, seed=0)
@@ -112,3 +113,25 @@ def test_unknown_state_is_refused():
         create_strategy("ewc").load_state_dict({"buffer": {}, "n_seen": 0})
     with pytest.raises(Exception, match="expects"):
         create_strategy("replay+ewc").load_state_dict({"si": {}})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_learns_as_contiguous_does(name, tiny_streams):
+    """train.memory_format=channels_last (NHWC conv weights and batches) is a layout, not a
+    different computation: every method trains a conv net to the same accuracies (up to a
+    few test examples flipped by float rounding), and the saved weights are the same values."""
+    stream = tiny_streams["multi"]
+    results, states = {}, {}
+    for layout in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        model = create_model("vgg", input_shape=stream.input_shape, head_sizes=stream.head_sizes, width=4, depth=2,
+                             batch_norm=True)
+        config = dataclasses.replace(TRAIN, memory_format=layout)
+        results[layout] = train_stream(model, stream, config, strategy=create_strategy(name)).accuracy_matrix
+        states[layout] = model.state_dict()
+    conv = next(v for k, v in states["channels_last"].items() if v.dim() == 4 and v.shape[1] > 1)
+    assert not conv.is_contiguous()  # NHWC: not the NCHW layout
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(results["channels_last"] - results["contiguous"]).max() <= 0.05, results
+    for key, value in states["contiguous"].items():
+        torch.testing.assert_close(states["channels_last"][key].float(), value.float(), atol=2e-3, rtol=1e-3)

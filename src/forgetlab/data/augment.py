@@ -28,6 +28,7 @@ class BatchTransform:
     Empty ``mean`` and ``std`` mean "inputs as given": uint8 batches of any shape are
     scaled to [0, 1], float batches pass unchanged (as float32); ``augment`` must then be
     False. User data for ``forgetlab.user`` (features or images) goes through this mode.
+    With ``channels_last``, 4-D outputs are laid out NHWC (``train.memory_format``).
 
     Example:
         >>> as_given = BatchTransform((), (), augment=False)
@@ -43,8 +44,10 @@ class BatchTransform:
         augment: bool,
         pad: int = 4,
         device: torch.device | str = "cpu",
+        channels_last: bool = False,
     ) -> None:
         self.augment = augment
+        self.channels_last = channels_last
         self.pad = pad
         self.as_given = len(mean) == 0 and len(std) == 0
         if self.as_given:
@@ -63,10 +66,14 @@ class BatchTransform:
         self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         if self.as_given:
-            return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        if train and self.augment:
-            x = random_crop_flip(x, self.pad, generator)
-        return torch.addcmul(self.shift, x.float(), self.scale)
+            out = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        else:
+            if train and self.augment:
+                x = random_crop_flip(x, self.pad, generator)
+            out = torch.addcmul(self.shift, x.float(), self.scale)
+        if self.channels_last and out.dim() == 4:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -203,12 +203,14 @@ class _Loop:
         self, model: nn.Module, stream: TaskStream, config: TrainConfig, device: torch.device, strategy: Strategy,
         progress: bool, checkpoint_dir: Path | None, checkpoint_extra: dict[str, Any] | None,
     ) -> None:
-        model.to(device)
+        channels_last = config.memory_format == "channels_last"
+        model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
         model.train()
         self.model, self.stream, self.config, self.device, self.strategy = model, stream, config, device, strategy
         self.progress, self.checkpoint_dir, self.checkpoint_extra = progress, checkpoint_dir, checkpoint_extra or {}
         self.loggers: list[TrainLogger] = []
-        self.transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device)
+        self.transform = BatchTransform(stream.mean, stream.std, augment=stream.augment, device=device,
+                                        channels_last=channels_last)
         self.test_sets = [(t.test_x.to(device), t.test_y.to(device), t.head_index) for t in stream.tasks]
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed + 1)

@@ -137,6 +137,11 @@ def base_config(profile: AnatomyProfile, seed: int, *, dataset: str | None = Non
         overrides.append(f"model.batch_norm={str(profile.batch_norm).lower()}")
     if profile.lr is not None:
         overrides.append(f"train.lr={profile.lr}")
+    defaults = AnatomyProfile(name="defaults")
+    for key, field_name in (("stream.augment", "augment"), ("stream.normalize", "normalize"),
+                            ("train.precision", "precision"), ("train.memory_format", "memory_format")):
+        if getattr(profile, field_name) != getattr(defaults, field_name):  # defaults: the run ids of before
+            overrides.append(f"{key}={getattr(profile, field_name)}")
     return resolve(apply_overrides(RunConfig(), overrides))
 
 
@@ -264,6 +269,45 @@ def task2_only_config(config: RunConfig) -> RunConfig:
     order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
     second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
     return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
+
+
+def first_task_config(config: RunConfig, epochs: int) -> RunConfig:
+    """A one-task run on task 1's classes only (``split`` streams), for ``epochs`` epochs:
+    what the convergence check trains.
+
+    Example:
+        >>> cfg = first_task_config(resolve(RunConfig()), epochs=8)
+        >>> cfg.stream.class_order, cfg.stream.n_tasks, cfg.train.epochs
+        ((0, 1, 2, 3, 4), 1, 8)
+    """
+    import numpy as np
+
+    if config.stream.stream != "split" or config.stream.n_tasks != 2:
+        raise IncompatibleError(
+            f"The convergence check is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
+            f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
+        )
+    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
+    first = tuple(int(c) for c in np.array_split(np.array(order), 2)[0])
+    return replace(config, stream=replace(config.stream, class_order=first, n_tasks=1),
+                   train=replace(config.train, epochs=epochs))
+
+
+def convergence_check(ctx: AnatomyContext, seed: int = 0) -> dict[str, Any]:
+    """Is task 1 trained to convergence? Task 1 alone for the profile's ``epochs`` and for
+    ``convergence_factor`` times as many; passes when the longer training gains less than
+    ``convergence_threshold`` test accuracy (SPEC: a converged network; issue 19: 1.5 points)."""
+    profile = ctx.profile
+    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
+    epochs, longer = profile.epochs, profile.epochs * profile.convergence_factor
+    short_run, long_run = ctx.execute([first_task_config(base, epochs), first_task_config(base, longer)])
+    accuracy, accuracy_long = float(short_run.accuracy_matrix[0, 0]), float(long_run.accuracy_matrix[0, 0])
+    return {
+        "epochs": epochs, "accuracy": accuracy, "epochs_2x": longer, "accuracy_2x": accuracy_long,
+        "gain": accuracy_long - accuracy, "threshold": profile.convergence_threshold,
+        "passed": accuracy_long - accuracy < profile.convergence_threshold,
+        "seed": seed, "run_ids": [short_run.run_id, long_run.run_id],
+    }
 
 
 def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
@@ -437,12 +481,15 @@ class Reproduction:
         computed: ``(analysis, seed)`` pairs computed in this call (others came from the store).
         report: path of the HTML report, or ``None``.
         wall_seconds: time of this call.
+        convergence: the convergence check (:func:`convergence_check`) when asked for
+            (``check_convergence``), else ``None``.
     """
 
     results: dict[str, list[dict[str, Any]]]
     computed: list[tuple[str, int]]
     report: Path | None
     wall_seconds: float
+    convergence: dict[str, Any] | None = None
 
 
 def parse_only(only: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -489,12 +536,15 @@ def reproduce_anatomy(
     report: bool = True,
     report_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    check_convergence: bool = False,
 ) -> Reproduction:
     """Run the Anatomy analyses (all, or ``only`` some) for ``seeds`` seeds, store every run
     and every analysis result, and (with ``report``) write figures + one HTML report.
 
     Finished analyses and runs are read back from the store; an interrupted call resumes
-    when called again. ``report_dir`` defaults to ``<store>/reports/anatomy``. The runs
+    when called again. ``report_dir`` defaults to ``<store>/reports/anatomy``. With
+    ``check_convergence``, task 1 is also trained alone for the profile's epochs and twice
+    as many (:func:`convergence_check`, seed 0, stored like an analysis). The runs
     train on ``executor`` (default: in this process; see
     :class:`~forgetlab.experiments.ExecutorConfig` for worker processes and Ray).
     """
@@ -516,7 +566,10 @@ def reproduce_anatomy(
     threads = torch.get_num_threads()
     if profile.torch_threads:
         torch.set_num_threads(profile.torch_threads)
+    convergence = None
     try:
+        if check_convergence:
+            convergence = _stored(ctx, "convergence", 0, lambda: convergence_check(ctx, 0), computed, log)["data"]
         _run_analyses(ctx, names, n_seeds, results, computed, log)
     finally:
         torch.set_num_threads(threads)
@@ -526,30 +579,39 @@ def reproduce_anatomy(
 
         groups = {analysis_key(n, profile, dataset, model, None) for n in names}
         path = build_report(store, report_dir or store.root / "reports" / "anatomy", groups=groups)
-    return Reproduction(results, computed, path, time.perf_counter() - start)
+    return Reproduction(results, computed, path, time.perf_counter() - start, convergence)
+
+
+def _stored(
+    ctx: AnatomyContext, name: str, seed: int, compute: Callable[[], dict[str, Any]],
+    computed: list[tuple[str, int]], log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """The stored record of analysis ``name`` for ``seed``; computed (and stored) if absent."""
+    profile, store, dataset, model = ctx.profile, ctx.store, ctx.dataset, ctx.model
+    key = analysis_key(name, profile, dataset, model, seed)
+    stored = store.get_analysis(f"anatomy/{name}", key)
+    if stored is None:
+        tick = time.perf_counter()
+        if log:
+            log(f"{name} (seed {seed}) ...")
+        data = compute()
+        stored = {
+            "analysis": name, "seed": seed, "group": analysis_key(name, profile, dataset, model, None),
+            "profile": dataclasses.asdict(profile), "dataset": dataset, "model": model,
+            "seconds": time.perf_counter() - tick, "data": data,
+        }
+        store.put_analysis(f"anatomy/{name}", key, stored)
+        computed.append((name, seed))
+        if log:
+            log(f"{name} (seed {seed}) done in {stored['seconds']:.0f} s")
+    return stored
 
 
 def _run_analyses(
     ctx: AnatomyContext, names: Sequence[str], n_seeds: int, results: dict[str, list[dict[str, Any]]],
     computed: list[tuple[str, int]], log: Callable[[str], None] | None,
 ) -> None:
-    profile, store, dataset, model = ctx.profile, ctx.store, ctx.dataset, ctx.model
     for name in names:
         for seed in range(n_seeds):
-            key = analysis_key(name, profile, dataset, model, seed)
-            stored = store.get_analysis(f"anatomy/{name}", key)
-            if stored is None:
-                tick = time.perf_counter()
-                if log:
-                    log(f"{name} (seed {seed}) ...")
-                data = ANALYSIS_FUNCTIONS[name](ctx, seed)
-                stored = {
-                    "analysis": name, "seed": seed, "group": analysis_key(name, profile, dataset, model, None),
-                    "profile": dataclasses.asdict(profile), "dataset": dataset, "model": model,
-                    "seconds": time.perf_counter() - tick, "data": data,
-                }
-                store.put_analysis(f"anatomy/{name}", key, stored)
-                computed.append((name, seed))
-                if log:
-                    log(f"{name} (seed {seed}) done in {stored['seconds']:.0f} s")
+            stored = _stored(ctx, name, seed, lambda: ANALYSIS_FUNCTIONS[name](ctx, seed), computed, log)
             results.setdefault(name, []).append(stored)
