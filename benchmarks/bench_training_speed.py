@@ -44,34 +44,42 @@ MODELS = {
 VARIANTS = ("fp32", "channels_last", "bf16", "channels_last+bf16")
 
 
+DEVICE = torch.device("cpu")
+
+
 def build(name: str, variant: str) -> torch.nn.Module:
     family, width, depth, batch_norm = MODELS[name]
     torch.manual_seed(0)
     model = create_model(family, input_shape=(3, 32, 32), head_sizes=(5,), width=width, depth=depth,
                          batch_norm=batch_norm)
-    if "channels_last" in variant:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(DEVICE, memory_format=torch.channels_last) if "channels_last" in variant else model.to(DEVICE)
     if "compile" in variant:
         model = torch.compile(model)
     return model
 
 
 def autocast(variant: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in variant else contextlib.nullcontext()
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16) if "bf16" in variant else contextlib.nullcontext()
 
 
 def inputs(variant: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 3, 32, 32, generator=g)
+    x = torch.randn(n, 3, 32, 32, generator=g).to(DEVICE)
     if "channels_last" in variant:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.randint(0, 5, (n,), generator=g)
+    return x, torch.randint(0, 5, (n,), generator=g).to(DEVICE)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def train_rate(model, variant: str, batch: int, steps: int) -> float:
     x, y = inputs(variant, batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
+    _sync()
     tick = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
@@ -79,16 +87,19 @@ def train_rate(model, variant: str, batch: int, steps: int) -> float:
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+    _sync()
     return batch * steps / (time.perf_counter() - tick)
 
 
 def eval_rate(model, variant: str, batch: int, n_batches: int) -> float:
     x, _ = inputs(variant, batch)
     model.eval()
+    _sync()
     tick = time.perf_counter()
     with torch.no_grad(), autocast(variant):
         for _ in range(n_batches):
             model(x)
+    _sync()
     return batch * n_batches / (time.perf_counter() - tick)
 
 
@@ -112,11 +123,14 @@ def main() -> None:
     parser.add_argument("--eval-batches", default="500,1000", help="evaluation batch sizes to compare")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     variants = list(VARIANTS) + (["compile", "compile+channels_last+bf16"] if args.compile else [])
     eval_batches = [int(b) for b in args.eval_batches.split(",")]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), train batch {args.batch}, {args.rounds} rounds")
+    print(f"torch {torch.__version__} on {DEVICE}, {args.threads} thread(s), train batch {args.batch}, {args.rounds} rounds")
     print("| model | variant | train img/s | ratio | " + " | ".join(f"eval@{b} img/s | ratio" for b in eval_batches) + " |")
     print("|---|---|---:|---:|" + "---:|---:|" * len(eval_batches))
     for name in args.models.split(","):
