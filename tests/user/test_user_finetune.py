@@ -151,7 +151,7 @@ def test_without_old_data_old_accuracy_is_unknown_and_agreement_is_on_held_out_r
     assert result.after["revision_agreement"] == pytest.approx(expected)
     assert result.before["old_accuracy"] is None and result.after["old_accuracy"] is None and result.after["all_accuracy"] is None
     report = result.format_report()
-    table = report.split("\n\n", 1)[1]
+    table = report.rsplit("\n\n", 1)[1]  # the last block: the before/after table
     assert "old task: accuracy UNKNOWN" in report and "held-out revision inputs (rev.npz)" in report
     assert "old task" not in table and "agreement" in table
 
