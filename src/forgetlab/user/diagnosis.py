@@ -248,7 +248,8 @@ def _check_pair(old: WrappedModel, new: WrappedModel) -> dict[str, str]:
         )
     if old.block_names != new.block_names:
         raise IncompatibleError(f"OLD and NEW must name the same blocks. Got {list(old.block_names)} and {list(new.block_names)}.")
-    reason = f"the head {old.head_name!r} grew from {old.n_outputs} to {new.n_outputs} outputs (shapes differ)"
+    reason = (f"the head {old.head_name!r} grew from {old.n_outputs} to {new.n_outputs} outputs (shapes differ): "
+              "its weight change is over the old rows; it is not rewound")
     return {name: reason for name in old.block_names if any(_under(k, name) for k in shapes)}
 
 
