@@ -152,6 +152,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument(
+        "--input-normalization", choices=("auto", "none"), default="auto",
+        help="auto (default): apply the input normalisation a forgetlab checkpoint records to raw inputs (uint8 pixels "
+             "0-255 or floats in [0, 1]); none: feed the inputs as given",
+    )
+    parser.add_argument(
         "--trust-pickle", action="store_true",
         help="allow a whole pickled model (torch.save(model)): unpickling runs code named by the file; only for files you trust",
     )
@@ -539,10 +544,10 @@ def _values(config, keys: list[str]) -> dict:
 
 
 def _command_analyze(args: argparse.Namespace) -> int:
-    from forgetlab.experiments.compare import compare_checkpoints, format_rows
+    from forgetlab.experiments.compare import checkpoint_comparison, format_rows
     from forgetlab.report.figures import plot_block_similarity
 
-    rows = compare_checkpoints(
+    comparison = checkpoint_comparison(
         args.checkpoint_a,
         args.checkpoint_b,
         measure=args.measure,
@@ -556,15 +561,19 @@ def _command_analyze(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         device=args.device,
     )
+    rows = comparison.rows
     out = _human(args)
     print(f"{args.measure} of {args.checkpoint_a} vs {args.checkpoint_b} on task {args.task}'s test inputs "
           f"(n = {rows[0].n_samples})", file=out)
+    print(f"input normalisation: {comparison.normalization}", file=out)
     print(format_rows(rows), file=out)
     paths = plot_block_similarity(rows, args.out or f"forgetlab-{args.measure}")
     print("figure: " + ", ".join(str(p) for p in paths), file=out)
     if args.json:
         print(json.dumps({"measure": args.measure, "a": args.checkpoint_a, "b": args.checkpoint_b, "task": args.task,
-                          "rows": [dataclasses.asdict(row) for row in rows], "figures": [str(p) for p in paths]}))
+                          "rows": [dataclasses.asdict(row) for row in rows], "figures": [str(p) for p in paths],
+                          "input_normalization": {"mean": list(comparison.mean), "std": list(comparison.std),
+                                                  "description": comparison.normalization}}))
     return 0
 
 
@@ -615,10 +624,11 @@ def _command_diagnose(args: argparse.Namespace) -> int:
     if old.input_shape is not None and new.input_shape is None:
         new.input_shape = old.input_shape
     if not args.blocks and new.block_names != old.block_names:
-        new = type(new)(new.module, blocks=old.block_names, head=old.head_name, input_shape=old.input_shape)
+        new = type(new)(new, blocks=old.block_names, head=old.head_name, input_shape=old.input_shape)
     data = load_user_data(args.data, label_column=args.label_column, image_size=args.image_size)
     new_data = load_user_data(args.new_data, label_column=args.label_column, image_size=args.image_size) if args.new_data else None
-    result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples, pool=args.pool)
+    result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples, pool=args.pool,
+                      input_normalization=args.input_normalization)
     print(result.format_table(), file=_human(args))
     if args.report:
         print(f"report: {write_report(result, args.report)}", file=_human(args))
@@ -652,6 +662,7 @@ def _command_finetune(args: argparse.Namespace) -> int:
         model, load(args.new_data), method=args.method, params=params, old_data=load(args.old_data),
         revision_data=load(args.revision_data), epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         batch_size=args.batch_size, test_fraction=args.test_fraction, seed=args.seed, device=args.device,
+        input_normalization=args.input_normalization,
     )
     print(result.format_report(), file=_human(args))
     path = save_user_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})

@@ -69,3 +69,29 @@ def test_stream_errors(digits_data):
     with pytest.raises(ConfigError, match="must equal the number of positive_classes"):
         build_stream(StreamConfig(stream="one-vs-rest", n_tasks=3), digits_data)
     assert {"split", "one-vs-rest"} <= set(list_streams())
+
+
+def test_a_task_with_one_class_is_refused_one_vs_rest_is_binary_and_kept(digits_data, tmp_path, capsys):
+    import numpy as np
+
+    from forgetlab.cli import main
+
+    with pytest.raises(ConfigError, match=r"^The 'stream.class_order' parameter must give every task at least 2 classes when "
+                                          r"split into stream.n_tasks=2 groups .*task 2 gets 1\. Got 3 classes \[1, 2, 3\]"):
+        build_stream(StreamConfig(class_order=(1, 2, 3)), digits_data)
+    with pytest.raises(ConfigError, match=r"task 1 gets 1"):
+        build_stream(StreamConfig(n_tasks=10, head="single"), digits_data)
+    # one-vs-rest: one positive class per task, but two labels (no / yes): allowed
+    stream = build_stream(StreamConfig(stream="one-vs-rest"), digits_data)
+    assert all(len(task.classes) == 1 and set(task.train_y.tolist()) == {0, 1} for task in stream.tasks)
+    # a custom task file with one label
+    x = np.zeros((6, 1, 4, 4), np.uint8)
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x, y_test=np.arange(6) % 2)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=np.full(6, 3), x_test=x, y_test=np.full(6, 3))
+    config = StreamConfig(dataset="custom", stream="custom", custom_paths=(str(tmp_path / "a.npz"), str(tmp_path / "b.npz")))
+    with pytest.raises(ConfigError, match=r"at least 2 classes .*task 2 of stream 'custom' \(stream.custom_paths: that task's file\) has 1: label 3"):
+        build_stream(config, None)
+    # the command line: one line, exit 2, before any training
+    code = main(["run", "--set", "stream.class_order=1,2,3", "--store", str(tmp_path / "store"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'stream.class_order' parameter must give every task" in err

@@ -101,3 +101,34 @@ def test_cli_errors_are_one_line(workdir, capsys):
     code = main(["finetune", "old.pt", "--model-class", "clinet:Net", "--new-data", "wide.npz", "--out", "x.pt"])
     err = capsys.readouterr().err
     assert code == 2 and "wide.npz: inputs of shape (7,) do not fit the model" in err
+
+
+def test_finetune_adds_classes_then_diagnose_compares_the_grown_model(workdir, capsys):
+    generator = np.random.default_rng(1)
+    y_added = 4 + np.arange(60) % 2  # beyond the 4 outputs of the model: new classes
+    x_added = generator.normal(size=(60, 6)).astype(np.float32)
+    x_added[:, 2] += 2 * (y_added - 4)
+    np.savez(workdir / "added.npz", x=x_added, y=y_added)
+    code = main(["finetune", "old.pt", "--model-class", "clinet:Net", "--new-data", "added.npz", "--old-data", "old.npz",
+                 "--method", "naive", "--epochs", "2", "--out", "grown.pt", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    conclusion = summary["conclusion"]
+    assert conclusion.startswith("Fine-tuned with naive (head grown from 4 to 6 outputs): the new task went")
+    assert "n = 12 held-out examples of added.npz" in conclusion and "n = 12 held-out examples of old.npz" in conclusion
+    assert captured.err.startswith("Conclusion: Fine-tuned with naive")
+
+    code = main(["diagnose", "old.pt", "grown.pt", "--model-class", "clinet:Net", "--data", "old.npz",
+                 "--new-data", "added.npz", "--k", "2", "--max-samples", "10", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["sources"] == {"data": "old.npz", "new_data": "added.npz", "old_model": "old.pt", "new_model": "grown.pt"}
+    assert result["n_examples"] == {"old_task": 60, "new_task": 60} and result["n_samples"] == 10
+    assert list(result["skipped"]) == ["out"] and all("out" not in r["blocks"] for r in result["resets"])
+    assert result["new_task"]["old"] == 0.0  # a 4-output model never predicts 4 or 5
+    assert result["conclusion"].startswith("NEW ") and "n = 60" in result["conclusion"]
+    lines = captured.err.splitlines()
+    assert lines[0] == "OLD = old.pt; NEW = grown.pt" and lines[1].startswith("Conclusion: NEW ")
+    assert "old-task accuracy (old.npz, n = 60)" in captured.err and "new-task accuracy (added.npz, n = 60)" in captured.err

@@ -138,3 +138,58 @@ def test_sample_counts_are_true_and_small_files_are_refused_in_user_words(pair):
     tiny = user_data(data.x[:3], data.y[:3], "three.npz")
     with pytest.raises(DataError, match=r"^diagnose needs at least 4 examples for debiased CKA; the file three.npz has 3\.$"):
         diagnose(old, new, tiny)
+
+
+def test_conclusion_states_the_drop_the_best_rewind_and_the_most_changed_block(pair, tmp_path):
+    old, new, data, new_data = pair
+    result = diagnose(old, new, data, new_data, k=2)
+    # the expected numbers, from the model outputs directly (not from the diagnosis)
+    acc_old, acc_new = accuracy(WrappedModel(old), data), accuracy(WrappedModel(new), data)
+    rewound = {}
+    for name in ("embed", "block1", "block2", "classifier"):
+        model = copy.deepcopy(new)
+        model.get_submodule(name).load_state_dict(old.get_submodule(name).state_dict())
+        rewound[name] = accuracy(WrappedModel(model), data)
+    best = max(rewound, key=rewound.get)
+    recovered = (rewound[best] - acc_new) / (acc_old - acc_new)
+    with torch.no_grad():
+        change = {n: float(torch.cat([(b - a).flatten() for a, b in zip(old.get_submodule(n).parameters(), new.get_submodule(n).parameters())]).norm()
+                           / torch.cat([a.flatten() for a in old.get_submodule(n).parameters()]).norm()) for n in rewound}
+    most = max(change, key=change.get)
+    text = result.conclusion
+    assert text.startswith(f"NEW lost {100 * (acc_old - acc_new):.1f} points on the old task (OLD {100 * acc_old:.1f}%, "
+                           f"NEW {100 * acc_new:.1f}%; n = {data.n_samples})")
+    assert f"Rewinding `{best}` alone to OLD recovers {100 * recovered:.0f} % of the loss" in text
+    assert f"Most change is in `{most}` (relative weight change {change[most]:.3f}" in text
+    table = result.format_table()
+    assert table.startswith("Conclusion: NEW lost") and result.to_dict()["conclusion"] == text
+    page = write_report(result, tmp_path / "report").read_text()
+    assert "<b>Conclusion.</b> NEW lost" in page and page.index("Conclusion.") < page.index("<h2>Accuracy</h2>")
+    kept = diagnose(old, copy.deepcopy(old), data, k=2).conclusion
+    assert kept.startswith("NEW kept the old task") and "Rewinding" not in kept
+
+
+def test_a_new_model_with_a_head_grown_by_finetune_is_diagnosed(pair):
+    from forgetlab.user import finetune
+
+    old, _, data, _ = pair  # a 4-output TinyTransformer on classes 0-3
+    x_new, y_new = token_data(48, n_classes=2, seed=5)
+    added = user_data(x_new, y_new + 4, "added")  # classes 4, 5: beyond OLD's head
+    grown = finetune(WrappedModel(old), added, method="naive", epochs=2, batch_size=16).model
+    assert grown.n_outputs == 6
+    result = diagnose(old, grown, data, added, k=2)
+    assert set(result.skipped) == {"classifier"} and "grew from 4 to 6 outputs" in result.skipped["classifier"]
+    assert all("classifier" not in r.blocks for r in result.resets) and result.resets
+    assert {r.blocks[0] for r in result.resets if r.kind == "block"} == {"embed", "block1", "block2"}
+    # NEW's old-task accuracy: the argmax over all 6 outputs, computed here directly
+    with torch.no_grad():
+        expected = float((grown.module(data.x).argmax(1) == data.y).double().mean())
+    assert result.old_task["new"] == pytest.approx(expected) and result.new_task["old"] == 0.0
+    head = {row.block: row for row in result.blocks}["classifier"]
+    w_old, b_old = old.classifier.weight.detach(), old.classifier.bias.detach()
+    w_new, b_new = grown.module.classifier.weight.detach()[:4], grown.module.classifier.bias.detach()[:4]
+    diff = torch.cat([(w_new - w_old).flatten(), b_new - b_old]).norm() / torch.cat([w_old.flatten(), b_old]).norm()
+    assert head.weight_change == pytest.approx(float(diff), rel=1e-5)  # over the old rows
+    assert head.old_accuracy_after_reset is None and head.subspace_similarity is None
+    assert "not rewound: classifier: the head 'classifier' grew from 4 to 6 outputs" in result.format_table()
+    assert "Not rewound (shapes differ): `classifier`." in result.conclusion

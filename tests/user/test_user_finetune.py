@@ -151,9 +151,14 @@ def test_without_old_data_old_accuracy_is_unknown_and_agreement_is_on_held_out_r
     assert result.after["revision_agreement"] == pytest.approx(expected)
     assert result.before["old_accuracy"] is None and result.after["old_accuracy"] is None and result.after["all_accuracy"] is None
     report = result.format_report()
-    table = report.split("\n\n", 1)[1]
+    table = report.rsplit("\n\n", 1)[1]  # the last block: the before/after table
     assert "old task: accuracy UNKNOWN" in report and "held-out revision inputs (rev.npz)" in report
     assert "old task" not in table and "agreement" in table
+    # the conclusion at the top: what it could not measure, and what it measured on how many inputs
+    assert report.startswith("Conclusion: Fine-tuned with pseudo-rehearsal: the new task went")
+    assert "old-task accuracy is unknown (no old data given)" in result.conclusion
+    assert (f"the model agrees with the original on {100 * expected:.1f}% of {held_out.shape[0]} held-out revision "
+            "inputs (rev.npz)") in result.conclusion and result.to_dict()["conclusion"] == result.conclusion
 
 
 def test_new_task_left_near_chance_warns_with_the_likely_cause(setup):

@@ -252,6 +252,13 @@ def _split_stream(config: StreamConfig, data: ImageData) -> tuple[list[tuple[tup
             f"Got {config.n_tasks} instead."
         )
     groups = [tuple(int(c) for c in g) for g in np.array_split(np.array(order), config.n_tasks)]
+    single = [index + 1 for index, group in enumerate(groups) if len(group) < 2]
+    if single:
+        raise ConfigError(
+            f"The 'stream.class_order' parameter must give every task at least 2 classes when split into "
+            f"stream.n_tasks={config.n_tasks} groups (a task with one class has nothing to tell apart); task {single[0]} "
+            f"gets {len(groups[single[0] - 1])}. Got {len(order)} classes {list(order)}: list more classes or lower stream.n_tasks."
+        )
     tasks = []
     if config.head in ("multi", "shared"):  # task k's classes labelled 0, 1, ... on its own or the one head
         for group in groups:
@@ -873,7 +880,9 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
     kind = STREAMS[config.stream]
     if kind.build_own is not None:
         check_pairing(config.dataset, config.stream)
-        return _normalized(kind.build_own(resolve_stream_config(config), seed), config.normalize)
+        stream = kind.build_own(resolve_stream_config(config), seed)
+        _check_two_labels(stream.tasks, config.stream)
+        return _normalized(stream, config.normalize)
     if data is None:
         raise ConfigError(f"The {config.stream!r} stream needs a dataset: pass load_stream_data(config) as data.")
     check_pairing(data.name, config.stream)
@@ -886,6 +895,7 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
     for task in tasks:
         if task.n_train == 0 or task.n_test == 0:
             raise ConfigError(f"Stream {config.stream!r} produced an empty split for {task.name!r}.")
+    _check_two_labels(tasks, config.stream)
     default_augment = kind.augment if kind.augment is not None else dataset_defaults(data.name).augment
     return _normalized(TaskStream(
         name=config.stream,
@@ -897,6 +907,18 @@ def build_stream(config: StreamConfig, data: ImageData | None, *, seed: int = 0)
         augment={"on": True, "off": False}.get(config.augment, default_augment),
         class_names=data.class_names,
     ), config.normalize)
+
+
+def _check_two_labels(tasks: Sequence[Task], stream: str) -> None:
+    """Every task must train on at least 2 labels (one-vs-rest tasks do: yes and no)."""
+    for index, task in enumerate(tasks):
+        labels = torch.unique(task.train_y).tolist()
+        if len(labels) < 2:
+            where = " (stream.custom_paths: that task's file)" if stream == "custom" else ""
+            raise ConfigError(
+                f"Every task of a stream must have at least 2 classes (a task with one class has nothing to tell apart); "
+                f"task {index + 1} of stream {stream!r}{where} has 1: label {labels[0] if labels else '(none)'} ({task.name!r})."
+            )
 
 
 def _normalized(stream: TaskStream, normalize: str) -> TaskStream:

@@ -2,7 +2,8 @@
 
 The inputs are one task's test split of checkpoint A's own stream (task 1 by default),
 optionally from another dataset of the same shape, normalised as in training: with the
-mean and std checkpoint A recorded (its training data's), whichever dataset they come from.
+mean and std checkpoint A recorded (its training data's), whichever dataset they come from;
+:func:`checkpoint_comparison` says so (``Comparison.normalization``).
 
 Example:
     >>> import forgetlab, tempfile
@@ -17,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from forgetlab.analysis.tables import BlockSimilarity, cka_table, subspace_table
@@ -26,9 +27,26 @@ from forgetlab.config import RunConfig
 from forgetlab.data.augment import BatchTransform
 from forgetlab.engine.checkpoint import checkpoint_model, load_model, read_checkpoint
 from forgetlab.engine.device import resolve_device
-from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.errors import ConfigError, DataError, IncompatibleError
 
 MEASURES = ("cka", "subspace")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`checkpoint_comparison` returns: the per-block ``rows`` and the input
+    normalisation applied (checkpoint A's recorded ``mean`` and ``std``)."""
+
+    rows: list[BlockSimilarity]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def normalization(self) -> str:
+        """One line: the normalisation applied to the inputs."""
+        numbers = lambda values: "[" + ", ".join(f"{v:.4g}" for v in values) + "]"  # noqa: E731
+        return (f"(x / 255 - mean) / std with checkpoint A's recorded mean {numbers(self.mean)}, std {numbers(self.std)} "
+                "(x = the dataset's uint8 pixels)")
 
 
 def compare_checkpoints(
@@ -47,7 +65,32 @@ def compare_checkpoints(
     batch_size: int = 256,
     device: str = "cpu",
 ) -> list[BlockSimilarity]:
-    """Per-block similarity of checkpoint A vs checkpoint B on task ``task``'s test inputs.
+    """Per-block similarity of checkpoint A vs checkpoint B: the rows of
+    :func:`checkpoint_comparison` (see there for the arguments)."""
+    return checkpoint_comparison(
+        path_a, path_b, measure=measure, dataset=dataset, task=task, blocks=blocks, k=k, pool=pool, data_dir=data_dir,
+        download=download, max_samples=max_samples, batch_size=batch_size, device=device,
+    ).rows
+
+
+def checkpoint_comparison(
+    path_a: str | Path,
+    path_b: str | Path,
+    *,
+    measure: str = "cka",
+    dataset: str | None = None,
+    task: int = 1,
+    blocks: Sequence[str] | None = None,
+    k: int = 10,
+    pool: bool = False,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    max_samples: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> Comparison:
+    """Per-block similarity of checkpoint A vs checkpoint B on task ``task``'s test inputs,
+    with the normalisation applied to them.
 
     Args:
         measure: ``cka`` (debiased and biased linear CKA) or ``subspace`` (top-``k``).
@@ -84,7 +127,10 @@ def compare_checkpoints(
             f"Inputs of shape {tuple(inputs.shape[1:])} do not fit models that take {model_a.input_shape}."
         )
     spec = payload_a["model_spec"]
-    transform = BatchTransform(spec["mean"], spec["std"], augment=False, device=target)
+    if not spec.get("mean") or not spec.get("std"):
+        raise DataError(f"Checkpoint {str(path_a)!r} records no input normalisation (model_spec mean and std).")
+    mean, std = tuple(float(v) for v in spec["mean"]), tuple(float(v) for v in spec["std"])
+    transform = BatchTransform(mean, std, augment=False, device=target)
 
     def prepare(x):
         return transform(x, train=False)
@@ -94,14 +140,16 @@ def compare_checkpoints(
     if label_a == label_b:
         label_a, label_b = str(path_a), str(path_b)
     if measure == "cka":
-        return cka_table(
+        rows = cka_table(
             model_a, model_b, inputs, blocks, condition=f"{label_a} vs {label_b}", pool=pool,
             batch_size=batch_size, prepare=prepare, head_index=head,
         )
-    return subspace_table(
-        {label_a: model_a, label_b: model_b}, inputs, k, blocks, pool=pool,
-        batch_size=batch_size, prepare=prepare, head_index=head,
-    )
+    else:
+        rows = subspace_table(
+            {label_a: model_a, label_b: model_b}, inputs, k, blocks, pool=pool,
+            batch_size=batch_size, prepare=prepare, head_index=head,
+        )
+    return Comparison(rows, mean, std)
 
 
 def format_rows(rows: Sequence[BlockSimilarity]) -> str:

@@ -2,7 +2,8 @@
 
 :func:`diagnosis_report` writes ``report.html`` (figures embedded as base64 PNGs, no
 external file needed), the figures as PNG and SVG (``similarity``, ``weight_change``,
-``reset``) and ``diagnosis.json`` into a folder.
+``reset``) and ``diagnosis.json`` into a folder. The page opens with the model files,
+the one-paragraph ``conclusion`` and the input normalisation, when the data has them.
 
 Example:
     >>> import tempfile
@@ -105,9 +106,19 @@ def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str 
         for b in d["blocks"]
     ]
     reset_rows = [[r["kind"], ", ".join(r["blocks"]), pct(r["old_accuracy"]), pct(r["new_accuracy"])] for r in d["resets"]]
-    sources = "; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in d["sources"].items())
+    models = {k: v for k, v in d["sources"].items() if k in ("old_model", "new_model")}
+    sources = "; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in d["sources"].items() if k not in models)
+    head = [f"<h1>{html.escape(title)}</h1>"]
+    if models:
+        head.append(f"<p>OLD = {html.escape(str(models.get('old_model', '(in memory)')))}; "
+                    f"NEW = {html.escape(str(models.get('new_model', '(in memory)')))}</p>")
+    if d.get("conclusion"):
+        head.append(f"<p class=\"conclusion\"><b>Conclusion.</b> {html.escape(d['conclusion'])}</p>")
+    if d.get("input_normalization"):
+        head.append(f"<p>Input normalisation: {html.escape(d['input_normalization']['description'])}.</p>")
+    skipped = "".join(f"<p>Not rewound: {html.escape(k)}: {html.escape(v)}.</p>" for k, v in d.get("skipped", {}).items())
     page = html_page(title, [
-        f"<h1>{html.escape(title)}</h1>",
+        *head,
         f"<p>Data: {sources}. Similarities on {int(d['n_samples'])} old-task inputs; "
         f"subspace dimension k &le; {int(d['k'])}.</p>",
         f"<h2>Accuracy</h2>{html_table(['', 'OLD', 'NEW'], summary)}",
@@ -116,7 +127,7 @@ def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str 
         "activations of each block (1 = same representation). \"If reset\": NEW with that block rewound to OLD.</p>",
         html_table(["block", "weight change", "CKA debiased", "CKA (biased)", "subspace sim", "old acc if reset",
                     "new acc if reset"], block_rows),
-        f"<h2>Reset analysis</h2>{html_table(['kind', 'blocks rewound to OLD', 'old acc', 'new acc'], reset_rows)}",
+        f"<h2>Reset analysis</h2>{html_table(['kind', 'blocks rewound to OLD', 'old acc', 'new acc'], reset_rows)}{skipped}",
         "<h2>Figures</h2>" + "".join(html_figure(paths[0], name) for name, paths in figures.items()),
     ])
     path = directory / "report.html"

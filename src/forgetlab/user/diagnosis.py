@@ -11,6 +11,13 @@ For the old task's data (``data``) and optionally the new task's (``new_data``):
   (bottom-up) and the last ``j`` blocks (top-down), with their old-task (and new-task)
   accuracy. Which rewind recovers the old skill, at what cost on the new task?
 
+NEW may have a head grown by ``finetune`` (more outputs, the old rows first): its
+predictions are the argmax over all its outputs; blocks whose shapes differ (the head's)
+are compared on their common part (weight change over the old rows) and left out of the
+reset analysis (``Diagnosis.skipped`` says which and why). The normalisation OLD records
+(a forgetlab checkpoint's) is applied to raw inputs (``input_normalization="auto"``).
+:attr:`Diagnosis.conclusion` sums the numbers up in one paragraph.
+
 Analyses run on copies or under hooks that are removed afterwards: neither model changes.
 
 See :func:`diagnose` for an example.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +39,7 @@ from torch import nn
 from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 from forgetlab.report.diagnose import diagnosis_report
-from forgetlab.user.userdata import UserData, as_inputs, check_fits
+from forgetlab.user.userdata import UserData, as_inputs, check_fits, chosen_normalization, normalize_inputs
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
 __all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change", "write_report"]
@@ -48,7 +56,7 @@ class BlockDiagnosis:
     cka: float
     subspace_similarity: float | None
     subspace_k: int
-    old_accuracy_after_reset: float
+    old_accuracy_after_reset: float | None
     new_accuracy_after_reset: float | None
 
 
@@ -73,7 +81,11 @@ class ResetResult:
 class Diagnosis:
     """What :func:`diagnose` returns; :meth:`format_table` renders it for a terminal.
     ``n_samples``: the old-task inputs the similarities (CKA, subspace) use;
-    ``n_examples``: ``{"old_task": N, "new_task": M}``, the examples each accuracy uses."""
+    ``n_examples``: ``{"old_task": N, "new_task": M}``, the examples each accuracy uses;
+    ``sources``: the data files (``data``, ``new_data``) and model files (``old_model``,
+    ``new_model``) when known; ``skipped``: ``{block: reason}`` for blocks left out of
+    the reset analysis; ``input_normalization``: what was applied to the inputs (see
+    :func:`~forgetlab.user.userdata.chosen_normalization`)."""
 
     old_task: dict[str, float]
     new_task: dict[str, float] | None
@@ -83,12 +95,29 @@ class Diagnosis:
     k: int
     sources: dict[str, str] = field(default_factory=dict)
     n_examples: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    input_normalization: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready)."""
+        """Plain data (JSON-ready), with the :attr:`conclusion`."""
         out = asdict(self)
         out["resets"] = [{**asdict(r), "blocks": list(r.blocks), "label": r.label} for r in self.resets]
+        out["conclusion"] = self.conclusion
         return out
+
+    @property
+    def conclusion(self) -> str:
+        """One paragraph from the numbers: the old-task change, the best single-block
+        rewind and what share of the loss it recovers, where the weights and the
+        representation changed most.
+
+        Example:
+            >>> d = Diagnosis({"old": 0.9, "new": 0.2}, None, [BlockDiagnosis("fc1", 0.5, 0.8, 0.85, 0.7, 3, 0.6, None)],
+            ...     [ResetResult("block", ("fc1",), 0.6, None)], 100, 3, n_examples={"old_task": 100})
+            >>> d.conclusion
+            'NEW lost 70.0 points on the old task (OLD 90.0%, NEW 20.0%; n = 100). Rewinding `fc1` alone to OLD recovers 57 % of the loss (old task 60.0%). No rewind analysed recovers 90 % of the loss. Most change is in `fc1` (relative weight change 0.500, debiased CKA 0.800).'
+        """
+        return _conclusion(self)
 
     def format_table(self) -> str:
         """The diagnosis as text tables (accuracies in percent)."""
@@ -99,10 +128,16 @@ class Diagnosis:
             return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
         n_old, n_new = self.n_examples.get("old_task", "?"), self.n_examples.get("new_task", "?")
-        lines = [
+        lines = []
+        if "old_model" in self.sources or "new_model" in self.sources:
+            lines.append(f"OLD = {self.sources.get('old_model', '(in memory)')}; NEW = {self.sources.get('new_model', '(in memory)')}")
+        lines += textwrap.wrap("Conclusion: " + self.conclusion, 110) + [""]
+        if self.input_normalization:
+            lines.append(f"input normalisation: {self.input_normalization['description']}")
+        lines.append(
             f"old-task accuracy ({self.sources.get('data', 'data')}, n = {n_old}): "
             f"OLD {pct(self.old_task['old'])}  NEW {pct(self.old_task['new'])}"
-        ]
+        )
         if self.new_task is not None:
             lines.append(
                 f"new-task accuracy ({self.sources.get('new_data', 'new data')}, n = {n_new}): "
@@ -132,7 +167,57 @@ class Diagnosis:
         if prefix_rows:
             head = ["rewound to OLD", "old acc"] + (["new acc"] if self.new_task is not None else [])
             lines += ["", _render(head, prefix_rows)]
+        lines += [f"not rewound: {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines)
+
+
+def _conclusion(d: Diagnosis) -> str:
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    old, new = d.old_task["old"], d.old_task["new"]
+    drop = old - new
+    n = d.n_examples.get("old_task")
+    where = f"OLD {pct(old)}, NEW {pct(new)}" + (f"; n = {n}" if n is not None else "")
+    if drop > 0.005:
+        first = f"NEW lost {100 * drop:.1f} points on the old task ({where})"
+    elif drop < -0.005:
+        first = f"NEW gained {-100 * drop:.1f} points on the old task ({where})"
+    else:
+        first = f"NEW kept the old task ({where})"
+    if d.new_task is not None:
+        first += f"; on the new task OLD {pct(d.new_task['old'])}, NEW {pct(d.new_task['new'])}"
+    sentences = [first + "."]
+    singles = [r for r in d.resets if r.kind == "block"]
+    if drop > 0.005 and singles:
+        recovery = lambda r: (r.old_accuracy - new) / drop  # noqa: E731
+        best = max(singles, key=lambda r: r.old_accuracy)
+        cost = "" if best.new_accuracy is None else f", new task {pct(best.new_accuracy)}"
+        if recovery(best) <= 0:
+            sentences.append("No single block rewound to OLD recovers any of the loss.")
+        else:
+            sentences.append(f"Rewinding `{best.blocks[0]}` alone to OLD recovers {100 * recovery(best):.0f} % of the loss "
+                             f"(old task {pct(best.old_accuracy)}{cost}).")
+        if recovery(best) < 0.9:
+            enough = [r for r in d.resets if recovery(r) >= 0.9]
+            if enough:
+                fewest = min(enough, key=lambda r: len(r.blocks))
+                sentences.append(f"At least 90 % needs {len(fewest.blocks)} blocks: {fewest.label} "
+                                 f"(old task {pct(fewest.old_accuracy)}).")
+            else:
+                sentences.append("No rewind analysed recovers 90 % of the loss.")
+    changes = [b for b in d.blocks if b.weight_change is not None and math.isfinite(b.weight_change)]
+    similar = [b for b in d.blocks if math.isfinite(b.cka_debiased)]
+    if changes:
+        most = max(changes, key=lambda b: b.weight_change)  # type: ignore[arg-type,return-value]
+        text = f"Most change is in `{most.block}` (relative weight change {most.weight_change:.3f}"
+        lowest = min(similar, key=lambda b: b.cka_debiased) if similar else None
+        if lowest is None or lowest.block == most.block:
+            text += f", debiased CKA {most.cka_debiased:.3f})." if lowest is not None else ")."
+        else:
+            text += f"); the representation moved most at `{lowest.block}` (debiased CKA {lowest.cka_debiased:.3f})."
+        sentences.append(text)
+    if d.skipped:
+        sentences.append(f"Not rewound (shapes differ): {', '.join(f'`{name}`' for name in d.skipped)}.")
+    return " ".join(sentences)
 
 
 def _render(header: list[str], rows: list[list[str]]) -> str:
@@ -141,18 +226,31 @@ def _render(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
-def _check_pair(old: WrappedModel, new: WrappedModel) -> None:
+def _under(key: str, prefix: str) -> bool:
+    return not prefix or key == prefix or key.startswith(prefix + ".")
+
+
+def _check_pair(old: WrappedModel, new: WrappedModel) -> dict[str, str]:
+    """Raise unless OLD and NEW are one architecture (NEW's head may be grown: more
+    outputs); return ``{block: reason}`` for the blocks whose shapes differ."""
     a, b = old.module.state_dict(), new.module.state_dict()
-    if set(a) != set(b) or any(tuple(a[k].shape) != tuple(b[k].shape) for k in a):
+    shapes = {k: (tuple(a[k].shape), tuple(b[k].shape)) for k in a if k in b and tuple(a[k].shape) != tuple(b[k].shape)}
+    grown = new.head_name == old.head_name and new.n_outputs > old.n_outputs and all(
+        _under(k, old.head_name) and all(x <= y for x, y in zip(*shapes[k])) for k in shapes
+    )
+    if set(a) != set(b) or (shapes and not grown):
         missing = sorted(set(a) - set(b))[:10]
         extra = sorted(set(b) - set(a))[:10]
-        shapes = [f"{k}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}" for k in a if k in b and a[k].shape != b[k].shape][:10]
+        listed = [f"{k}: {sa} vs {sb}" for k, (sa, sb) in shapes.items()][:10]
         raise IncompatibleError(
-            "OLD and NEW must be the same architecture: NEW lacks keys "
-            f"{missing}, has extra keys {extra}, shape mismatches (OLD vs NEW) {shapes}."
+            "OLD and NEW must be the same architecture (only a head grown by finetune, with more outputs, may differ): "
+            f"NEW lacks keys {missing}, has extra keys {extra}, shape mismatches (OLD vs NEW) {listed}."
         )
     if old.block_names != new.block_names:
         raise IncompatibleError(f"OLD and NEW must name the same blocks. Got {list(old.block_names)} and {list(new.block_names)}.")
+    reason = (f"the head {old.head_name!r} grew from {old.n_outputs} to {new.n_outputs} outputs (shapes differ): "
+              "its weight change is over the old rows; it is not rewound")
+    return {name: reason for name in old.block_names if any(_under(k, name) for k in shapes)}
 
 
 def accuracy(model: nn.Module, data: UserData, batch_size: int = 512) -> float:
@@ -188,7 +286,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 def weight_change(old: nn.Module, new: nn.Module, blocks: Sequence[str] | None = None) -> dict[str, float | None]:
     """``{block: ||w_new - w_old|| / ||w_old||}`` over each block's parameters (``None``
-    for a block without parameters; ``inf`` when OLD's weights are all zero).
+    for a block without parameters; ``inf`` when OLD's weights are all zero). A head
+    grown in NEW is compared on its old rows (NEW's tensors cut to OLD's shapes).
 
     Example:
         >>> a = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -207,6 +306,7 @@ def weight_change(old: nn.Module, new: nn.Module, blocks: Sequence[str] | None =
         if not pairs:
             out[name] = None
             continue
+        pairs = [(a, b[tuple(slice(0, n) for n in a.shape)]) for a, b in pairs]  # a grown head: its old rows
         diff = math.sqrt(sum(float((b.detach().double() - a.detach().double()).square().sum()) for a, b in pairs))
         norm = math.sqrt(sum(float(a.detach().double().square().sum()) for a, _ in pairs))
         out[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
@@ -224,7 +324,8 @@ def reset_analysis(
     old: nn.Module, new: nn.Module, data: UserData, new_data: UserData | None = None, blocks: Sequence[str] | None = None
 ) -> list[ResetResult]:
     """Accuracy of copies of NEW with blocks rewound to OLD: each block, then the first
-    ``j`` (bottom-up) and the last ``j`` (top-down) blocks, ``j >= 2``. Neither model changes.
+    ``j`` (bottom-up) and the last ``j`` (top-down) blocks, ``j >= 2``, over the blocks
+    whose shapes match (a head grown in NEW cannot be rewound). Neither model changes.
 
     Example:
         >>> from forgetlab.user import user_data
@@ -234,8 +335,8 @@ def reset_analysis(
         [('block', 1), ('block', 1), ('block', 1), ('bottom-up', 2), ('bottom-up', 3), ('top-down', 2)]
     """
     old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
-    _check_pair(old_w, new_w)
-    names = old_w.block_names
+    skipped = _check_pair(old_w, new_w)
+    names = tuple(name for name in old_w.block_names if name not in skipped)
     sets: list[tuple[str, tuple[str, ...]]] = [("block", (name,)) for name in names]
     sets += [("bottom-up", names[:j]) for j in range(2, len(names) + 1)]
     sets += [("top-down", names[-j:]) for j in range(2, len(names))]  # all blocks = bottom-up n
@@ -259,14 +360,18 @@ def diagnose(
     max_samples: int = 2000,
     pool: bool = False,
     batch_size: int = 256,
+    input_normalization: str = "auto",
 ) -> Diagnosis:
     """The full diagnosis of OLD vs NEW (see the module docstring).
 
     ``old`` / ``new``: the same architecture (WrappedModels, or any modules, wrapped with
-    ``blocks``). ``data``: the old task's labelled data; the similarity measures use its
-    first ``max_samples`` inputs. ``k``: subspace dimension (lowered per block to the
-    rank of its activations and to half its width: a subspace of the whole space is
-    trivially 1). ``pool``: average conv maps over space before CKA / subspace.
+    ``blocks``), NEW's head possibly grown. ``data``: the old task's labelled data; the
+    similarity measures use its first ``max_samples`` inputs. ``k``: subspace dimension
+    (lowered per block to the rank of its activations and to half its width: a subspace
+    of the whole space is trivially 1). ``pool``: average conv maps over space before
+    CKA / subspace. ``input_normalization``: ``auto`` applies the normalisation OLD
+    records (``old.input_normalization``, a forgetlab checkpoint's) to the raw inputs of
+    both data sets; ``none`` feeds them as given.
 
     Example:
         >>> import torch
@@ -288,12 +393,16 @@ def diagnose(
             f"examples. Got {max_samples!r}."
         )
     old_w, new_w = wrap_model(old, blocks), wrap_model(new, blocks)
-    _check_pair(old_w, new_w)
-    for d in (data, new_data):
-        if d is not None:
-            check_fits(d, old_w)
+    skipped = _check_pair(old_w, new_w)
+    normalization, normalization_record = chosen_normalization(old_w, input_normalization)
+    check_fits(data, old_w)
+    if new_data is not None:
+        check_fits(new_data, new_w)  # its labels may be NEW's added classes
     if data.n_samples < 4:
         raise DataError(f"diagnose needs at least 4 examples for debiased CKA; the file {data.source} has {data.n_samples}.")
+    if normalization is not None:
+        data = normalize_inputs(data, normalization)
+        new_data = None if new_data is None else normalize_inputs(new_data, normalization)
     names = old_w.block_names
     inputs = as_inputs(data.x[:max_samples])
     cka_rows = cka_table(old_w.module, new_w.module, inputs, names, condition="OLD vs NEW", pool=pool, batch_size=batch_size)
@@ -305,13 +414,16 @@ def diagnose(
     single = {r.blocks[0]: r for r in resets if r.kind == "block"}
     rows = []
     for name in names:
-        sim, k_used = _subspace(acts_old[name], acts_new[name], k)
+        same_space = acts_old[name].shape[1:] == acts_new[name].shape[1:]
+        sim, k_used = _subspace(acts_old[name], acts_new[name], k) if same_space else (None, 0)
+        reset = single.get(name)
         rows.append(
             BlockDiagnosis(
                 name, changes[name], cka[(name, "linear_cka_debiased")], cka[(name, "linear_cka")], sim, k_used,
-                single[name].old_accuracy, single[name].new_accuracy,
+                None if reset is None else reset.old_accuracy, None if reset is None else reset.new_accuracy,
             )
         )
+    models = {key: w.source for key, w in (("old_model", old_w), ("new_model", new_w)) if w.source}
     return Diagnosis(
         old_task={"old": accuracy(old_w, data), "new": accuracy(new_w, data)},
         new_task=None if new_data is None else {"old": accuracy(old_w, new_data), "new": accuracy(new_w, new_data)},
@@ -319,8 +431,10 @@ def diagnose(
         resets=resets,
         n_samples=int(inputs.shape[0]),
         k=k,
-        sources={"data": data.source, **({"new_data": new_data.source} if new_data is not None else {})},
+        sources={"data": data.source, **({"new_data": new_data.source} if new_data is not None else {}), **models},
         n_examples={"old_task": data.n_samples, **({"new_task": new_data.n_samples} if new_data is not None else {})},
+        skipped=skipped,
+        input_normalization=normalization_record,
     )
 
 

@@ -29,6 +29,11 @@ pseudo-rehearsal teacher then covers the old outputs only.
 Old-task accuracy is measured on the test part of ``old_data``; without it, it is
 unknown, and the report gives instead the agreement with the original model's
 predictions on held-out revision inputs (100% before fine-tuning, by construction).
+:attr:`FinetuneResult.conclusion` sums the numbers up in one paragraph.
+
+A model that records its input normalisation (a forgetlab checkpoint) gets it applied
+to the raw inputs of every data set (``input_normalization="auto"``, see
+:func:`~forgetlab.user.userdata.chosen_normalization`); the fine-tuned model records it too.
 
 See :func:`finetune` for an example.
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,7 +60,7 @@ from forgetlab.strategies.distillation import PseudoRehearsal, padded_soft_cross
 from forgetlab.strategies.losses import soft_cross_entropy
 from forgetlab.strategies import HyperParams, create_strategy, format_params, strategy_class
 from forgetlab.user.diagnosis import predict
-from forgetlab.user.userdata import UserData, as_inputs, check_fits, split_data
+from forgetlab.user.userdata import UserData, as_inputs, check_fits, chosen_normalization, normalize_inputs, split_data
 from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
 __all__ = ["ACCURACY_KEYS", "FINETUNE_METHODS", "FinetuneResult", "finetune", "make_params"]
@@ -73,7 +79,8 @@ class FinetuneResult:
     ``None`` when not measurable): ``old_accuracy`` on the held-out old data,
     ``new_accuracy`` on the held-out new data, ``all_accuracy`` on both together, and,
     without old data, ``revision_agreement``: agreement with the original model's
-    predictions on held-out revision inputs (``revision_source`` names them)."""
+    predictions on held-out revision inputs (``revision_source`` names them; there are
+    ``n_revision_test``). ``input_normalization``: what was applied to the inputs."""
 
     model: WrappedModel
     method: str
@@ -89,16 +96,51 @@ class FinetuneResult:
     n_outputs: int
     train_seconds: float
     notes: list[str] = field(default_factory=list)
+    new_source: str = ""
+    n_revision_test: int = 0
+    model_source: str = ""
+    input_normalization: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready), without the model."""
+        """Plain data (JSON-ready), without the model, with the :attr:`conclusion`."""
         fields = [f.name for f in dataclasses.fields(self) if f.name not in ("model", "params")]
-        return {"params": dataclasses.asdict(self.params), **{name: getattr(self, name) for name in fields}}
+        return {"params": dataclasses.asdict(self.params), **{name: getattr(self, name) for name in fields},
+                "conclusion": self.conclusion}
+
+    @property
+    def conclusion(self) -> str:
+        """One paragraph from the numbers: the method, the old task (or what stands in
+        for it), the new task and all classes, before -> after, with their ``n``."""
+        p = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+        b, a = self.before, self.after
+        change = lambda key: f"{p(b[key])} -> {p(a[key])} ({100 * (a[key] - b[key]):+.1f} points"  # noqa: E731
+        text = f"Fine-tuned with {self.method}"
+        if self.n_outputs > self.n_outputs_before:
+            text += f" (head grown from {self.n_outputs_before} to {self.n_outputs} outputs)"
+        text += f": the new task went {change('new_accuracy')}; n = {self.n_new_test} held-out examples"
+        text += f" of {self.new_source})" if self.new_source else ")"
+        if self.old_source is not None:
+            text += (f"; the old task {change('old_accuracy')}; n = {self.n_old_test} held-out examples of "
+                     f"{self.old_source}); all classes together {p(b['all_accuracy'])} -> {p(a['all_accuracy'])}.")
+        else:
+            text += "; old-task accuracy is unknown (no old data given)"
+            if a["revision_agreement"] is not None:
+                text += (f"; the model agrees with the original on {p(a['revision_agreement'])} of "
+                         f"{self.n_revision_test} held-out revision inputs ({self.revision_source})")
+            text += "."
+        if any(note.startswith("warning: the new task") for note in self.notes):
+            text += " The new task stayed near chance (see the warning)."
+        return text
 
     def format_report(self) -> str:
         """Before/after accuracies as a text table (with the notes and warnings)."""
         p = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        lines = [f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}"]
+        lines = textwrap.wrap("Conclusion: " + self.conclusion, 110) + [""]
+        if self.model_source:
+            lines.append(f"model: {self.model_source}")
+        if self.input_normalization:
+            lines.append(f"input normalisation: {self.input_normalization['description']}")
+        lines.append(f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}")
         if self.n_outputs > self.n_outputs_before:
             lines.append(f"head grown from {self.n_outputs_before} to {self.n_outputs} outputs: new classes "
                          f"{self.n_outputs_before}..{self.n_outputs - 1} (old rows kept, new rows freshly initialised)")
@@ -214,6 +256,7 @@ def finetune(
     test_fraction: float = 0.2,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    input_normalization: str = "auto",
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``new_data`` with ``method`` (see the module docstring).
 
@@ -222,7 +265,9 @@ def finetune(
     mapping of overrides, ``lam`` or ``method.lam``); pseudo-rehearsal defaults to
     ``revision_source="old-inputs"`` with every old-task input as revision pool. Labels
     of ``new_data`` beyond the model's outputs are new classes: the head grows (see
-    :func:`~forgetlab.user.wrap.resize_head`). ``model`` is never changed.
+    :func:`~forgetlab.user.wrap.resize_head`). ``input_normalization``: ``auto`` applies
+    the normalisation ``model`` records (a forgetlab checkpoint's) to the raw inputs of
+    every data set, ``none`` feeds them as given. ``model`` is never changed.
 
     Example:
         >>> import torch
@@ -243,6 +288,10 @@ def finetune(
     for d in (old_data, revision_data):
         if d is not None:
             check_fits(d, original)
+    normalization, normalization_record = chosen_normalization(original, input_normalization)
+    if normalization is not None:
+        new_data, old_data, revision_data = (None if d is None else normalize_inputs(d, normalization)
+                                             for d in (new_data, old_data, revision_data))
     n_outputs = max(original.n_outputs, new_data.n_classes)
     new_train, new_test = split_data(new_data, test_fraction, seed)
     old_train = old_test = revision_test = None
@@ -270,6 +319,12 @@ def finetune(
             "The 'revision_source' parameter of PseudoRehearsal must not be 'user' in finetune: pass the inputs as "
             "revision_data (--revision-data) instead."
         )
+    if method == "pseudo-rehearsal" and hyper.revision_source == "noise" and normalization is not None:
+        raise ConfigError(
+            "The 'revision_source' parameter of PseudoRehearsal must not be 'noise' when the model's input "
+            "normalisation is applied (the noise would not be normalised): use old inputs (--revision-data), or "
+            "pass --input-normalization none with inputs you normalised yourself."
+        )
     stream = TaskStream(
         name="user", tasks=(
             _task("old task (given as data)", (old_x, old_y), old_test_xy, n_outputs),
@@ -284,6 +339,7 @@ def finetune(
         student = wrap_model(grown, blocks=original.block_names, head=original.head_name, input_shape=original.input_shape)
     else:
         student = copy.deepcopy(original)
+    student.source, student.input_normalization = "", original.input_normalization  # what it expects, as the original
     grew = method == "pseudo-rehearsal" and n_outputs > original.n_outputs
     on_new_inputs = revision_data is None and old_data is None or getattr(hyper, "revision_source", "") == "new-inputs"
     strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)
@@ -300,5 +356,7 @@ def finetune(
         old_source=None if old_data is None else old_data.source, revision_source=source,
         n_old_test=0 if old_test is None else old_test.n_samples, n_new_train=new_train.n_samples,
         n_new_test=new_test.n_samples, n_outputs_before=original.n_outputs, n_outputs=n_outputs,
-        train_seconds=seconds, notes=notes,
+        train_seconds=seconds, notes=notes, new_source=new_data.source,
+        n_revision_test=0 if revision is None else int(revision[1].shape[0]), model_source=original.source,
+        input_normalization=normalization_record,
     )

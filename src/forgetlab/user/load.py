@@ -49,6 +49,7 @@ from torch import nn
 
 from forgetlab.engine.checkpoint import pickled_global
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
+from forgetlab.user.userdata import InputNormalization
 from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
 __all__ = ["check_state_dict", "import_model_class", "load_user_model", "read_model_file", "save_user_model"]
@@ -199,7 +200,9 @@ def load_user_model(
     architecture of a plain state_dict; they are ignored for whole models and forgetlab
     checkpoints. A ``path.json`` sidecar written by :func:`save_user_model` supplies
     ``blocks``, ``head`` and ``input_shape`` defaults. A whole pickled model loads only
-    with ``trust_pickle=True`` (see :func:`read_model_file`).
+    with ``trust_pickle=True`` (see :func:`read_model_file`). The model's ``source`` is
+    ``path``; its ``input_normalization`` is the one a forgetlab checkpoint (its model
+    spec) or the sidecar records, else ``None``.
 
     Example:
         >>> import tempfile, os, torch
@@ -217,8 +220,10 @@ def load_user_model(
     blocks = blocks if blocks is not None else meta.get("blocks")
     head = head if head is not None else meta.get("head")
     input_shape = input_shape if input_shape is not None else meta.get("input_shape")
+    normalization = _normalization(meta.get("input_normalization"), str(path.with_name(path.name + ".json")))
     if isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT:
         net, _ = load_model(path)
+        normalization = _normalization(payload.get("model_spec"), str(path))
     elif isinstance(payload, nn.Module):
         net = payload
     else:
@@ -248,7 +253,19 @@ def load_user_model(
             net = resize_head(net, head, int(meta["n_outputs"]))
         check_state_dict(net, state, str(path))
         net.load_state_dict(state)
-    return wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
+    wrapped = wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
+    wrapped.source, wrapped.input_normalization = str(path), normalization
+    return wrapped
+
+
+def _normalization(record: Any, origin: str) -> InputNormalization | None:
+    """The input normalisation in a checkpoint's model spec or a sidecar (``mean``, ``std``), or ``None``."""
+    if not isinstance(record, Mapping):
+        return None
+    mean, std = record.get("mean"), record.get("std")
+    if not (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and mean and len(mean) == len(std)):
+        return None
+    return InputNormalization(tuple(float(v) for v in mean), tuple(float(v) for v in std), origin)
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -264,7 +281,8 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 
 def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Save ``model.module.state_dict()`` to ``path`` (it loads back into the user's own
-    class) and ``path.json`` with the blocks, head, input shape, class and ``metadata``.
+    class) and ``path.json`` with the blocks, head, input shape, head size, input
+    normalisation, class and ``metadata``.
 
     Example:
         >>> import tempfile, os
@@ -285,6 +303,8 @@ def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str
         "head": model.head_name,
         "input_shape": None if model.input_shape is None else list(model.input_shape),
         "n_outputs": model.n_outputs,
+        "input_normalization": None if model.input_normalization is None else {
+            "mean": list(model.input_normalization.mean), "std": list(model.input_normalization.std)},
         **dict(metadata or {}),
     }
     tmp = path.with_name(path.name + ".tmp")

@@ -11,7 +11,10 @@
 
 What is specific to a model lives here: inputs are fed to the model as given, as float32;
 uint8 inputs (images) are scaled to [0, 1]. Any other normalisation is yours: apply it
-before saving the file. Every error names the file and the problem.
+before saving the file, except for a model that records its own
+(:class:`InputNormalization`: forgetlab checkpoints), which is applied to *raw* inputs:
+uint8 pixels 0-255, or floats in [0, 1] (pixel / 255), the images a custom stream
+takes. Every error names the file and the problem.
 
 Example:
     >>> import tempfile, os, numpy as np
@@ -34,7 +37,7 @@ import torch
 from forgetlab.data.custom import labelled_arrays, read_labelled_file
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 
-__all__ = ["UserData", "as_inputs", "check_fits", "load_user_data", "split_data", "user_data"]
+__all__ = ["INPUT_NORMALIZATIONS", "InputNormalization", "chosen_normalization", "UserData", "as_inputs", "check_fits", "load_user_data", "normalize_inputs", "split_data", "user_data"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,98 @@ class UserData:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """The input normalisation a model was trained with: ``(x - mean) / std`` per channel
+    (dimension 1) of raw inputs ``x`` in [0, 1] (uint8 pixels / 255), as forgetlab's
+    stream pipeline does (``stream.normalize = none`` records mean 0, std 1). ``origin``
+    says where it was read (a checkpoint, a ``.json`` sidecar)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    origin: str = ""
+
+    def describe(self) -> str:
+        """One line: what is applied to what.
+
+        Example:
+            >>> InputNormalization((0.5,), (0.25,), "task-1.pt").describe()
+            '(x - mean) / std with mean [0.5], std [0.25] (recorded in task-1.pt), x = raw inputs in [0, 1] (uint8 pixels / 255)'
+        """
+        numbers = lambda values: "[" + ", ".join(f"{v:.4g}" for v in values) + "]"  # noqa: E731
+        where = f" (recorded in {self.origin})" if self.origin else ""
+        return f"(x - mean) / std with mean {numbers(self.mean)}, std {numbers(self.std)}{where}, x = raw inputs in [0, 1] (uint8 pixels / 255)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "origin": self.origin}
+
+
+def normalize_inputs(data: UserData, normalization: InputNormalization) -> UserData:
+    """``data`` with ``normalization`` applied to its raw inputs: uint8 pixels (scaled to
+    [0, 1] first) or floats in [0, 1]; other floats are refused (already normalised, or
+    not pixels) with a :class:`DataError` that says what to pass instead.
+
+    Example:
+        >>> norm = InputNormalization((0.5,), (0.25,))
+        >>> normalize_inputs(user_data(torch.tensor([[[[0, 255]]]], dtype=torch.uint8), [0], "a.npz"), norm).x.flatten().tolist()
+        [-2.0, 2.0]
+        >>> normalize_inputs(user_data(torch.full((1, 1, 1, 2), -0.4), [0], "b.npz"), norm)
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.DataError: b.npz: holds float inputs in [-0.4, -0.4], not raw inputs (uint8 pixels 0-255 or floats in [0, 1]), so the model's recorded input normalisation cannot be applied. If they are already normalised, pass --input-normalization none (input_normalization="none"); else save the raw pixels.
+    """
+    x = data.x
+    if x.dtype != torch.uint8 and x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise DataError(
+            f"{data.source}: holds float inputs in [{float(x.min()):.3g}, {float(x.max()):.3g}], not raw inputs (uint8 "
+            "pixels 0-255 or floats in [0, 1]), so the model's recorded input normalisation cannot be applied. If they "
+            'are already normalised, pass --input-normalization none (input_normalization="none"); else save the raw pixels.'
+        )
+    channels = len(normalization.mean)
+    if channels != 1 and (x.dim() < 2 or x.shape[1] != channels):
+        raise IncompatibleError(
+            f"{data.source}: inputs of shape {data.input_shape} do not have the {channels} channels (dimension 1) of the "
+            "model's recorded input normalisation."
+        )
+    view = (1, channels, *([1] * max(x.dim() - 2, 0))) if x.dim() >= 2 else (channels,)
+    mean = torch.tensor(normalization.mean, dtype=torch.float32).view(view)
+    std = torch.tensor(normalization.std, dtype=torch.float32).view(view)
+    return UserData((as_inputs(x) - mean) / std, data.y, data.source)
+
+
+INPUT_NORMALIZATIONS = ("auto", "none")
+
+
+def chosen_normalization(model: Any, mode: str) -> tuple[InputNormalization | None, dict[str, Any]]:
+    """What ``mode`` (``input_normalization``) means for ``model``: ``auto`` applies the
+    normalisation the model records (``model.input_normalization``; none recorded: inputs
+    as given), ``none`` feeds the inputs as given. Returns that normalisation (or ``None``)
+    and its JSON record (``mode``, ``applied``, ``mean``, ``std``, ``origin``, ``description``).
+
+    Example:
+        >>> from torch import nn
+        >>> from forgetlab.user.wrap import WrappedModel
+        >>> chosen_normalization(WrappedModel(nn.Sequential(nn.Linear(2, 2))), "auto")[1]["description"]
+        'none: inputs as given (uint8 scaled to [0, 1]); the model records no input normalisation'
+    """
+    if mode not in INPUT_NORMALIZATIONS:
+        raise ConfigError(
+            "The 'input_normalization' parameter (--input-normalization) must be 'auto' (apply the model's recorded "
+            f"normalisation) or 'none' (inputs as given). Got {mode!r}."
+        )
+    recorded: InputNormalization | None = getattr(model, "input_normalization", None)
+    chosen = recorded if mode == "auto" else None
+    if chosen is not None:
+        text = chosen.describe()
+    elif recorded is not None:
+        text = f"none (input_normalization 'none'): inputs as given, already normalised; the model records {recorded.describe()}"
+    else:
+        text = "none: inputs as given (uint8 scaled to [0, 1]); the model records no input normalisation"
+    record = {"mode": mode, "applied": chosen is not None, **(chosen.to_dict() if chosen else {"mean": None, "std": None, "origin": None}),
+              "description": text}
+    return chosen, record
 
 
 def as_inputs(x: torch.Tensor) -> torch.Tensor:

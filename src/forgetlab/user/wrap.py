@@ -31,6 +31,7 @@ from torch import nn
 
 from forgetlab.analysis.activations import find_module as _find_module, resolve_blocks
 from forgetlab.errors import ConfigError, IncompatibleError
+from forgetlab.user.userdata import InputNormalization
 
 __all__ = ["WrappedModel", "resize_head", "wrap_model"]
 
@@ -75,7 +76,12 @@ class WrappedModel(nn.Module):
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ConfigError(f"The 'module' parameter must be a torch nn.Module. Got {type(module).__name__}.")
+        #: where the model was read (a file path; "" for one built in Python) and the input
+        #: normalisation it records (forgetlab checkpoints; ``None``: inputs as given)
+        self.source: str = ""
+        self.input_normalization: InputNormalization | None = None
         if isinstance(module, WrappedModel):
+            self.source, self.input_normalization = module.source, module.input_normalization
             module = module.module
         self.module = module
         self.block_names: tuple[str, ...] = resolve_blocks(module, blocks)
