@@ -201,13 +201,17 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--model", help="model family (vgg, resnet, densenet, mlp); default: the profile's")
     reproduce.add_argument("--dataset", help="cifar10 (split), cifar10-shift, cifar100-shift, fashion-mnist, mnist, digits")
     reproduce.add_argument("--seeds", type=int, help="number of seeds (error bands); default: the profile's")
+    reproduce.add_argument("--mixup-head", choices=["shared", "separate"],
+                           help="mixup-fraction sweep: one head for both tasks (shared) or a fresh task-2 head with "
+                                "task 1's head kept (separate: Lee, Goldt & Saxe 2021); default: the profile's")
     reproduce.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     reproduce.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
     reproduce.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     reproduce.add_argument("--report-dir", help="where the figures and anatomy.html go (default <store>/reports/anatomy)")
     _add_executor_options(reproduce)
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    reproduce.add_argument("--json", action="store_true", help=JSON_HELP)
+    reproduce.add_argument("--json", action="store_true",
+                           help=JSON_HELP + ": profile, seeds, task1_accuracy, convergence and the six findings' verdicts")
 
     verify = commands.add_parser(
         "verify-data", help="rehash every dataset file against its official MD5 (runs trust a remembered check)"
@@ -259,7 +263,7 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     quiet = args.quiet
     out = reproduce_anatomy(
         args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
-        device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
+        mixup_head=args.mixup_head, device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
         progress=sys.stderr.isatty() and not quiet,
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
@@ -269,9 +273,11 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
           f"in {out.wall_seconds:.0f} s", file=human)
     print(f"report: {out.report}", file=human)
+    for finding in out.summary["findings"]:
+        print(f"finding {finding['id']} ({finding['name']}): {finding['verdict']}"
+              + (f" -- {finding['measured']}" if finding["verdict"] != "not run" else ""), file=human)
     if args.json:
-        print(json.dumps({"profile": args.profile, "analysis_results": total, "computed": computed,
-                          "wall_seconds": out.wall_seconds, "report": str(out.report)}))
+        print(json.dumps(out.summary))
     return 0
 
 
