@@ -26,7 +26,7 @@ def test_report_from_stored_analysis_only(tmp_path):
     assert "Reset sweep" in text and "0.800 ± 0.000" in text and "seeds [0, 1]" in text
     # top-down recovers 60 points more at N = 1 (after 90% -> 10%): the verdict with its criterion
     assert "<b>Finding 3: reproduced.</b>" in text and "averaged over N = 1..L-1" in text
-    assert "<td>3</td><td>Rewinding the top blocks" in text and "docs/REPRODUCTION.md" in text
+    assert "<td>3. Rewinding the top blocks" in text and "docs/REPRODUCTION.md" in text
     assert (tmp_path / "out" / "reset-g1.png").is_file() and (tmp_path / "out" / "reset-g1.svg").is_file()
 
 
@@ -70,3 +70,4 @@ def test_mixup_table_shows_both_overlaps_and_reads_old_results(tmp_path):
     assert "<td>0.5</td><td>0.080</td><td>0.700</td><td>0.610</td>" in text
     assert "<td>1.0</td><td>0.100</td><td>0.930</td></tr>" in text  # stored before the Gram form: Fisher only
     assert "<b>Finding 6: reproduced.</b>" in text and "<b>Finding 6: not reproduced.</b>" in text
+    assert "<td>x (separate heads)</td>" in text and "<p>mixup heads <code>separate</code>" in text

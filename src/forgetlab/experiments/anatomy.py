@@ -17,6 +17,10 @@ Choices (documented in ``docs/REPRODUCTION.md``):
 - Reset sweep: blocks are rewound to their post-task-1 weights (BatchNorm statistics too,
   unless ``rewind_bn_stats=False``); heads are never rewound (task 1's head is untouched
   by task 2 in a multi-head model; a shared head keeps its post-task-2 weights).
+- Mixup: both trace overlaps (Fisher, Gram) of the task-1 model, through task 1's head;
+  ``profile.mixup_head`` = ``shared`` or ``separate`` (task 2 on a fresh head).
+- The six findings are judged from the stored results by
+  :mod:`forgetlab.report.verdicts` (``Reproduction.summary``).
 
 Example:
     >>> import tempfile

@@ -224,8 +224,10 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
             data = [e["data"] for e in entries]
             meta = entries[0]
             parts.append(f"<h2>{html.escape(str(TITLES.get(name, name)))}</h2>")
+            head = data[0].get("head") if name == "mixup" else None
             parts.append(
-                f"<p>profile <code>{html.escape(str(meta['profile']['name']))}</code>, dataset "
+                (f"<p>mixup heads <code>{html.escape(str(head))}</code>, " if head else "<p>")
+                + f"profile <code>{html.escape(str(meta['profile']['name']))}</code>, dataset "
                 f"<code>{html.escape(str(meta['dataset']))}</code>, model <code>{html.escape(str(meta['model']))}</code>, "
                 f"seeds {html.escape(str([e['seed'] for e in entries]))}, "
                 f"computed in {sum(float(e['seconds']) for e in entries):.0f} s.</p>"
@@ -236,7 +238,10 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
             if name in FINDINGS:
                 finding = judge(name, data)
                 parts.append(verdict_box(finding))
-                glance.append([finding["id"], finding["claim"], meta["profile"]["name"], meta["dataset"], meta["model"],
+                setting = str(meta["profile"]["name"])
+                if name == "mixup" and data[0].get("head", "shared") != "shared":
+                    setting += f" ({data[0]['head']} heads)"
+                glance.append([f"{finding['id']}. {finding['claim']}", setting, meta["dataset"], meta["model"],
                                len(entries), finding["verdict"]])
             for figure_name, plot in PLOTS.get(name, []):
                 png, _svg = plot(data, out_dir / f"{figure_name}-{tag}", subtitle)
@@ -249,8 +254,8 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
                       "<p>Each finding is judged by a number and a threshold fixed before the runs (the reasons: "
                       f"<code>{DOCS}</code>, section &ldquo;How each finding is judged&rdquo;, in the forgetlab "
                       "repository); the section of each finding below says how.</p>",
-                      html_table(["finding", "the paper's claim", "profile", "dataset", "model", "seeds", "verdict"],
-                                 sorted(glance, key=lambda row: row[0]))]
+                      html_table(["finding: the paper's claim", "profile", "dataset", "model", "seeds", "verdict"],
+                                 sorted(glance, key=lambda row: int(row[0].split(".")[0])))]
     parts.append("<h2>Runs and their exact configs</h2>")
     rows = []
     configs = []
