@@ -201,18 +201,25 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
         "reproduce", help="run a paper's experiments end to end (runs, analyses, figures, HTML report)"
     )
     reproduce.add_argument("experiment", choices=["anatomy"], help="anatomy: Ramasesh et al., ICLR 2021")
-    reproduce.add_argument("--profile", default="quick", help="quick (2-core CPU, ~13 min), paper (GPU) or tiny (tests)")
+    reproduce.add_argument("--profile", default="quick", help="quick (converged, 2-core CPU), cifar, cifar-resnet (full split CIFAR-10), paper (GPU), quick-v1 (the unconverged quick of <= 0.5) or tiny (tests)")
     reproduce.add_argument("--only", help="comma-separated analyses: freeze,reset,cka,subspace,mitigation,class_pairs,mixup")
     reproduce.add_argument("--model", help="model family (vgg, resnet, densenet, mlp); default: the profile's")
     reproduce.add_argument("--dataset", help="cifar10 (split), cifar10-shift, cifar100-shift, fashion-mnist, mnist, digits")
     reproduce.add_argument("--seeds", type=int, help="number of seeds (error bands); default: the profile's")
+    reproduce.add_argument("--mixup-head", choices=["shared", "separate"],
+                           help="mixup-fraction sweep: one head for both tasks (shared) or a fresh task-2 head with "
+                                "task 1's head kept (separate: Lee, Goldt & Saxe 2021); default: the profile's")
     reproduce.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     reproduce.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
     reproduce.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
     reproduce.add_argument("--report-dir", help="where the figures and anatomy.html go (default <store>/reports/anatomy)")
     _add_executor_options(reproduce)
+    reproduce.add_argument("--check-convergence", action="store_true",
+                           help="also train task 1 alone for the profile's epochs and twice as many, and say whether "
+                                "the longer training gains less than 1.5 points (converged)")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    reproduce.add_argument("--json", action="store_true", help=JSON_HELP)
+    reproduce.add_argument("--json", action="store_true",
+                           help=JSON_HELP + ": profile, seeds, task1_accuracy, convergence and the six findings' verdicts")
 
     verify = commands.add_parser(
         "verify-data", help="rehash every dataset file against its official MD5 (runs trust a remembered check)"
@@ -264,9 +271,10 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     quiet = args.quiet
     out = reproduce_anatomy(
         args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
-        device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
+        mixup_head=args.mixup_head, device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
         progress=sys.stderr.isatty() and not quiet,
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+        check_convergence=args.check_convergence,
     )
     computed = len(out.computed)
     total = sum(len(v) for v in out.results.values())
@@ -274,9 +282,16 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
           f"in {out.wall_seconds:.0f} s", file=human)
     print(f"report: {out.report}", file=human)
+    if out.convergence is not None:
+        c = out.convergence
+        print(f"convergence (task 1 alone, seed {c['seed']}): {c['epochs']} epochs {100 * c['accuracy']:.1f}%, "
+              f"{c['epochs_2x']} epochs {100 * c['accuracy_2x']:.1f}% (gain {100 * c['gain']:+.1f} points; "
+              f"converged = gain < {100 * c['threshold']:.1f}): {'passed' if c['passed'] else 'NOT passed'}", file=human)
+    for finding in out.summary["findings"]:
+        print(f"finding {finding['id']} ({finding['name']}): {finding['verdict']}"
+              + (f" -- {finding['measured']}" if finding["verdict"] != "not run" else ""), file=human)
     if args.json:
-        print(json.dumps({"profile": args.profile, "analysis_results": total, "computed": computed,
-                          "wall_seconds": out.wall_seconds, "report": str(out.report)}))
+        print(json.dumps(out.summary))
     return 0
 
 

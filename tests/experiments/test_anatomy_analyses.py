@@ -71,10 +71,67 @@ def test_class_pairs_per_class_forgetting(tiny):
         assert v["forgetting"] == pytest.approx([b - a for b, a in zip(v["before"], v["after"])])
 
 
-def test_mixup_forgetting_and_overlap(tiny):
+def test_mixup_forgetting_and_both_overlaps(tiny):
     mix = tiny[1]["mixup"]
-    assert len(mix["forgetting"]) == len(mix["trace_overlap"]) == len(mix["alpha"])
-    assert all(map(_fraction, mix["trace_overlap"]))
+    assert mix["head"] == "shared"
+    assert len(mix["forgetting"]) == len(mix["trace_overlap_fisher"]) == len(mix["trace_overlap_gram"]) == len(mix["alpha"])
+    assert all(map(_fraction, mix["trace_overlap_fisher"] + mix["trace_overlap_gram"]))
+    assert mix["trace_overlap_fisher"] != mix["trace_overlap_gram"]
+
+
+def test_mixup_separate_heads_keep_task_one_head(tmp_path):
+    from dataclasses import replace
+
+    from forgetlab.engine.checkpoint import checkpoint_path, load_model
+    from forgetlab.experiments.anatomy import AnatomyContext, mixup_analysis
+    from forgetlab.store import ResultStore
+
+    profile = replace(get_profile("tiny"), mixup_alphas=(0.5,), mixup_head="separate")
+    store = ResultStore(tmp_path)
+    out = mixup_analysis(AnatomyContext(profile, store, "digits", "mlp"), 0)
+    assert out["head"] == "separate" and out["alpha"] == [0.5] and len(out["trace_overlap_gram"]) == 1
+    folder = store.run_dir(out["run_ids"][0]) / "checkpoints"
+    (after1, _), (after2, _) = (load_model(checkpoint_path(folder, i)) for i in (0, 1))
+    assert len(after1.heads) == 2  # task 2 trained a head of its own
+    assert all(torch.equal(a, b) for a, b in zip(after1.heads[0].state_dict().values(), after2.heads[0].state_dict().values()))
+    assert not torch.equal(after1.heads[1].weight, after2.heads[1].weight)
+    with pytest.raises(ConfigError, match="'mixup_head' parameter of AnatomyProfile must be one of.*Did you mean 'separate'"):
+        replace(profile, mixup_head="seperate")
+
+
+def test_default_mixup_head_keeps_stored_keys():
+    from dataclasses import replace
+
+    from forgetlab.experiments.anatomy import analysis_key
+
+    tiny = get_profile("tiny")
+    assert analysis_key("mixup", tiny, "digits", "mlp", 0) == "9ea73b927a881060"  # the key before mixup_head existed
+    assert analysis_key("mixup", replace(tiny, mixup_head="separate"), "digits", "mlp", 0) != "9ea73b927a881060"
+
+
+def test_cli_reproduce_json_is_one_line_of_verdicts(tiny, tmp_path, capsys):
+    import json
+
+    store, data = tiny
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--store", str(store), "--only", "freeze,reset",
+                 "--report-dir", str(tmp_path / "r"), "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert list(out) == ["profile", "seeds", "task1_accuracy", "convergence", "findings"]
+    assert (out["profile"], out["seeds"], out["convergence"]) == ("tiny", 1, None)
+    assert out["task1_accuracy"] == data["freeze"]["task1_before_task2"]
+    findings = out["findings"]
+    assert [(f["id"], f["name"]) for f in findings] == [
+        (1, "freeze"), (2, "cka"), (3, "reset"), (4, "subspace"), (5, "mitigation"), (6, "mixup")]
+    assert [f["verdict"] == "not run" for f in findings] == [False, True, False, True, True, True]
+    assert {f["verdict"] for f in findings[:3:2]} <= {"reproduced", "partly", "not reproduced"}
+    assert set(findings[0]["values"]) == {"k", "task2", "task1"}
+    assert findings[0]["values"]["task2"] == data["freeze"]["task2_accuracy"]
+    assert {"n", "top_down", "bottom_up", "after_task1", "after_task2"} <= set(findings[2]["values"])
+    assert all(f["criterion"] and f["claim"] for f in findings)
+    assert "finding 3 (reset):" in captured.err
 
 
 def test_cli_reproduce_reads_the_store_and_report_rebuilds(tiny, tmp_path, capsys):

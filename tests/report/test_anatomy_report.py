@@ -24,11 +24,15 @@ def test_report_from_stored_analysis_only(tmp_path):
         })
     text = build_report(store, tmp_path / "out").read_text()
     assert "Reset sweep" in text and "0.800 ± 0.000" in text and "seeds [0, 1]" in text
+    # top-down recovers 60 points more at N = 1 (after 90% -> 10%): the verdict with its criterion
+    assert "<b>Finding 3: reproduced.</b>" in text and "averaged over N = 1..L-1" in text
+    assert "<td>3. Rewinding the top blocks" in text and "docs/REPRODUCTION.md" in text
     assert (tmp_path / "out" / "reset-g1.png").is_file() and (tmp_path / "out" / "reset-g1.svg").is_file()
 
 
 def test_figures_write_png_and_svg(tmp_path):
-    mix = [{"alpha": [0.0, 0.5, 1.0], "forgetting": [0.0, 0.3, 0.1], "trace_overlap": [1.0, 0.6, 0.2]}] * 2
+    mix = [{"alpha": [0.0, 0.5, 1.0], "forgetting": [0.0, 0.3, 0.1], "trace_overlap_fisher": [1.0, 0.6, 0.2],
+            "trace_overlap_gram": [1.0, 0.5, 0.1]}] * 2
     assert [p.suffix for p in plot_mixup(mix, tmp_path / "m")] == [".png", ".svg"]
     reset = [{"n": [1], "top_down": [0.5], "bottom_up": [0.1], "task1_before_task2": 0.6, "task1_after_task2": 0.1}]
     assert all(p.stat().st_size > 0 for p in plot_reset(reset, tmp_path / "r"))
@@ -50,3 +54,20 @@ def test_store_values_are_escaped(tmp_path):
     assert "<script" not in text and text.count("&lt;script&gt;") >= 6
     assert "<summary>&lt;script&gt;alert(&#x27;x&#x27;)</summary>" in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anatomy.html", "reset-_______s.png", "reset-_______s.svg"]
+
+
+def test_mixup_table_shows_both_overlaps_and_reads_old_results(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    new = {"alpha": [0.0, 0.5, 1.0], "forgetting": [0.01, 0.08, 0.02], "trace_overlap_fisher": [1.0, 0.7, 0.4],
+           "trace_overlap_gram": [0.99, 0.61, 0.31], "head": "separate", "run_ids": []}
+    old = {"alpha": [0.0, 1.0], "forgetting": [0.0, 0.1], "trace_overlap": [0.97, 0.93], "run_ids": []}
+    for group, data in (("new", new), ("old", old)):
+        store.put_analysis("anatomy/mixup", group, {
+            "analysis": "mixup", "seed": 0, "group": group, "profile": {"name": "x"}, "dataset": "digits",
+            "model": "mlp", "seconds": 1.0, "data": data})
+    text = build_report(store, tmp_path / "out").read_text()
+    assert "<th>trace overlap (Fisher)</th><th>trace overlap (Gram)</th>" in text
+    assert "<td>0.5</td><td>0.080</td><td>0.700</td><td>0.610</td>" in text
+    assert "<td>1.0</td><td>0.100</td><td>0.930</td></tr>" in text  # stored before the Gram form: Fisher only
+    assert "<b>Finding 6: reproduced.</b>" in text and "<b>Finding 6: not reproduced.</b>" in text
+    assert "<td>x (separate heads)</td>" in text and "<p>mixup heads <code>separate</code>" in text

@@ -17,6 +17,10 @@ Choices (documented in ``docs/REPRODUCTION.md``):
 - Reset sweep: blocks are rewound to their post-task-1 weights (BatchNorm statistics too,
   unless ``rewind_bn_stats=False``); heads are never rewound (task 1's head is untouched
   by task 2 in a multi-head model; a shared head keeps its post-task-2 weights).
+- Mixup: both trace overlaps (Fisher, Gram) of the task-1 model, through task 1's head;
+  ``profile.mixup_head`` = ``shared`` or ``separate`` (task 2 on a fresh head).
+- The six findings are judged from the stored results by
+  :mod:`forgetlab.report.verdicts` (``Reproduction.summary``).
 
 Example:
     >>> import tempfile
@@ -247,6 +251,7 @@ def cka_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
         "matrix": matrix.values.tolist(),
         "matrix_measure": matrix.measure,
         "n_samples": rows[0].n_samples,
+        "task1_before_task2": float(naive.accuracy_matrix[0, 0]),
         "run_ids": [naive.run_id],
     }
 
@@ -427,33 +432,47 @@ def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     return out
 
 
+_STREAM_HEADS = {"shared": "single", "separate": "multi"}  # profile.mixup_head -> stream.head
+
+
 def mixup_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
-    """Mixup-fraction sweep: forgetting of task 1 vs alpha, with the trace overlap of the
-    task-1 model's diagonal Fisher on task 1 vs task 2 data next to it."""
+    """Mixup-fraction sweep: forgetting of task 1 vs alpha, with two trace overlaps of the
+    task-1 model on task 1 vs task 2 data next to it (SPEC §3): its diagonal Fisher
+    (``trace_overlap_fisher``) and the second moment of its penultimate features
+    (``trace_overlap_gram``).
+
+    ``profile.mixup_head``: ``shared`` (default) trains both tasks on one binary head;
+    ``separate`` (Lee, Goldt & Saxe, ICML 2021) gives task 2 a fresh head, so task 1's head
+    keeps its post-task-1 weights (no gradient reaches it during task 2). Both overlaps are
+    taken through task 1's head (task 2's head is untrained at that point).
+    """
     from forgetlab.analysis import task_similarity
 
-    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
+    profile = ctx.profile
+    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
     source = {"cifar100": "cifar100"}.get(base.stream.dataset, base.stream.dataset)
-    mix_base = apply_overrides(base, [f"stream.dataset={source}", "stream.stream=mixup-fraction", "stream.head=auto"])
-    configs = [resolve(c) for c in expand(mix_base, {"stream.mixup_alpha": list(ctx.profile.mixup_alphas)})]
+    mix_base = apply_overrides(base, [f"stream.dataset={source}", "stream.stream=mixup-fraction",
+                                      f"stream.head={_STREAM_HEADS[profile.mixup_head]}"])
+    configs = [resolve(c) for c in expand(mix_base, {"stream.mixup_alpha": list(profile.mixup_alphas)})]
     results = ctx.execute(configs)
-    forgetting, overlap, task1_after = [], [], []
-    n = ctx.profile.fisher_samples
+    overlaps: dict[str, list[float]] = {"fisher": [], "gram": []}
+    n = profile.fisher_samples
     for cfg, result in zip(configs, results):
         stream = ctx.stream(cfg)
         t1, t2 = stream.tasks[0], stream.tasks[1]
         model = ctx.model_after(result, 0)
-        overlap.append(task_similarity(
-            model, t1.train_x[:n], t2.train_x[:n], targets_a=t1.train_y[:n], targets_b=t2.train_y[:n],
-            head_indices=(t1.head_index, t2.head_index), prepare=_prepare(stream),
-        ))
-        forgetting.append(float(result.accuracy_matrix[0, 0] - result.accuracy_matrix[1, 0]))
-        task1_after.append(float(result.accuracy_matrix[1, 0]))
+        for form, values in overlaps.items():
+            values.append(task_similarity(
+                model, t1.train_x[:n], t2.train_x[:n], targets_a=t1.train_y[:n], targets_b=t2.train_y[:n],
+                form=form, head_indices=(t1.head_index, t1.head_index), prepare=_prepare(stream),
+            ))
     return {
-        "alpha": [float(a) for a in ctx.profile.mixup_alphas],
-        "forgetting": forgetting,
-        "trace_overlap": overlap,
-        "task1_after_task2": task1_after,
+        "alpha": [float(a) for a in profile.mixup_alphas],
+        "head": profile.mixup_head,
+        "forgetting": [float(r.accuracy_matrix[0, 0] - r.accuracy_matrix[1, 0]) for r in results],
+        "trace_overlap_fisher": overlaps["fisher"],
+        "trace_overlap_gram": overlaps["gram"],
+        "task1_after_task2": [float(r.accuracy_matrix[1, 0]) for r in results],
         "task1_before_task2": [float(r.accuracy_matrix[0, 0]) for r in results],
         "run_ids": [r.run_id for r in results],
     }
@@ -481,6 +500,8 @@ class Reproduction:
         computed: ``(analysis, seed)`` pairs computed in this call (others came from the store).
         report: path of the HTML report, or ``None``.
         wall_seconds: time of this call.
+        summary: the six findings judged (:func:`forgetlab.report.verdicts.summarize`):
+            what ``forgetlab reproduce anatomy --json`` prints.
         convergence: the convergence check (:func:`convergence_check`) when asked for
             (``check_convergence``), else ``None``.
     """
@@ -489,6 +510,7 @@ class Reproduction:
     computed: list[tuple[str, int]]
     report: Path | None
     wall_seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, Any] | None = None
 
 
@@ -511,10 +533,21 @@ def parse_only(only: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(a for a in ANALYSES if a in names)
 
 
+# Profile fields added after ANALYSIS_VERSION 1, with their defaults: a field at its
+# default stays out of the key, so analyses stored before it existed are still found.
+_KEY_OMITTED_DEFAULTS = {
+    name: getattr(AnatomyProfile(name="defaults"), name)
+    for name in ("mixup_head", "augment", "normalize", "precision", "memory_format", "convergence_factor",
+                 "convergence_threshold")
+}
+
+
 def analysis_key(name: str, profile: AnatomyProfile, dataset: str, model: str, seed: int | None) -> str:
     """Store key of one analysis result (``seed=None``: the group of all seeds)."""
+    fields = {k: v for k, v in dataclasses.asdict(profile).items()
+              if not (k in _KEY_OMITTED_DEFAULTS and v == _KEY_OMITTED_DEFAULTS[k])}
     payload = json.dumps(
-        {"v": ANALYSIS_VERSION, "analysis": name, "profile": dataclasses.asdict(profile), "dataset": dataset,
+        {"v": ANALYSIS_VERSION, "analysis": name, "profile": fields, "dataset": dataset,
          "model": model, "seed": seed},
         sort_keys=True, default=str,
     )
@@ -529,6 +562,7 @@ def reproduce_anatomy(
     model: str | None = None,
     dataset: str | None = None,
     seeds: int | None = None,
+    mixup_head: str | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     executor: ExecutorConfig | None = None,
@@ -547,9 +581,14 @@ def reproduce_anatomy(
     as many (:func:`convergence_check`, seed 0, stored like an analysis). The runs
     train on ``executor`` (default: in this process; see
     :class:`~forgetlab.experiments.ExecutorConfig` for worker processes and Ray).
+    ``mixup_head`` (``shared`` / ``separate``) overrides the profile's ``mixup_head``.
+    The returned ``summary`` judges the six findings from the results (``"not run"`` for
+    the analyses left out by ``only``).
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    if mixup_head is not None:
+        profile = replace(profile, mixup_head=mixup_head)
     store = open_store(store)
     names = parse_only(only)
     dataset = dataset or profile.dataset
@@ -579,7 +618,11 @@ def reproduce_anatomy(
 
         groups = {analysis_key(n, profile, dataset, model, None) for n in names}
         path = build_report(store, report_dir or store.root / "reports" / "anatomy", groups=groups)
-    return Reproduction(results, computed, path, time.perf_counter() - start, convergence)
+    from forgetlab.report.verdicts import summarize
+
+    summary = summarize({n: [v["data"] for v in values] for n, values in results.items()}, profile=profile.name,
+                        seeds=n_seeds, convergence=convergence)
+    return Reproduction(results, computed, path, time.perf_counter() - start, summary, convergence)
 
 
 def _stored(

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from forgetlab.errors import ConfigError, did_you_mean
 
 
+MIXUP_HEADS = ("shared", "separate")
+
+
 @dataclass(frozen=True)
 class AnatomyProfile:
     """How every run of the Anatomy reproduction is built (SPEC §3, §6).
@@ -45,7 +48,10 @@ class AnatomyProfile:
             that diverges (too strong a penalty for the learning rate; ``quick``: EWC
             lambda = 100 at lr 0.05) is reported as a diverged point (NaN), not a crash.
         replay_buffer: replay buffer size.
-        mixup_alphas: mixing fractions of the mixup-fraction sweep.
+        mixup_alphas: mixing fractions of the mixup-fraction sweep (any grid in [0, 1]).
+        mixup_head: ``shared`` (one binary head for both tasks, SPEC §1) or ``separate``
+            (Lee, Goldt & Saxe, ICML 2021: task 2 trains a fresh head; task 1's head keeps
+            its post-task-1 weights).
         class_pair_variants: ``(label, class_sets)`` of the class-pairs analysis; empty =
             the four CIFAR-10 presets (task 1 two/four x task 2 similar/dissimilar).
         eval_every_steps: ``train.eval_every_steps`` of every run (0 = evaluate all tasks
@@ -86,6 +92,7 @@ class AnatomyProfile:
     replay_fractions: tuple[float, ...] = (0.1, 0.3, 0.5)
     replay_buffer: int = 1000
     mixup_alphas: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+    mixup_head: str = "shared"
     class_pair_variants: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
     eval_every_steps: int = 0
     torch_threads: int = 0
@@ -105,6 +112,11 @@ class AnatomyProfile:
                 raise ConfigError(f"The {name!r} parameter of AnatomyProfile must be >= 1. Got {getattr(self, name)!r} instead.")
         if not all(0.0 <= a <= 1.0 for a in self.mixup_alphas):
             raise ConfigError(f"The 'mixup_alphas' parameter of AnatomyProfile must lie in [0, 1]. Got {self.mixup_alphas!r} instead.")
+        if self.mixup_head not in MIXUP_HEADS:
+            raise ConfigError(
+                f"The 'mixup_head' parameter of AnatomyProfile must be one of {', '.join(map(repr, MIXUP_HEADS))}. "
+                f"Got {self.mixup_head!r} instead.{did_you_mean(self.mixup_head, MIXUP_HEADS)}"
+            )
 
 
 # The mixup-fraction grid (issue 19): 0, 0.1, ..., 1 and two points in (0, 0.1).

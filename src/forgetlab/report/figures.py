@@ -237,18 +237,41 @@ def plot_class_pairs(data: Sequence[dict[str, Any]], stem: Path, subtitle: str =
     return save_figure(fig, stem)
 
 
+def mixup_overlaps(data: Sequence[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """The trace overlaps a mixup result holds, per form: ``{"Fisher": ..., "Gram": ...}``
+    (per seed); a result stored before the two forms has only ``trace_overlap`` (Fisher).
+
+    Example:
+        >>> list(mixup_overlaps([{"trace_overlap": [1.0, 0.5]}]))
+        ['Fisher']
+    """
+    out = {}
+    for label, key in (("Fisher", "trace_overlap_fisher"), ("Gram", "trace_overlap_gram")):
+        if key in data[0]:
+            out[label] = [d[key] for d in data]
+    if not out and "trace_overlap" in data[0]:
+        out["Fisher"] = [d["trace_overlap"] for d in data]
+    return out
+
+
 def plot_mixup(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:
-    """Forgetting vs mixup fraction alpha, with trace overlap on a second axis."""
+    """Forgetting vs mixup fraction alpha, with the trace overlaps (Fisher, Gram) on a second axis."""
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     alpha = data[0]["alpha"]
     _band(ax, alpha, [d["forgetting"] for d in data], "forgetting of task 1", color="tab:red")
+    ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("mixup fraction alpha (0 = task 1 again)")
     ax.set_ylabel("forgetting (acc. drop)", color="tab:red")
     twin = ax.twinx()
-    _band(twin, alpha, [d["trace_overlap"] for d in data], "trace overlap", color="tab:blue", ls="--")
-    twin.set_ylabel("trace overlap (Fisher)", color="tab:blue")
-    ax.set_title(_titled(f"Mixup-fraction sweep {_seeds_note(data)}", subtitle), fontsize=10)
+    for (label, values), (color, marker) in zip(mixup_overlaps(data).items(), (("tab:blue", "s"), ("tab:green", "^"))):
+        _band(twin, alpha, values, f"trace overlap ({label})", color=color, ls="--", marker=marker)
+    twin.set_ylabel("trace overlap (dashed)")
+    lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    twin.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="upper left",
+                bbox_to_anchor=(1.15, 1.0), borderaxespad=0.0, frameon=False)
+    head = {"separate": "task 2 on a fresh head", "shared": "one shared head"}.get(data[0].get("head", "shared"), "")
+    ax.set_title(_titled(f"Mixup-fraction sweep, {head} {_seeds_note(data)}", subtitle), fontsize=10)
     return save_figure(fig, stem)
 
 

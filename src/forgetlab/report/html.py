@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from forgetlab._version import __version__
-from forgetlab.report.figures import PLOTS, mean_std
+from forgetlab.report.figures import PLOTS, mean_std, mixup_overlaps
+from forgetlab.report.verdicts import FINDINGS, judge
 from forgetlab.store import ResultStore
 
 TITLES = {
-    "freeze": "Freeze sweep (SPEC §3; finding 1)",
+    "freeze": "Freeze sweep (finding 1)",
     "reset": "Reset sweep (finding 3)",
     "cka": "CKA by block before/after task 2 (finding 2)",
     "subspace": "Subspace similarity, three conditions (finding 4)",
@@ -76,6 +77,7 @@ td:first-child { text-align: left; }
 th { background: #f0f0f0; }
 img { max-width: 100%; }
 figure { display: inline-block; margin: 0.5em; }
+.verdict { padding: 0.5em 0.8em; margin: 0.5em 0; border: 1px solid #bbb; font-size: 0.9em; }
 details pre { font-size: 0.75em; background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
 """
 
@@ -130,6 +132,25 @@ def _column(data: list[Any], *path: Any) -> list[str]:
     return [f"{m:.3f}" + (f" ± {s:.3f}" if len(data) > 1 else "") for m, s in zip(mean, std)]
 
 
+DOCS = "docs/REPRODUCTION.md"
+
+
+def verdict_box(finding: dict[str, Any]) -> str:
+    """A finding's verdict, the paper's claim, the criterion and the measured numbers, in plain words.
+
+    Example:
+        >>> from forgetlab.report.verdicts import judge
+        >>> "not run" in verdict_box(judge("mixup", None))
+        True
+    """
+    colour = {"reproduced": "#dfd", "partly": "#ffd", "not reproduced": "#fdd"}.get(finding["verdict"], "#eee")
+    lines = [f"<b>Finding {finding['id']}: {html.escape(finding['verdict'])}.</b>",
+             f"The paper's claim: {html.escape(finding['claim'])}",
+             f"How it is judged (fixed before the runs; see <code>{DOCS}</code>): {html.escape(finding['criterion'])}",
+             f"Measured (mean over seeds): {html.escape(finding['measured'])}."]
+    return f"<div class='verdict' style='background:{colour}'>" + "<br>".join(lines) + "</div>"
+
+
 def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
     """The HTML table of one analysis (means ± std over seeds)."""
     first = data[0]
@@ -168,8 +189,10 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
                 rows.append([variant["label"], cls, before[c], after[c], forget[c]])
         return html_table(["variant", "task-1 class", "acc. after task 1", "acc. after task 2", "forgetting"], rows)
     if name == "mixup":
-        f, o = _column(data, "forgetting"), _column(data, "trace_overlap")
-        return html_table(["alpha", "forgetting of task 1", "trace overlap"], [[a, x, y] for a, x, y in zip(first["alpha"], f, o)])
+        overlaps = {label: _column(values) for label, values in mixup_overlaps(data).items()}
+        columns = [_column(data, "forgetting"), *overlaps.values()]
+        return html_table(["alpha", "forgetting of task 1", *(f"trace overlap ({label})" for label in overlaps)],
+                          [[a, *(c[i] for c in columns)] for i, a in enumerate(first["alpha"])])
     return f"<pre>{html.escape(json.dumps(data, indent=1)[:5000])}</pre>"
 
 
@@ -192,6 +215,7 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
              f"<code>{html.escape(str(store.root))}</code> alone. Accuracies are fractions; "
              "values are mean ± std over seeds where there are several.</p>"]
     run_ids: list[str] = []
+    glance: list[list[Any]] = []
     if not by_name:
         return _runs_report(store, out_dir)
     for name in sorted(by_name, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
@@ -200,8 +224,10 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
             data = [e["data"] for e in entries]
             meta = entries[0]
             parts.append(f"<h2>{html.escape(str(TITLES.get(name, name)))}</h2>")
+            head = data[0].get("head") if name == "mixup" else None
             parts.append(
-                f"<p>profile <code>{html.escape(str(meta['profile']['name']))}</code>, dataset "
+                (f"<p>mixup heads <code>{html.escape(str(head))}</code>, " if head else "<p>")
+                + f"profile <code>{html.escape(str(meta['profile']['name']))}</code>, dataset "
                 f"<code>{html.escape(str(meta['dataset']))}</code>, model <code>{html.escape(str(meta['model']))}</code>, "
                 f"seeds {html.escape(str([e['seed'] for e in entries]))}, "
                 f"computed in {sum(float(e['seconds']) for e in entries):.0f} s.</p>"
@@ -209,12 +235,27 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
             tag = re.sub(r"[^A-Za-z0-9_-]", "_", str(group)[:8])  # a file name, whatever the store holds
             subtitle = (f"{meta['profile']['name']} profile, {meta['dataset']}, {meta['model']}, "
                         f"seeds {[e['seed'] for e in entries]}")
+            if name in FINDINGS:
+                finding = judge(name, data)
+                parts.append(verdict_box(finding))
+                setting = str(meta["profile"]["name"])
+                if name == "mixup" and data[0].get("head", "shared") != "shared":
+                    setting += f" ({data[0]['head']} heads)"
+                glance.append([f"{finding['id']}. {finding['claim']}", setting, meta["dataset"], meta["model"],
+                               len(entries), finding["verdict"]])
             for figure_name, plot in PLOTS.get(name, []):
                 png, _svg = plot(data, out_dir / f"{figure_name}-{tag}", subtitle)
                 parts.append(html_figure(png, figure_name))
             parts.append(analysis_table(name, data))
             for d in data:
                 run_ids += [r for r in d.get("run_ids", []) if r not in run_ids]
+    if glance:
+        parts[2:2] = ["<h2>The paper's findings: verdicts</h2>",
+                      "<p>Each finding is judged by a number and a threshold fixed before the runs (the reasons: "
+                      f"<code>{DOCS}</code>, section &ldquo;How each finding is judged&rdquo;, in the forgetlab "
+                      "repository); the section of each finding below says how.</p>",
+                      html_table(["finding: the paper's claim", "profile", "dataset", "model", "seeds", "verdict"],
+                                 sorted(glance, key=lambda row: int(row[0].split(".")[0])))]
     parts.append("<h2>Runs and their exact configs</h2>")
     rows = []
     configs = []
