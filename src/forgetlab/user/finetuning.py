@@ -340,6 +340,7 @@ def finetune(
     else:
         student = copy.deepcopy(original)
     student.source, student.input_normalization = "", original.input_normalization  # what it expects, as the original
+    student.build_recipe = original.build_recipe  # how to rebuild it (save_user_model records the grown head)
     grew = method == "pseudo-rehearsal" and n_outputs > original.n_outputs
     on_new_inputs = revision_data is None and old_data is None or getattr(hyper, "revision_source", "") == "new-inputs"
     strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)

@@ -10,7 +10,11 @@ Three kinds of file are recognised by their content:
 * a ``state_dict`` (a dict of tensors, also under a ``state_dict`` /
   ``model_state_dict`` / ``model_state`` key): the architecture comes from an instance
   you pass (``module=``), or from ``model_class="package.module:ClassName"`` built with
-  ``model_args`` (a dict of keyword arguments).
+  ``model_args`` (a dict of keyword arguments), or, when :func:`save_user_model` saved
+  the model of a forgetlab checkpoint (as ``forgetlab finetune`` does), from its sidecar's
+  ``forgetlab_model`` build recipe: the run config's ``model`` section, ``input_shape``
+  and ``head_sizes`` (the grown head's size included), given to
+  :func:`forgetlab.models.build_model`; nothing else is needed.
 
 Every file is read with ``torch.load(weights_only=True)`` (tensors and plain types only:
 nothing in the file can run code) unless ``trust_pickle=True``.
@@ -34,10 +38,12 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import os
 import pickle
+import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,8 +53,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from forgetlab.config import RunConfig
 from forgetlab.engine.checkpoint import pickled_global
-from forgetlab.errors import ConfigError, DataError, IncompatibleError
+from forgetlab.errors import ConfigError, DataError, ForgetlabError, IncompatibleError
+from forgetlab.models import BlockModel, build_model
 from forgetlab.user.userdata import InputNormalization
 from forgetlab.user.wrap import WrappedModel, resize_head, wrap_model
 
@@ -199,10 +207,13 @@ def load_user_model(
     ``module`` (an instance, copied, never changed) or ``model_class`` give the
     architecture of a plain state_dict; they are ignored for whole models and forgetlab
     checkpoints. A ``path.json`` sidecar written by :func:`save_user_model` supplies
-    ``blocks``, ``head`` and ``input_shape`` defaults. A whole pickled model loads only
-    with ``trust_pickle=True`` (see :func:`read_model_file`). The model's ``source`` is
-    ``path``; its ``input_normalization`` is the one a forgetlab checkpoint (its model
-    spec) or the sidecar records, else ``None``.
+    ``blocks``, ``head`` and ``input_shape`` defaults, and, without ``module`` and
+    ``model_class``, the build recipe of a forgetlab model (see the module docstring). A
+    whole pickled model loads only with ``trust_pickle=True`` (see
+    :func:`read_model_file`). The model's ``source`` is ``path``; its
+    ``input_normalization`` is the one a forgetlab checkpoint (its model spec) or the
+    sidecar records, else ``None``; its ``build_recipe`` is the checkpoint's or the
+    sidecar's when the model was built from it, else ``None``.
 
     Example:
         >>> import tempfile, os, torch
@@ -220,10 +231,14 @@ def load_user_model(
     blocks = blocks if blocks is not None else meta.get("blocks")
     head = head if head is not None else meta.get("head")
     input_shape = input_shape if input_shape is not None else meta.get("input_shape")
-    normalization = _normalization(meta.get("input_normalization"), str(path.with_name(path.name + ".json")))
+    sidecar = str(path.with_name(path.name + ".json"))
+    normalization = _normalization(meta.get("input_normalization"), sidecar)
+    recipe = None
     if isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT:
-        net, _ = load_model(path)
+        net, config = load_model(path)
         normalization = _normalization(payload.get("model_spec"), str(path))
+        recipe = {"model": dataclasses.asdict(config.model), "input_shape": list(net.input_shape),
+                  "head_sizes": list(net.head_sizes)}
     elif isinstance(payload, nn.Module):
         net = payload
     else:
@@ -243,6 +258,8 @@ def load_user_model(
                 raise ConfigError(
                     f"The 'model_args' parameter {dict(model_args or {})} cannot build {cls.__name__}: {exc}."
                 ) from None
+        elif meta.get("forgetlab_model") is not None:
+            net, recipe = _rebuild(meta["forgetlab_model"], sidecar)
         else:
             raise ConfigError(
                 f"Model file {str(path)!r} is a state_dict, which does not say which architecture it belongs to: "
@@ -254,8 +271,39 @@ def load_user_model(
         check_state_dict(net, state, str(path))
         net.load_state_dict(state)
     wrapped = wrap_model(net, blocks=blocks, head=head, input_shape=input_shape).eval()
-    wrapped.source, wrapped.input_normalization = str(path), normalization
+    wrapped.source, wrapped.input_normalization, wrapped.build_recipe = str(path), normalization, recipe
     return wrapped
+
+
+def _rebuild(recipe: Any, origin: str) -> tuple[BlockModel, dict[str, Any]]:
+    """The forgetlab model a sidecar's ``forgetlab_model`` recipe describes (see
+    :func:`save_user_model`), and the recipe as plain data."""
+    try:
+        if not isinstance(recipe, Mapping) or set(recipe) != {"model", "input_shape", "head_sizes"}:
+            raise ConfigError("it must hold exactly 'model', 'input_shape' and 'head_sizes'")
+        model = RunConfig.from_dict({"model": recipe["model"]}).model
+        shape, sizes = recipe["input_shape"], recipe["head_sizes"]
+        if not all(isinstance(v, list) and v and all(type(n) is int for n in v) for v in (shape, sizes)):
+            raise ConfigError("'input_shape' and 'head_sizes' must be lists of integers")
+        net = build_model(model, input_shape=shape, head_sizes=sizes)
+    except ForgetlabError as exc:
+        raise DataError(
+            f"Metadata file {origin!r} has a 'forgetlab_model' entry that cannot rebuild the model ({exc}). Got "
+            f"{recipe!r}."
+        ) from None
+    return net, {"model": dataclasses.asdict(model), "input_shape": list(shape), "head_sizes": list(sizes)}
+
+
+def _saved_recipe(model: WrappedModel) -> dict[str, Any] | None:
+    """``model.build_recipe`` with the size of the head in use (``heads.K``) as it is now
+    (grown by finetune), or ``None`` (no recipe, or a head the recipe cannot name)."""
+    recipe = model.build_recipe
+    found = re.fullmatch(r"heads\.(\d+)", model.head_name)
+    if recipe is None or found is None or int(found.group(1)) >= len(recipe["head_sizes"]):
+        return None
+    sizes = list(recipe["head_sizes"])
+    sizes[int(found.group(1))] = model.n_outputs
+    return {**recipe, "head_sizes": sizes}
 
 
 def _normalization(record: Any, origin: str) -> InputNormalization | None:
@@ -282,7 +330,9 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Save ``model.module.state_dict()`` to ``path`` (it loads back into the user's own
     class) and ``path.json`` with the blocks, head, input shape, head size, input
-    normalisation, class and ``metadata``.
+    normalisation, class, ``metadata``, and, for a forgetlab model (one with a
+    ``build_recipe``), ``forgetlab_model``: how to rebuild it, the head in use at its
+    current size, so that :func:`load_user_model` needs nothing else.
 
     Example:
         >>> import tempfile, os
@@ -307,6 +357,9 @@ def save_user_model(model: WrappedModel, path: str | Path, metadata: Mapping[str
             "mean": list(model.input_normalization.mean), "std": list(model.input_normalization.std)},
         **dict(metadata or {}),
     }
+    recipe = _saved_recipe(model)
+    if recipe is not None:
+        meta["forgetlab_model"] = recipe
     tmp = path.with_name(path.name + ".tmp")
     torch.save(model.module.state_dict(), tmp)
     os.replace(tmp, path)

@@ -80,8 +80,12 @@ class WrappedModel(nn.Module):
         #: normalisation it records (forgetlab checkpoints; ``None``: inputs as given)
         self.source: str = ""
         self.input_normalization: InputNormalization | None = None
+        #: how forgetlab builds ``module`` (a model of a forgetlab checkpoint: the run config's
+        #: ``model`` section, ``input_shape``, ``head_sizes``; plain JSON data), or ``None``
+        self.build_recipe: dict[str, Any] | None = None
         if isinstance(module, WrappedModel):
             self.source, self.input_normalization = module.source, module.input_normalization
+            self.build_recipe = module.build_recipe
             module = module.module
         self.module = module
         self.block_names: tuple[str, ...] = resolve_blocks(module, blocks)
