@@ -256,6 +256,26 @@ def cka_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     }
 
 
+def one_task_config(config: RunConfig, task_index: int, *, purpose: str) -> RunConfig:
+    """A one-task run on the classes of task ``task_index`` (0 or 1) of a 2-task ``split``
+    stream: the task-2-only model (subspace analysis), task 1 alone (convergence check).
+
+    Example:
+        >>> one_task_config(resolve(RunConfig()), 1, purpose="the task-2-only model").stream.class_order
+        (5, 6, 7, 8, 9)
+    """
+    import numpy as np
+
+    if config.stream.stream != "split" or config.stream.n_tasks != 2:
+        raise IncompatibleError(
+            f"{purpose[0].upper()}{purpose[1:]} is defined for 2-task 'split' streams. Got stream "
+            f"{config.stream.stream!r} with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
+        )
+    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
+    classes = tuple(int(c) for c in np.array_split(np.array(order), 2)[task_index])
+    return replace(config, stream=replace(config.stream, class_order=classes, n_tasks=1))
+
+
 def task2_only_config(config: RunConfig) -> RunConfig:
     """A one-task run on task 2's classes only (``split`` streams), for the task-2-only model.
 
@@ -264,16 +284,7 @@ def task2_only_config(config: RunConfig) -> RunConfig:
         >>> cfg.stream.class_order, cfg.stream.n_tasks
         ((5, 6, 7, 8, 9), 1)
     """
-    import numpy as np
-
-    if config.stream.stream != "split" or config.stream.n_tasks != 2:
-        raise IncompatibleError(
-            f"The task-2-only model is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
-            f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
-        )
-    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
-    second = tuple(int(c) for c in np.array_split(np.array(order), 2)[1])
-    return replace(config, stream=replace(config.stream, class_order=second, n_tasks=1))
+    return one_task_config(config, 1, purpose="the task-2-only model")
 
 
 def first_task_config(config: RunConfig, epochs: int) -> RunConfig:
@@ -285,17 +296,8 @@ def first_task_config(config: RunConfig, epochs: int) -> RunConfig:
         >>> cfg.stream.class_order, cfg.stream.n_tasks, cfg.train.epochs
         ((0, 1, 2, 3, 4), 1, 8)
     """
-    import numpy as np
-
-    if config.stream.stream != "split" or config.stream.n_tasks != 2:
-        raise IncompatibleError(
-            f"The convergence check is defined for 2-task 'split' streams. Got stream {config.stream.stream!r} "
-            f"with {config.stream.n_tasks} tasks; use --dataset cifar10 (or another split dataset)."
-        )
-    order = config.stream.class_order or tuple(range({"cifar100": 100}.get(config.stream.dataset, 10)))
-    first = tuple(int(c) for c in np.array_split(np.array(order), 2)[0])
-    return replace(config, stream=replace(config.stream, class_order=first, n_tasks=1),
-                   train=replace(config.train, epochs=epochs))
+    one = one_task_config(config, 0, purpose="the convergence check")
+    return replace(one, train=replace(one.train, epochs=epochs))
 
 
 def convergence_check(ctx: AnatomyContext, seed: int = 0) -> dict[str, Any]:
