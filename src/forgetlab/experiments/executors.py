@@ -15,8 +15,8 @@ Executors (:class:`ExecutorConfig`):
   parent dies; a worker that dies (``kill -9``, out of memory) fails only the run it
   trained, with the signal as the reason, and a new worker replaces it.
 - ``ray``: one Ray task per run on the cluster at ``address`` (``None``: a local Ray
-  instance with ``workers`` CPUs, shut down when the sweep ends), at most ``workers`` in
-  flight. Needs the ``ray`` extra (``pip install forgetlab[ray]``); every node needs
+  instance with ``workers`` CPUs, shut down when the sweep ends: call ``ray.init()``
+  first to keep one for several sweeps), at most ``workers`` in flight. Needs the ``ray`` extra (``pip install forgetlab[ray]``); every node needs
   forgetlab installed and the store folder on a shared file system.
 """
 
@@ -277,7 +277,7 @@ def death_reason(exitcode: int | None) -> str:
             name = "unknown signal"
         oom = "; the out-of-memory killer sends it too" if -exitcode == signal.SIGKILL else ""
         return f"The worker process training this run was killed by signal {-exitcode} ({name}{oom})."
-    return f"The worker process training this run exited with status {exitcode} while training it."
+    return f"The worker process training this run exited with status {exitcode}."
 
 
 _WORKER_START_FAILED = (
@@ -346,9 +346,9 @@ class ProcessBackend:
                     try:
                         message = worker.conn.recv()
                     except (EOFError, OSError):
-                        message = None  # it died: below
+                        pass  # it died: below
                     else:
-                        if message == _READY:
+                        if isinstance(message, str):  # _READY
                             worker.ready = True
                             continue
                         job, (ok, value) = worker.job, message
@@ -356,15 +356,15 @@ class ProcessBackend:
                             raise value  # the job stays unfinished for the caller (it marks it failed)
                         worker.job = None
                         return job, value
-                if worker.process.sentinel in ready or worker.conn in ready:
-                    worker.process.join()
-                    job = worker.job
-                    if not worker.ready:
-                        raise ForgetlabError(_WORKER_START_FAILED)
-                    worker.conn.close()
-                    self._workers[index] = _Worker(self._threads)
-                    if job is not None:
-                        return job, _failure(job, death_reason(worker.process.exitcode))
+                elif worker.process.sentinel not in ready:
+                    continue
+                worker.process.join()  # it died: a new worker takes its place, its run failed
+                if not worker.ready:
+                    raise ForgetlabError(_WORKER_START_FAILED)
+                worker.conn.close()
+                self._workers[index] = _Worker(self._threads)
+                if worker.job is not None:
+                    return worker.job, _failure(worker.job, death_reason(worker.process.exitcode))
 
     @property
     def n_pending(self) -> int:
