@@ -230,3 +230,21 @@ def test_analyze_negative_max_samples_and_mps_for_a_stored_result(fuzz_files, ca
     checkpoint = str(next((fuzz_files / "store").glob("runs/*/checkpoints/task-1.pt")))
     assert main(["analyze", "cka", checkpoint, checkpoint, "--max-samples", "-5", "--out", "fig"]) == 2
     assert "'max_samples' parameter must be >= 0" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_fit_is_refused_before_the_run_is_registered(tmp_path, capsys):
+    """Like any other config error, nothing is stored: not the run, not a failed row (issue 18)."""
+    from forgetlab.config import apply_overrides
+    from forgetlab.errors import ConfigError
+    from forgetlab.experiments import ExecutorConfig, execute
+    from forgetlab.store import ResultStore
+
+    assert main(["run", "--set", "model.width=1000000", "--set", "train.steps=1", "--store", str(tmp_path / "a")]) == 2
+    assert "Lower model.width" in capsys.readouterr().err
+    assert ResultStore(tmp_path / "a").list_runs() == []
+    huge = apply_overrides(RunConfig(), ["model.width=1000000", "train.steps=1"])
+    small = apply_overrides(RunConfig(), ["train.steps=1", "stream.train_per_task=40", "model.width=8"])
+    for executor in (ExecutorConfig(), ExecutorConfig(workers=2, threads=1)):
+        with pytest.raises(ConfigError, match=r"parameters: about .* GiB .* Lower model.width"):
+            execute([small, huge], ResultStore(tmp_path / executor.resolved_name), executor=executor)
+        assert ResultStore(tmp_path / executor.resolved_name).list_runs() == []

@@ -30,7 +30,7 @@ from forgetlab.engine.checkpoint import latest_checkpoint, read_checkpoint
 from forgetlab.engine.device import mixed_precision, peak_memory_bytes, reset_peak_memory, resolve_device
 from forgetlab.engine.loggers import check_loggers, make_loggers
 from forgetlab.engine.train import CurvePoint, train_stream
-from forgetlab.errors import ConfigError, DataError, ForgetlabError
+from forgetlab.errors import ConfigError, DataError, ForgetlabError, StoreError, disk_full_error, is_disk_full
 from forgetlab.metrics import summary
 from forgetlab.models import build_model
 from forgetlab.resolve import resolve
@@ -175,11 +175,17 @@ def _train_run_locked(
         try:
             source_payload = read_checkpoint(start_from)
             reused = (str(Path(start_from)), int(source_payload["task_index"]) + 1)
-            reuse_file.write_text(json.dumps(list(reused)))
         except (DataError, KeyError, TypeError, ValueError) as exc:  # a bad source: train those tasks instead
             warnings.warn(f"Prefix checkpoint {str(start_from)!r} not used: {exc}", stacklevel=2)
             source_payload = None
-    check_model_fits(config, stream, device)
+        else:
+            try:
+                reuse_file.write_text(json.dumps(list(reused)))
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error("file", reuse_file, exc, "Free space or choose another store (--store).") from None
+                raise StoreError(f"Cannot write {str(reuse_file)!r}: {exc.strerror or exc}.") from None
+    check_model_fits(config, device, stream)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
     loggers = make_loggers(log, run_dir, stream.n_tasks)
@@ -221,12 +227,23 @@ def _train_run_locked(
     )
 
 
-def check_model_fits(config: RunConfig, stream: TaskStream, device: torch.device) -> None:
+def check_model_fits(config: RunConfig, device: torch.device, stream: TaskStream | None = None) -> None:
     """Refuse, before allocating it, a model whose parameters, gradients and optimizer state
     (4 float32 copies) exceed the device's memory (CUDA: free memory; CPU: physical memory).
-    The model is built on the ``meta`` device: no memory is used."""
+    The model is built on the ``meta`` device: no memory is used. Without ``stream`` (before
+    any data is read: :func:`run` and sweeps check so before they register the run) the
+    smallest model the config can give is checked: a 1 x 1 single-channel input, one head of one class.
+
+    Example:
+        >>> from forgetlab.config import apply_overrides
+        >>> check_model_fits(resolve(apply_overrides(RunConfig(), ["model.width=1000000"])), torch.device("cpu"))
+        Traceback (most recent call last):
+        ...
+        forgetlab.errors.ConfigError: The model (mlp, model.width=1000000, model.depth=2) has 1,000,004,000,001 parameters: about 14901.2 GiB for weights, gradients and optimizer state, more than the ... Lower model.width or model.depth.
+    """
+    input_shape, head_sizes = ((1, 1, 1), (1,)) if stream is None else (stream.input_shape, stream.head_sizes)
     with torch.device("meta"):
-        model = build_model(config.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes)
+        model = build_model(config.model, input_shape=input_shape, head_sizes=head_sizes)
     n_params = sum(p.numel() for p in model.parameters())
     need = 4 * 4 * n_params
     if device.type == "cuda":
@@ -293,9 +310,27 @@ def failure_reason(exc: BaseException) -> str:
     """One line for the store's ``error`` column."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
+        import signal
+
+        try:
+            return f"terminated ({signal.Signals(exc.code - 128).name})"
+        except ValueError:
+            pass
     if isinstance(exc, ForgetlabError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def mark_failed(store: ResultStore, run_ids: Sequence[str], reason: str) -> None:
+    """Mark runs ``failed`` with ``reason``, as far as the store can be written: where it
+    cannot (a full disk) they stay ``running``, and the next ``run`` or sweep resumes them
+    like any unfinished run; the error that stopped them is what the caller raises."""
+    for run_id in run_ids:
+        try:
+            store.fail(run_id, reason)
+        except StoreError:
+            return
 
 
 def open_store(store: str | Path | ResultStore | None) -> ResultStore:
@@ -352,13 +387,14 @@ def run(
         if stored is not None:
             return stored
     mixed_precision(resolved.train.precision, torch_device)  # fp16 without CUDA: an error before any work
+    check_model_fits(resolved, torch_device)  # a model that cannot fit: refused before the run is registered
     run_dir = store.begin(run_id, resolved.to_dict(), __version__)
     try:
         outcome = train_run(
             resolved, run_dir, device=torch_device, data_dir=data_dir, download=download, progress=progress,
             rerun=rerun, start_from=start_from, log=log,
         )
+        return record_outcome(store, resolved, outcome)
     except BaseException as exc:
-        store.fail(run_id, failure_reason(exc))
+        mark_failed(store, [run_id], failure_reason(exc))
         raise
-    return record_outcome(store, resolved, outcome)

@@ -7,6 +7,7 @@ can, the fix. The CLI prints these as one line; anything else is a bug.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -55,3 +56,28 @@ def unknown_name(kind: str, value: str, choices: Iterable[str]) -> ConfigError:
         f"Unknown {kind} {value!r}.{did_you_mean(value, choices)} "
         f"Valid {kind}s: {', '.join(choices)}."
     )
+
+
+
+DISK_FULL_TEXTS = ("No space left on device", "database or disk is full", "unexpected pos", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` says the disk is full: ENOSPC or a quota, SQLite's "database or
+    disk is full", or ``torch.save``'s short write ("unexpected pos")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(exc) for text in DISK_FULL_TEXTS)
+
+
+def disk_full_error(what: str, path: object, exc: BaseException, fix: str) -> StoreError:
+    """The one-line error for a write of ``what`` at ``path`` that a full disk stopped (:func:`is_disk_full`).
+
+    Example:
+        >>> torch_says = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        >>> str(disk_full_error("checkpoint", "/s/task-1.pt", torch_says, "Free space."))
+        "No space left on device: cannot write checkpoint '/s/task-1.pt' ([enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0). Free space."
+    """
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [""])[0]
+    detail = "" if reason in ("", "No space left on device") else f" ({reason})"
+    return StoreError(f"No space left on device: cannot write {what} {str(path)!r}{detail}. {fix}")

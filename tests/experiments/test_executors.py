@@ -124,12 +124,35 @@ def test_ray_executor_on_a_local_instance(tmp_path, inprocess_reference):
     try:
         configs = [*_sweep(), DIVERGING]
         results = execute(configs, store, executor=ExecutorConfig(name="ray", workers=2, threads=1))
+        assert not ray.is_initialized()  # the sweep started the local Ray instance: it shut it down
     finally:
         ray.shutdown()
     for ours, reference in zip(results, inprocess_reference):
         np.testing.assert_array_equal(ours.accuracy_matrix, reference.accuracy_matrix)
     assert isinstance(results[-1], RunFailure) and "loss is nan" in results[-1].error
     assert store.get(results[0].run_id).device == "cpu" and _integrity(store) == "ok"
+
+
+def test_sigterm_stops_a_sweep_like_ctrl_c_and_restores_the_handler(tmp_path):
+    """SIGTERM while a sweep runs raises SystemExit(143): the runs it leaves are marked
+    failed, and a sweep that started Ray or workers shuts them down (the same path)."""
+    import os
+    import signal
+
+    from forgetlab.experiments.executors import sigterm_as_exit
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("a SIGTERM handler is installed (it is kept)")
+    store = ResultStore(tmp_path)
+    configs = expand(BASE, {"train.seed": [0, 1, 2]})
+    with pytest.raises(SystemExit) as stopped:
+        execute(configs, store, on_done=lambda result: os.kill(os.getpid(), signal.SIGTERM))
+    assert stopped.value.code == 143
+    rows = [store.get(resolve(c).run_id()) for c in configs]
+    assert [(r.status, r.error) for r in rows] == [("finished", None), *[("failed", "terminated (SIGTERM)")] * 2]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with sigterm_as_exit():
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
 
 
 def test_sweep_command(tmp_path, capsys):
@@ -180,3 +203,56 @@ def test_ctrl_c_marks_every_unfinished_run_interrupted_and_a_rerun_finishes(tmp_
     monkeypatch.setattr(forgetlab.api, "train_run", real)
     results = execute(configs, store)
     assert results[0].from_store and not results[1].from_store and not results[2].from_store
+
+
+def _worker_holding(lock) -> int | None:
+    """The pid of this process's child that holds ``lock`` open (the run it trains), or None."""
+    import os
+    from pathlib import Path
+
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                if os.readlink(fd) == str(lock):
+                    return int(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="finds the worker through /proc")
+def test_kill_9_of_one_worker_fails_only_its_run_and_a_rerun_retries_it(tmp_path):
+    """kill -9 of the worker training one run (what the out-of-memory killer does) marks
+    that run failed with the signal; a new worker takes its place and the other runs finish."""
+    import os
+    import signal
+    import threading
+
+    store = ResultStore(tmp_path)
+    slow = apply_overrides(BASE, ["train.epochs=40"])  # long enough (about 0.5 s) to be caught training
+    configs = [slow, *expand(BASE, {"train.seed": [1, 2]})]
+    lock = store.run_dir(resolve(slow).run_id()) / ".lock"
+    killed = []
+
+    def kill_its_worker():
+        for _ in range(6000):
+            pid = _worker_holding(lock)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            threading.Event().wait(0.005)
+
+    killer = threading.Thread(target=kill_its_worker)
+    killer.start()
+    results = execute(configs, store, executor=ExecutorConfig(workers=2, threads=1))
+    killer.join()
+    assert killed, "the slow run's worker was never seen"
+    failure, *others = results
+    assert isinstance(failure, RunFailure) and "killed by signal 9 (SIGKILL" in failure.error
+    assert store.get(failure.run_id).status == "failed" and "signal 9" in store.get(failure.run_id).error
+    assert all(isinstance(r, RunResult) for r in others)
+    again = execute(configs, store, executor=ExecutorConfig(workers=2, threads=1))  # the failed run is retried
+    assert isinstance(again[0], RunResult) and not again[0].from_store and all(r.from_store for r in again[1:])

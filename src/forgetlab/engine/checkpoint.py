@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from forgetlab.config import RunConfig
-from forgetlab.errors import DataError, IncompatibleError, StoreError
+from forgetlab.errors import DataError, IncompatibleError, StoreError, disk_full_error, is_disk_full
 from forgetlab.models import BlockModel, build_model
 from forgetlab.store.sqlite import file_sha256 as content_hash
 
@@ -58,9 +58,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(digest + "\n")
         os.replace(tmp, hash_file(path))
-    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError ("unexpected pos")
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error("checkpoint", path, exc, "Free space or choose another store (--store).") from None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise StoreError(
             f"Cannot write checkpoint {str(path)!r}: {reason}. Free space or choose another store (--store)."

@@ -10,23 +10,25 @@ so concurrent runs can never corrupt it.
 Executors (:class:`ExecutorConfig`):
 
 - ``inprocess`` (default with one worker): one run after another in this process.
-- ``processes`` (default with ``workers`` > 1): a pool of ``workers`` local processes
-  (``spawn``), each with ``threads`` torch threads; a worker exits when its parent dies.
+- ``processes`` (default with ``workers`` > 1): ``workers`` local processes (``spawn``),
+  each with ``threads`` torch threads, kept for later sweeps; a worker exits when its
+  parent dies; a worker that dies (``kill -9``, out of memory) fails only the run it
+  trained, with the signal as the reason, and a new worker replaces it.
 - ``ray``: one Ray task per run on the cluster at ``address`` (``None``: a local Ray
-  instance with ``workers`` CPUs), at most ``workers`` in flight. Needs the ``ray``
-  extra (``pip install forgetlab[ray]``); every node needs forgetlab installed and the
-  store folder on a shared file system.
+  instance with ``workers`` CPUs, shut down when the sweep ends: call ``ray.init()``
+  first to keep one for several sweeps), at most ``workers`` in flight. Needs the ``ray`` extra (``pip install forgetlab[ray]``); every node needs
+  forgetlab installed and the store folder on a shared file system.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,83 +205,187 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.5)
 
 
-def _worker_init(parent_pid: int, threads: int) -> None:
+_READY = "ready"  # a worker's first message: it started (imported torch and forgetlab)
+
+
+def _worker_main(conn: Any, parent_pid: int, threads: int) -> None:
+    """A worker process: train the jobs that arrive on ``conn``, one at a time, and send
+    back ``(True, outcome)`` or ``(False, exception)``; stop at ``None`` or when the pipe closes."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the sweep's process decides
     torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    conn.send(_READY)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply: tuple[bool, Any] = (True, run_job(job))
+        except BaseException as exc:  # noqa: BLE001 - sent to the sweep's process, which raises it
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - an exception that cannot be pickled
+            conn.send((False, ForgetlabError(f"Run {job.run_id} failed in a worker: {type(exc).__name__}: {exc}")))
 
 
-_POOLS: dict[tuple[int, int], ProcessPoolExecutor] = {}
+class _Worker:
+    """One worker process, the pipe it takes jobs on, and the job it trains (``None``: idle)."""
+
+    def __init__(self, threads: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, os.getpid(), threads), daemon=True,
+                                       name="forgetlab-worker")
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.job: RunJob | None = None
+
+    def stop(self) -> None:
+        """End the process: an idle one exits by itself (its resources released), a busy one is terminated."""
+        if self.job is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.conn.close()
 
 
-def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
-    """A process pool kept for the life of this process (workers import torch once)."""
-    import multiprocessing
+def death_reason(exitcode: int | None) -> str:
+    """Why a worker process ended, for the store's ``error`` column of the run it trained.
 
+    Example:
+        >>> death_reason(-9)
+        'The worker process training this run was killed by signal 9 (SIGKILL; the out-of-memory killer sends it too).'
+    """
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        oom = "; the out-of-memory killer sends it too" if -exitcode == signal.SIGKILL else ""
+        return f"The worker process training this run was killed by signal {-exitcode} ({name}{oom})."
+    return f"The worker process training this run exited with status {exitcode}."
+
+
+_WORKER_START_FAILED = (
+    "A worker process died before it could take a run: killed, out of memory, or it could not start (a Python "
+    "script that uses workers must start them under `if __name__ == \"__main__\":`). Finished runs are in the "
+    "store; run the same command again to resume the others from their checkpoints."
+)
+
+_POOLS: dict[tuple[int, int], list[_Worker]] = {}
+
+
+def _pool(workers: int, threads: int) -> list[_Worker]:
+    """The worker processes kept for the life of this process (workers import torch once)."""
     key = (workers, threads)
     if key not in _POOLS:
-        _POOLS[key] = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(os.getpid(), threads),
-        )
+        _POOLS[key] = [_Worker(threads) for _ in range(workers)]
     return _POOLS[key]
 
 
 def shutdown_pools() -> None:
-    """Stop every worker pool of this process (also done at exit)."""
+    """Stop every worker process of this process (also done at exit)."""
     while _POOLS:
         _, pool = _POOLS.popitem()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in pool:
+            worker.stop()
 
 
 atexit.register(shutdown_pools)
 
 
 class ProcessBackend:
-    """Runs jobs on a pool of local worker processes."""
+    """Runs jobs on local worker processes, one job per worker at a time. A worker that
+    dies (``kill -9``, the out-of-memory killer, a crash) fails only the run it trained,
+    with the signal as its reason, and a new worker takes its place."""
 
     def __init__(self, workers: int, threads: int) -> None:
         self._key = (workers, threads)
-        self._pool = _pool(workers, threads)
-        self._futures: dict[Future, RunJob] = {}
+        self._threads = threads
+        self._workers = _pool(workers, threads)
+        self._queue: deque[RunJob] = deque()
+
+    def _launch(self) -> None:
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.job is None:
+                worker.job = self._queue.popleft()
+                try:
+                    worker.conn.send(worker.job)
+                except OSError:  # it died idle: its sentinel says so, and the job goes back to the queue
+                    self._queue.appendleft(worker.job)
+                    worker.job = None
 
     def submit(self, job: RunJob) -> None:
-        self._futures[self._pool.submit(run_job, job)] = job
+        self._queue.append(job)
+        self._launch()
 
     def next_done(self) -> tuple[RunJob, Any]:
-        from concurrent.futures.process import BrokenProcessPool
+        from multiprocessing.connection import wait as wait_for
 
-        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
-        future = next(iter(done))
-        job = self._futures[future]
-        try:
-            outcome = future.result()
-        except BrokenProcessPool:
-            raise ForgetlabError(
-                "A worker process died: killed, out of memory, or it could not start (a Python script that "
-                "uses workers must start them under `if __name__ == \"__main__\":`). Finished runs are in the "
-                "store; run the same command again to resume the others from their checkpoints."
-            ) from None
-        del self._futures[future]  # kept until here: a job that raised is still unfinished for the caller
-        return job, outcome
+        while True:
+            self._launch()
+            ready = set(wait_for([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]))
+            for index, worker in enumerate(self._workers):
+                if worker.conn in ready:
+                    try:
+                        message = worker.conn.recv()
+                    except (EOFError, OSError):
+                        pass  # it died: below
+                    else:
+                        if isinstance(message, str):  # _READY
+                            worker.ready = True
+                            continue
+                        job, (ok, value) = worker.job, message
+                        if not ok:
+                            raise value  # the job stays unfinished for the caller (it marks it failed)
+                        worker.job = None
+                        return job, value
+                elif worker.process.sentinel not in ready:
+                    continue
+                worker.process.join()  # it died: a new worker takes its place, its run failed
+                if not worker.ready:
+                    raise ForgetlabError(_WORKER_START_FAILED)
+                worker.conn.close()
+                self._workers[index] = _Worker(self._threads)
+                if worker.job is not None:
+                    return worker.job, _failure(worker.job, death_reason(worker.process.exitcode))
 
     @property
     def n_pending(self) -> int:
-        return len(self._futures)
+        return len(self._queue) + sum(w.job is not None for w in self._workers)
 
     def cancel(self) -> None:
         """Stop every worker of this pool (the sweep stopped; their runs resume next time)."""
-        pool = _POOLS.pop(self._key, None)
-        if pool is None:
-            return
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
+        if _POOLS.get(self._key) is self._workers:
+            del _POOLS[self._key]
+        for worker in self._workers:
+            worker.stop()
 
     def unfinished(self) -> list[RunJob]:
-        return list(self._futures.values())
+        return [*(w.job for w in self._workers if w.job is not None), *self._queue]
+
+
+def _failure(job: RunJob, reason: str) -> Any:
+    from forgetlab.api import RunFailure
+    from forgetlab.config import RunConfig
+
+    return RunFailure(job.run_id, RunConfig.from_dict(job.config), reason)
 
 
 def _ray() -> Any:
@@ -297,7 +403,8 @@ class RayBackend:
 
     def __init__(self, address: str | None, workers: int, threads: int, device: str) -> None:
         ray = self._ray = _ray()
-        if not ray.is_initialized():
+        self._started = not ray.is_initialized()  # this backend calls ray.init: close() shuts Ray down again
+        if self._started:
             if address is None:
                 ray.init(num_cpus=workers * threads if workers else None, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
@@ -351,20 +458,51 @@ class RayBackend:
         for ref in list(self._refs):
             self._ray.cancel(ref, force=True)
 
+    def close(self) -> None:
+        """Shut down the Ray instance this backend started (a local one stops its processes;
+        for a cluster, this process disconnects); a Ray the caller started stays up."""
+        if self._started:
+            self._ray.shutdown()
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM raises ``SystemExit(143)`` in this process (main thread only,
+    and only if no other handler is installed), so that ``finally`` blocks and the store's
+    failure marks run as on Ctrl-C; the default handler is restored after."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 
 @contextmanager
 def open_backend(executor: ExecutorConfig, device: str) -> Iterator[Any]:
-    """The backend of ``executor`` (Ray and process pools stay up for later sweeps)."""
+    """The backend of ``executor``. Worker processes stay up for later sweeps of this
+    process; a Ray instance this call started is shut down when it ends, whatever ends it
+    (done, an error, Ctrl-C, SIGTERM: :func:`sigterm_as_exit`)."""
     name = executor.resolved_name
-    if name == "inprocess":
-        yield InProcessBackend()
-        return
-    if name == "processes":
-        backend: ProcessBackend | RayBackend = ProcessBackend(executor.workers, executor.threads_per_run())
-    else:
-        backend = RayBackend(executor.address, executor.workers, executor.threads_per_run(), device)
-    try:
-        yield backend
-    except BaseException:
-        backend.cancel()
-        raise
+    with sigterm_as_exit():
+        if name == "inprocess":
+            yield InProcessBackend()
+            return
+        if name == "processes":
+            backend: ProcessBackend | RayBackend = ProcessBackend(executor.workers, executor.threads_per_run())
+        else:
+            backend = RayBackend(executor.address, executor.workers, executor.threads_per_run(), device)
+        try:
+            yield backend
+        except BaseException:
+            backend.cancel()
+            raise
+        finally:
+            if isinstance(backend, RayBackend):
+                backend.close()

@@ -191,7 +191,7 @@ def execute(
         >>> [store.reuse_source(r.run_id) is not None for r in results]
         [True, True]
     """
-    from forgetlab.api import RunOutcome, failure_reason, record_outcome, stored_result
+    from forgetlab.api import RunOutcome, check_model_fits, failure_reason, mark_failed, record_outcome, stored_result
     from forgetlab.engine.checkpoint import checkpoint_path, latest_checkpoint
     from forgetlab.engine.device import mixed_precision, resolve_device
 
@@ -201,6 +201,7 @@ def execute(
     log = check_loggers(log)  # a bad name: an error before any work
     resolved = [resolve(config) for config in configs]
     ids = [config.run_id() for config in resolved]
+    torch_device = None  # on Ray the workers' devices decide
     if executor.resolved_name != "ray":
         torch_device = resolve_device(device)  # a bad device is an error before any work
         for config in resolved:
@@ -214,6 +215,8 @@ def execute(
         if stored is not None:
             done[run_id] = stored
         else:
+            if torch_device is not None:
+                check_model_fits(config, torch_device)  # a model that cannot fit: refused before any run is registered
             todo[run_id] = config
 
     # Prefix reuse: a run waits for its source's task-1 checkpoint unless it has its own.
@@ -246,12 +249,14 @@ def execute(
         )
 
     bar = _bar(len(todo), progress)
+    recording: list[RunJob] = []  # a job done but not yet recorded: still unfinished for the store
     with open_backend(executor, device) as backend:
         try:
             for config, start_from in ready:
                 backend.submit(job_for(config, start_from))
             while backend.n_pending:
                 job, outcome = backend.next_done()
+                recording = [job]
                 if isinstance(outcome, RunOutcome):
                     done[job.run_id] = record_outcome(store, todo[job.run_id], outcome)
                     source_checkpoint = str(checkpoint_path(Path(job.run_dir) / "checkpoints", 0))
@@ -259,14 +264,14 @@ def execute(
                     store.fail(job.run_id, outcome.error)
                     done[job.run_id] = outcome
                     source_checkpoint = None  # the source failed: its dependents train task 1 themselves
+                recording = []
                 for dependent in waiting.pop(job.run_id, []):
                     backend.submit(job_for(dependent, source_checkpoint))
                 bar.update()
                 if on_done is not None:
                     on_done(done[job.run_id])
-        except BaseException as exc:
-            for job in backend.unfinished():  # queued runs too: the store keeps no run 'running'
-                store.fail(job.run_id, failure_reason(exc))
+        except BaseException as exc:  # queued runs too: the store keeps no run 'running' (where it can be written)
+            mark_failed(store, [job.run_id for job in [*recording, *backend.unfinished()]], failure_reason(exc))
             raise
         finally:
             bar.close()

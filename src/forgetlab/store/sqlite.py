@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgetlab.errors import StoreError
+from forgetlab.errors import StoreError, disk_full_error, is_disk_full
 
 DATABASE_NAME = "forgetlab.sqlite"
+_ELSEWHERE = "Free space, or choose another store with --store or FORGETLAB_STORE."
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -216,6 +217,8 @@ class ResultStore:
             db.execute("PRAGMA busy_timeout=60000")
             yield db
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error("the result store", self.path, exc, _ELSEWHERE) from None
             raise StoreError(f"Result store {str(self.path)!r} failed: {exc}.") from None
         finally:
             db.close()
@@ -226,6 +229,8 @@ class ResultStore:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error("run folder", path, exc, _ELSEWHERE) from None
             raise StoreError(f"Cannot create run folder {str(path)!r}: {exc.strerror or exc}.") from None
         return path
 
@@ -235,6 +240,8 @@ class ResultStore:
         try:
             (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error("run folder", folder, exc, _ELSEWHERE) from None
             raise StoreError(f"Cannot write to run folder {str(folder)!r}: {exc.strerror or exc}.") from None
         with self._connect() as db:
             db.execute(
