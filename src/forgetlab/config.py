@@ -54,7 +54,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 HEADS = ("auto", "multi", "single", "shared")
-NORMALIZE = ("standard", "none")
+NORMALIZE = ("standard", "none", "first-task")
 RANDOM_ORDER = "random"  # stream.class_order = random: a per-seed permutation (forgetlab.data.streams)
 AUGMENT = ("auto", "on", "off")
 PAIRS_TASK1 = ("two", "four")
@@ -98,7 +98,9 @@ class StreamConfig:
             stream's default: shared for ``permuted``, ``mixup-fraction`` and the shift
             streams, one per task elsewhere).
         normalize: ``standard`` (inputs standardised with the dataset's per-channel mean
-            and std) or ``none`` (pixels / 255, in [0, 1], as van de Ven & Tolias 2019).
+            and std), ``first-task`` (with the mean and std of the first task's training
+            images only: no data of a later task is used, the continual-learning
+            choice) or ``none`` (pixels / 255, in [0, 1], as van de Ven & Tolias 2019).
         positive_classes: ``one-vs-rest``: task i asks "is it class positive_classes[i]?".
         train_per_task: keep at most this many training examples per task (0 = all),
             a class-balanced, seeded subsample.

@@ -217,6 +217,32 @@ def test_mixup_fraction_mixes_each_primary_with_a_partner(alpha):
         assert sorted(second.train_x[:, 0, 0, 0].tolist()) == sorted(first.train_x[:, 0, 0, 0].tolist())
 
 
+LATER_VALUES = {"mixup_alpha": (0.2, 0.9), "pairs_task2": ("similar", "dissimilar")}
+
+
+@pytest.mark.parametrize("normalize", ["standard", "first-task", "none"])
+@pytest.mark.parametrize("name", [name for name, kind in STREAMS.items() if kind.later_tasks_only])
+def test_later_tasks_only_fields_change_task_two_only(name, normalize, tmp_path):
+    """What prefix reuse relies on: task 1's tensors, the heads and the statistics stay."""
+    config, data = contract_case(name, tmp_path)
+    config = dataclasses.replace(config, normalize=normalize, train_per_task=6, test_per_task=4)  # the generator is used
+    for field in STREAMS[name].later_tasks_only:
+        a, b = (build_stream(dataclasses.replace(config, **{field: v}), data, seed=3) for v in LATER_VALUES[field])
+        for key in ("train_x", "train_y", "test_x", "test_y"):
+            assert torch.equal(getattr(a.tasks[0], key), getattr(b.tasks[0], key))
+        assert (a.head_sizes, a.mean, a.std) == (b.head_sizes, b.mean, b.std)
+        assert not torch.equal(a.tasks[1].train_x, b.tasks[1].train_x) or a.tasks[1].classes != b.tasks[1].classes
+
+
+def test_first_task_normalisation_uses_the_first_tasks_training_images_only():
+    config = StreamConfig(stream="mixup-fraction", normalize="first-task", train_per_task=40)
+    stream = build_stream(config, digits(), seed=1)
+    pixels = stream.tasks[0].train_x.double() / 255
+    assert stream.mean == pytest.approx((float(pixels.mean()),), abs=1e-12)
+    assert stream.std == pytest.approx((float(pixels.std(unbiased=False)),), abs=1e-12)
+    assert stream.mean != build_stream(dataclasses.replace(config, normalize="standard"), digits(), seed=1).mean
+
+
 def test_mixup_default_pairs_are_classes_0_1_then_2_3():
     stream = build_stream(StreamConfig(stream="mixup-fraction", head="multi"), digits())
     assert [task.classes for task in stream.tasks] == [(0, 1), (0, 1, 2, 3)] and stream.head_sizes == (2, 2)

@@ -13,6 +13,8 @@ from forgetlab.experiments.profiles import PROFILES
 from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BASE = apply_overrides(
     RunConfig(),
     ["train.epochs=1", "stream.train_per_task=120", "stream.test_per_task=50", "model.width=16", "model.depth=3"],
@@ -53,11 +55,69 @@ def test_expand_rejects_a_scalar_grid_value():
         expand(BASE, {"train.seed": 3})
 
 
-def test_prefix_key_ignores_neutral_methods_only():
+def test_prefix_key_ignores_neutral_methods_and_first_task_free_hyperparameters():
     ewc = apply_overrides(BASE, ["method.name=ewc", "method.lam=5"])
     si = apply_overrides(BASE, ["method.name=si"])
-    assert prefix_key(ewc) == prefix_key(BASE) != prefix_key(si)
+    si_c = apply_overrides(si, ["method.c=10", "method.gradient=total"])
+    si_xi = apply_overrides(si, ["method.xi=0.5"])  # xi is in the Omega after task 1
+    assert prefix_key(ewc) == prefix_key(BASE) != prefix_key(si) == prefix_key(si_c) != prefix_key(si_xi)
     assert prefix_source(si) is None and prefix_source(ewc).method.name == "naive"
+    assert prefix_source(si_c, [si_xi, si, si_c]) == si and prefix_source(si_xi, [si_xi, si, si_c]) is None
+
+
+def _straight(configs, store):
+    """Each config run alone, without prefix reuse."""
+    return execute(configs, store, reuse_prefix=False)
+
+
+SMALL = apply_overrides(BASE, ["train.epochs=2", "train.batch_size=16", "train.lr=0.1", "model.depth=2",
+                              "stream.train_per_task=100"])  # a few dozen steps per task: SI's c visibly acts
+
+
+def test_si_sweep_over_c_trains_task_one_once_with_each_runs_result(tmp_path, trainings):
+    store = ResultStore(tmp_path / "a")
+    configs = expand(SMALL, {"method.name": ["si"], "method.c": [0.1, 100], "method.gradient": ["task", "total"]})
+    results = execute(configs, store)
+    assert trainings.count("task 1/2") == 1 and trainings.count("task 2/2") == 4
+    assert store.reuse_source(results[0].run_id) is None
+    assert all(store.reuse_source(r.run_id) is not None for r in results[1:])
+    straight = _straight(configs, ResultStore(tmp_path / "b"))
+    for reused, alone in zip(results, straight):
+        np.testing.assert_array_equal(reused.accuracy_matrix, alone.accuracy_matrix)
+        assert reused.curves == alone.curves
+    # c acts on task 2 through the state learnt in task 1: an adopter without it would differ from its straight run
+    assert straight[2].accuracy_matrix[1][0] > straight[0].accuracy_matrix[1][0]
+
+
+@pytest.mark.parametrize(("normalize", "methods"), [("first-task", ["naive", "ewc", "si"]), ("standard", ["naive"])])
+def test_mixup_sweep_over_alpha_trains_task_one_once_with_each_runs_result(tmp_path, trainings, normalize, methods):
+    base = apply_overrides(SMALL, ["stream.stream=mixup-fraction", "stream.class_sets=0+1,2+3", "stream.train_per_task=60",
+                                   f"stream.normalize={normalize}"])
+    configs = expand(base, {"method.name": methods, "stream.mixup_alpha": [0.0, 0.4, 1.0]})
+    results = execute(configs, ResultStore(tmp_path / "a"))
+    assert trainings.count("task 1/2") == (1 if methods == ["naive"] else 2)  # SI shares with SI only
+    assert trainings.count("task 2/2") == len(configs)
+    straight = _straight(configs, ResultStore(tmp_path / "b"))
+    for reused, alone in zip(results, straight):
+        np.testing.assert_array_equal(reused.accuracy_matrix, alone.accuracy_matrix)
+        np.testing.assert_array_equal(reused.initial_accuracy, alone.initial_accuracy)
+    # the untrained model and R[0] on task 2 differ across alpha: re-evaluated, not copied
+    assert len({r.accuracy_matrix[0][1] for r in straight[:3]}) == 3
+    assert len({r.initial_accuracy[1] for r in straight[:3]}) > 1
+    assert results[0].curves == straight[0].curves and len([c for c in straight[1].curves if c.task_index == 0]) == 2
+    for reused, alone in zip(results[1:3], straight[1:3]):  # of task 1's curve an adopter keeps the boundary point
+        assert reused.curves == alone.curves[1:]
+
+
+def test_a_method_that_learns_in_task_one_refuses_a_naive_prefix(tmp_path):
+    from forgetlab.api import run
+    from forgetlab.engine.checkpoint import checkpoint_path
+    from forgetlab.errors import IncompatibleError
+
+    naive = execute([BASE], ResultStore(tmp_path))[0]
+    with pytest.raises(IncompatibleError, match="can adopt a prefix checkpoint of the same method only"):
+        run(apply_overrides(BASE, ["method.name=si"]), store=tmp_path,
+            start_from=checkpoint_path(naive.run_dir / "checkpoints", 0))
 
 
 def test_freeze_sweep_trains_task_one_once(tmp_path, trainings):

@@ -106,6 +106,24 @@ def test_two_tasks_train_resume_and_leave_inputs_alone(name, head, tiny_streams,
     assert all(module.training for module in model.modules())
 
 
+OTHER_VALUES = {"c": 1000.0, "gradient": "total"}  # a value far from the default, per first_task_free field
+
+
+@pytest.mark.parametrize("name", [name for name, cls in STRATEGIES.items() if cls.first_task_free])
+def test_first_task_free_hyperparameters_change_nothing_in_task_one(name, tiny_streams):
+    """What a sweep relies on to share one task-1 training among them (see Strategy)."""
+    cls = strategy_class(name)
+    assert not cls.prefix_neutral and set(cls.first_task_free) <= {f.name for f in dataclasses.fields(cls.params_type)}
+    stream = tiny_streams["multi"]
+    first = dataclasses.replace(stream, tasks=stream.tasks[:1])
+    ends = []
+    for params in (cls.params_type(), dataclasses.replace(cls.params_type(), **{k: OTHER_VALUES[k] for k in cls.first_task_free})):
+        model, strategy = tiny_model(stream), create_strategy(name, params)
+        train_stream(model, first, TRAIN, strategy=strategy)
+        ends.append((model.state_dict(), strategy.state_dict()))
+    assert _equal_state(ends[0][0], ends[1][0]) and _equal_state(ends[0][1], ends[1][1]) and ends[0][1]
+
+
 def test_unknown_state_is_refused():
     with pytest.raises(Exception, match="checkpoint"):
         create_strategy("naive").load_state_dict({"buffer": {}})

@@ -715,6 +715,11 @@ class StreamKind:
         augment: what ``augment='auto'`` means for it; ``None`` = the dataset's default.
         build_own: for streams that read their own files (``custom``):
             ``build_own(config, seed) -> TaskStream``; ``build`` is then unused.
+        later_tasks_only: stream fields that change tasks 2, 3, ... only: task 1's data
+            (drawn first from the stream's generator), the heads' sizes and the
+            normalisation statistics (the dataset's, task 1's or none; never pooled over
+            tasks) stay the same, so runs that differ only in them train task 1
+            identically (prefix reuse, :func:`forgetlab.experiments.prefix_source`).
     """
 
     description: str
@@ -723,6 +728,7 @@ class StreamKind:
     default_head: str = "multi"
     augment: bool | None = None
     build_own: Callable[[StreamConfig, int], TaskStream] | None = None
+    later_tasks_only: tuple[str, ...] = ()
 
 
 STREAMS: dict[str, StreamKind] = {
@@ -745,11 +751,13 @@ STREAMS: dict[str, StreamKind] = {
         "CIFAR-10 semantic probes: {ship,truck} or {deer,dog,ship,truck}, then {airplane,automobile} or "
         "{cat,horse} (`pairs_task1`, `pairs_task2`, or `class_sets`)",
         _build_class_pairs,
+        later_tasks_only=("pairs_task2",),
     ),
     "mixup-fraction": StreamKind(
         "task 1 a vs b; task 2 (1-alpha)a+alpha c vs (1-alpha)b+alpha d (`mixup_alpha`, `class_sets`); shared binary head",
         _build_mixup,
         default_head="single",
+        later_tasks_only=("mixup_alpha",),
     ),
     "cifar10-shift": StreamKind(
         "vehicle vs animal, shared head: task 1 airplane,automobile/bird,cat; task 2 ship,truck/deer,dog",
@@ -922,7 +930,22 @@ def _check_two_labels(tasks: Sequence[Task], stream: str) -> None:
 
 
 def _normalized(stream: TaskStream, normalize: str) -> TaskStream:
-    """``stream.normalize = none``: mean 0 and std 1 per channel, so inputs are pixels / 255."""
+    """``stream.normalize``: ``standard`` keeps the stream's statistics (the dataset's
+    training images; a custom stream's: all its tasks' training images); ``first-task``
+    takes them from the first task's training images only (no later task's data is used);
+    ``none``: mean 0 and std 1 per channel, so inputs are pixels / 255.
+
+    Example:
+        >>> from forgetlab.data.sources import load_source
+        >>> cfg = StreamConfig(stream="mixup-fraction", normalize="first-task")
+        >>> a = build_stream(replace(cfg, mixup_alpha=0.2), load_source("digits"))
+        >>> b = build_stream(replace(cfg, mixup_alpha=0.9), load_source("digits"))
+        >>> a.mean == b.mean != load_source("digits").mean
+        True
+    """
     if normalize == "standard":
         return stream
+    if normalize == "first-task":
+        mean, std = _channel_stats(stream.tasks[0].train_x)
+        return replace(stream, mean=mean, std=std)
     return replace(stream, mean=(0.0,) * len(stream.mean), std=(1.0,) * len(stream.std))

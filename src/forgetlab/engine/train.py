@@ -139,10 +139,12 @@ def train_stream(
       is quarantined, see :func:`resume_checkpoint`).
     - :func:`_adopt_prefix`: else, with ``prefix_checkpoint`` (the payload of *another*
       run's task-boundary checkpoint, see :func:`read_checkpoint`), take over that run's
-      trained tasks. Exact only for a *prefix-neutral* method (one that does nothing
-      during those tasks but ``after_task``; see ``Strategy.prefix_neutral``)
-      and a source trained with the same stream, model and training config by a
-      strategy without state.
+      trained tasks. Exact for a *prefix-neutral* method (one that does nothing during
+      those tasks but ``after_task``; see ``Strategy.prefix_neutral``) and a naive
+      source, or for another method and a source of the same method that differs only in
+      ``Strategy.first_task_free`` hyperparameters; either trained with the same model
+      and training config, and the same stream or one that differs in later tasks only
+      (``StreamKind.later_tasks_only``).
     - :func:`_start_fresh`: else evaluate the untrained model; the first
       ``n_learned_tasks`` tasks count as already learned by ``model`` (e.g. a user's
       trained model whose old task is given as data): not trained, only the strategy's
@@ -330,15 +332,49 @@ def _resume(loop: _Loop, payload: dict[str, Any]) -> int:
 
 
 def _adopt_prefix(loop: _Loop, payload: dict[str, Any]) -> int:
-    """Take over another run's trained tasks from its checkpoint ``payload``: everything but
-    its strategy state. The prefix ends with the source's ``after_task`` (a no-op for a
-    stateless source), so this strategy's own end-of-task step runs on the last adopted
-    task (EWC computes its Fisher, replay fills its buffer) before the boundary is saved as
-    this run's checkpoint. Returns the next task index."""
-    loop.model.load_state_dict(payload["model_state"])
-    loop.restore(payload)
+    """Take over another run's trained tasks from its checkpoint ``payload``. Returns the next task index.
+
+    The strategy's state after the prefix: a prefix-neutral method computes its own
+    (the source is naive: its ``after_task`` is a no-op, so this strategy's end-of-task
+    step runs on the last adopted task; EWC computes its Fisher, replay fills its
+    buffer); any other method (SI: its path integral is summed during task 1) takes the
+    source's, written by the same method (as a resume would).
+
+    A source whose stream differs (in fields that change later tasks only, e.g. another
+    ``mixup_alpha``) is adopted through task 1 only. Its numbers on this run's other tasks
+    are not this run's: the initial accuracies are evaluated on the untrained model (the
+    one passed in, built from the same seed), ``R[0]`` on the adopted model, and of task
+    1's learning curve only the point at the boundary is kept, with ``R[0]``'s accuracies
+    (the points before it held the source's other tasks). The boundary checkpoint is then
+    saved as this run's own."""
     last = int(payload["task_index"])
-    loop.strategy.after_task(loop.model, loop.context(last))
+    source = payload.get("config") or {}
+    other_stream = source.get("stream") != (loop.checkpoint_extra.get("config") or {}).get("stream")
+    if other_stream and last != 0:
+        raise IncompatibleError(
+            f"A prefix checkpoint of a run with another stream can be adopted after task 1 only; this one "
+            f"ends after task {last + 1}."
+        )
+    source_method = (source.get("method") or {}).get("name")
+    if not loop.strategy.prefix_neutral and source_method != loop.strategy.name:
+        raise IncompatibleError(
+            f"Method {loop.strategy.name!r} learns during the first tasks, so it can adopt a prefix checkpoint "
+            f"of the same method only; this one was written by {source_method!r}."
+        )
+    initial = np.array(loop.evaluate_all()) if other_stream else None
+    loop.model.load_state_dict(payload["model_state"])
+    eval_seconds = loop.eval_seconds
+    loop.restore(payload)
+    if initial is not None:
+        loop.eval_seconds += eval_seconds
+        loop.initial = initial
+        loop.R[last] = loop.evaluate_all()
+        boundary = [p for p in loop.curves if p.task_index == last and p.step == loop.global_step]
+        loop.curves = [dataclasses.replace(p, accuracies=tuple(loop.R[last])) for p in boundary]
+    if loop.strategy.prefix_neutral:
+        loop.strategy.after_task(loop.model, loop.context(last))
+    else:
+        loop.strategy.load_state_dict(payload["strategy_state"])
     loop.save(last)
     return last + 1
 

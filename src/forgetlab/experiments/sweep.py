@@ -11,7 +11,13 @@ Prefix reuse: a run whose method is *prefix-neutral*
 ``after_task``) trains task 1 exactly as the naive run with the same stream, model and
 training config. :func:`execute` therefore runs that naive run first (its :func:`prefix_key`
 is the same) and starts the other run from the naive run's ``task-1.pt``: a freeze sweep
-over k = 0..L trains task 1 once. The store records the reuse
+over k = 0..L trains task 1 once. Two more cases share task 1 (:func:`prefix_source`):
+runs of a method that learns during task 1 and differ only in its hyperparameters that
+act from task 2 on (``Strategy.first_task_free``: SI's ``c`` and ``gradient``), which
+adopt one of them, its strategy state included; and runs that differ only in stream
+fields that change later tasks only (``StreamKind.later_tasks_only``: the mixup-fraction
+stream's ``mixup_alpha``, class-pairs' ``pairs_task2``), which re-evaluate their own
+tasks at the boundary. The store records the reuse
 (:meth:`~forgetlab.store.ResultStore.reuse_source`).
 """
 
@@ -113,39 +119,78 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
     return grid
 
 
-def prefix_source(config: RunConfig) -> RunConfig | None:
-    """The naive config whose task-1 training ``config`` may reuse, or ``None`` (the method
-    acts during task 1, or ``config`` is itself naive, or there is one task only).
+def prefix_source(config: RunConfig, sweep: Sequence[RunConfig] = ()) -> RunConfig | None:
+    """The config whose task-1 checkpoint ``config`` may start from, or ``None`` (train task
+    1 itself): runs with the same :func:`prefix_key` share one task-1 training.
+
+    - A prefix-neutral method (EWC, replay, freeze, ...) starts from a naive run: the first
+      naive config of ``sweep`` with its prefix key, else its naive twin (which
+      :func:`execute` runs first if needed).
+    - Naive, or a method with ``first_task_free`` hyperparameters (SI), starts from the
+      first config of ``sweep`` with the same method and prefix key, if that is not
+      ``config`` itself. Never from a config outside ``sweep``: such a source would be an
+      extra run (two tasks trained) to save one.
+
+    The prefix key ignores later-task stream fields (a mixup-fraction sweep over alpha
+    trains task 1 once) and a method's ``first_task_free`` hyperparameters. Exact: an
+    adopter's ``R`` equals its straight run's (``execute(..., reuse_prefix=False)``).
 
     Example:
         >>> from forgetlab.config import MethodConfig
         >>> prefix_source(RunConfig(method=MethodConfig("ewc"))).method.name
         'naive'
-        >>> prefix_source(RunConfig(method=MethodConfig("si"))) is None
-        True
+        >>> si = [apply_overrides(RunConfig(), ["method.name=si", f"method.c={c}"]) for c in (0.1, 10)]
+        >>> prefix_source(si[1], si).method.params.c, prefix_source(si[0], si)
+        (0.1, None)
     """
     from forgetlab.strategies import strategy_class
 
-    if config.method.name == "naive" or not strategy_class(config.method.name).prefix_neutral or config.stream.n_tasks < 2:
+    cls = strategy_class(config.method.name)
+    if config.stream.n_tasks < 2 or not (cls.prefix_neutral or cls.first_task_free):
         return None
-    return replace(config, method=MethodConfig())
+    method = "naive" if cls.prefix_neutral else config.method.name
+    form = _prefix_form(config)
+    for other in sweep:
+        if other.method.name == method and _prefix_form(other) == form:
+            return None if other == config else other
+    return replace(config, method=MethodConfig()) if method != config.method.name else None
+
+
+def _prefix_form(config: RunConfig) -> RunConfig:
+    """``config`` with what does not act during task 1 set to a fixed value: the method
+    (naive) if it is prefix-neutral, else its ``first_task_free`` hyperparameters (their
+    defaults), and the stream's ``later_tasks_only`` fields (their defaults)."""
+    from forgetlab.config import StreamConfig
+    from forgetlab.data.streams import STREAMS
+    from forgetlab.strategies import strategy_class
+
+    cls = strategy_class(config.method.name)
+    if cls.prefix_neutral:
+        method = MethodConfig()
+    else:
+        defaults = cls.params_type()
+        free = {name: getattr(defaults, name) for name in cls.first_task_free}
+        method = replace(config.method, params=replace(config.method.params, **free))
+    kind = STREAMS.get(config.stream.stream)
+    later = {name: getattr(StreamConfig(), name) for name in (kind.later_tasks_only if kind else ())}
+    return replace(config, method=method, stream=replace(config.stream, **later))
 
 
 def prefix_key(config: RunConfig) -> str:
-    """Hash of "trained through task 1": stream, model, train, and the method only if it is
-    not prefix-neutral. Runs with equal keys have identical task-1 checkpoints.
+    """Hash of "trained through task 1": stream (without its later-task fields), model,
+    train, and the method (without its ``first_task_free`` hyperparameters) unless it is
+    prefix-neutral. Runs with equal keys train task 1 identically; a prefix-neutral
+    method's state after task 1 comes from its own ``after_task`` on that model.
 
     Example:
         >>> from forgetlab.config import MethodConfig
         >>> prefix_key(RunConfig(method=MethodConfig("ewc"))) == prefix_key(RunConfig())
         True
+        >>> mixup = apply_overrides(RunConfig(), ["stream.stream=mixup-fraction"])
+        >>> prefix_key(mixup) == prefix_key(apply_overrides(mixup, ["stream.mixup_alpha=0.9"]))
+        True
     """
-    from forgetlab.strategies import strategy_class
-
-    resolved = resolve(config)
-    data = resolved.identity_dict()  # like the run id: options left at their default do not count
-    if strategy_class(resolved.method.name).prefix_neutral:
-        data.pop("method")
+    data = _prefix_form(resolve(config)).identity_dict()  # like the run id: options left at their default do not count
     payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -177,9 +222,9 @@ def execute(
     files. Each finished run records its device, wall time and peak memory. A config that
     appears twice is run once.
 
-    With ``reuse_prefix`` a prefix-neutral run starts from the naive run's task-1
-    checkpoint (that naive run is executed first, in parallel with the others, if
-    needed). An interrupted call (Ctrl-C, kill -9) resumes when called again: runs
+    With ``reuse_prefix`` a run starts from the task-1 checkpoint of its
+    :func:`prefix_source` (executed first, in parallel with the others; a naive twin
+    that the sweep lacks is added). An interrupted call (Ctrl-C, kill -9) resumes when called again: runs
     restart from their task-boundary checkpoints and finished runs are read back.
 
     Example:
@@ -223,12 +268,12 @@ def execute(
     ready: list[tuple[RunConfig, str | None]] = []
     waiting: dict[str, list[RunConfig]] = {}
     for run_id, config in list(todo.items()):
-        source = prefix_source(config) if reuse_prefix else None
+        source = prefix_source(config, resolved) if reuse_prefix else None
         has_own = latest_checkpoint(store.run_dir(run_id) / "checkpoints", config.stream.n_tasks) is not None
         if source is None or has_own:
             ready.append((config, None))
             continue
-        source_id = source.run_id()  # naive twin of a resolved config: resolved too
+        source_id = source.run_id()  # a config of the sweep, or the naive twin of one: resolved too
         if stored_result(store, source) is not None:
             ready.append((config, str(checkpoint_path(store.run_dir(source_id) / "checkpoints", 0))))
             continue

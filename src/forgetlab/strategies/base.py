@@ -115,16 +115,22 @@ class Strategy:
     """Base class with no-op hooks: plain sequential fine-tuning ("naive").
 
     Subclasses set ``name`` (registry key), ``title`` (one line for ``forgetlab list``),
-    ``params_type`` (their :class:`HyperParams` dataclass) and ``prefix_neutral``: True
+    ``params_type`` (their :class:`HyperParams` dataclass), ``prefix_neutral``: True
     when the method does nothing during the first task except in ``after_task`` (checked
     hook by hook), so that its task-1 training equals a naive run's and a sweep may start
-    it from the naive run's task-1 checkpoint (:func:`forgetlab.experiments.execute`).
+    it from the naive run's task-1 checkpoint (:func:`forgetlab.experiments.execute`), and
+    ``first_task_free``: for a method that is not prefix-neutral (it learns during task 1,
+    e.g. SI's path integral), the hyperparameters that act only from task 2 on: runs that
+    differ only in them train task 1 identically and end it with the same state, so a
+    sweep trains task 1 once for all of them and the others adopt that run's task-1
+    checkpoint, strategy state included.
     """
 
     name: ClassVar[str] = "naive"
     title: ClassVar[str] = "plain fine-tuning, task after task (the baseline that forgets)"
     params_type: ClassVar[type[HyperParams]] = NaiveParams
     prefix_neutral: ClassVar[bool] = False
+    first_task_free: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: HyperParams | None = None) -> None:
         if params is None:

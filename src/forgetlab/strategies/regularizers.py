@@ -235,6 +235,10 @@ class SI(_SummedImportance):
     name = "si"
     title = "Synaptic Intelligence (path-integral importance)"
     params_type = SIParams
+    # During task 1 there is no penalty yet: c does not act, and the task-loss gradient is
+    # the total gradient, so both gradient choices accumulate the same omega (xi does act:
+    # it is in the Omega that after_task computes).
+    first_task_free = ("c", "gradient")
 
     def strength(self) -> float:
         return self.params.c
