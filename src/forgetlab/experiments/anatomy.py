@@ -565,6 +565,8 @@ def reproduce_anatomy(
     dataset: str | None = None,
     seeds: int | None = None,
     mixup_head: str | None = None,
+    precision: str | None = None,
+    memory_format: str | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     executor: ExecutorConfig | None = None,
@@ -583,14 +585,18 @@ def reproduce_anatomy(
     as many (:func:`convergence_check`, seed 0, stored like an analysis). The runs
     train on ``executor`` (default: in this process; see
     :class:`~forgetlab.experiments.ExecutorConfig` for worker processes and Ray).
-    ``mixup_head`` (``shared`` / ``separate``) overrides the profile's ``mixup_head``.
+    ``mixup_head`` (``shared`` / ``separate``), ``precision`` (``fp32`` / ``bf16`` /
+    ``fp16``) and ``memory_format`` (``contiguous`` / ``channels_last``) override the
+    profile's (e.g. ``precision="fp32", memory_format="contiguous"``: the quick profile in
+    plain float32, ~2x slower on a CPU).
     The returned ``summary`` judges the six findings from the results (``"not run"`` for
     the analyses left out by ``only``).
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    if mixup_head is not None:
-        profile = replace(profile, mixup_head=mixup_head)
+    for name, value in (("mixup_head", mixup_head), ("precision", precision), ("memory_format", memory_format)):
+        if value is not None:
+            profile = replace(profile, **{name: value})
     store = open_store(store)
     names = parse_only(only)
     dataset = dataset or profile.dataset
