@@ -57,11 +57,11 @@ _CONV_GROUP_SAMPLES = 32
 
 def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
     out = model(x, head_index) if isinstance(model, BlockModel) else model(x)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise IncompatibleError(
-            f"Per-sample gradients need a model returning logits of shape (batch, n_classes) for inputs "
-            f"of shape {tuple(x.shape)}. Got {shape}."
+            f"Per-sample gradients need a model returning logits of shape (batch, n_classes), or (batch, n_classes, "
+            f"n_tokens) per token, for inputs of shape {tuple(x.shape)}. Got {shape}."
         )
     return out
 
@@ -69,6 +69,8 @@ def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
 def _labels(
     logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
 ) -> torch.Tensor:
+    if logits.dim() == 3:
+        return _token_labels(logits, targets, kind, generator)
     if kind == "predicted":
         return logits.detach().argmax(1)
     if kind == "true":
@@ -95,14 +97,44 @@ def _labels(
     return targets
 
 
+def _token_labels(
+    logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Labels ``(B, T)`` for per-token logits ``(B, K, T)``: the targets (``empirical``), a draw
+    from the model per token (``true``) or its argmax (``predicted``); positions whose target
+    is negative (``-100``: padding) stay -100 and do not count."""
+    if kind == "empirical" and targets is None:
+        raise ConfigError("kind='empirical' needs labels: pass 'targets' (per token, -100 at padding).")
+    if targets is not None and tuple(targets.shape) != (logits.shape[0], logits.shape[2]):
+        raise IncompatibleError(
+            f"targets must hold one label per token. Got targets of shape {tuple(targets.shape)} for logits of shape "
+            f"{tuple(logits.shape)} (batch, n_classes, n_tokens)."
+        )
+    if kind == "empirical":
+        return targets.long()
+    flat = logits.detach().transpose(1, 2).reshape(-1, logits.shape[1])
+    if kind == "predicted":
+        labels = flat.argmax(1)
+    else:
+        probs = torch.softmax(flat, dim=1).to(_F64).cpu()
+        labels = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+    labels = labels.view(logits.shape[0], logits.shape[2])
+    return labels if targets is None else torch.where(targets >= 0, labels, torch.full_like(labels, -100))
+
+
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``-log p(y | x)`` ``(B,)``: the Fisher's per-sample value."""
+    """Per-sample ``-log p(y | x)`` ``(B,)``: the Fisher's per-sample value (per-token logits
+    ``(B, K, T)``: the sum over the tokens whose label is not negative)."""
+    if logits.dim() == 3:
+        valid = labels >= 0
+        picked = torch.log_softmax(logits, dim=1).gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+        return -(picked * valid).sum(1)
     return -torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
 
 
 def _squared_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample ``||f(x)||^2`` ``(B,)``: MAS's per-sample value (labels unused)."""
-    return logits.square().sum(1)
+    return logits.square().flatten(1).sum(1)
 
 
 def _supported(module: nn.Module) -> bool:
@@ -207,7 +239,7 @@ def _vmap_squares(
 
     def loss_one(train_params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, {**fixed, **train_params}, (xi.unsqueeze(0),), kwargs)
-        return value(out, yi.reshape(1)).sum()
+        return value(out, yi.unsqueeze(0)).sum()
 
     try:
         per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))(train, x, labels)
