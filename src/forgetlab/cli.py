@@ -633,8 +633,9 @@ def _analyze_hf(args: argparse.Namespace) -> int:
     print("figure: " + ", ".join(str(p) for p in paths), file=out)
     if args.json:
         print(json.dumps({"measure": args.measure, "a": args.checkpoint_a, "b": args.checkpoint_b, "data": args.data,
-                          "rows": [dataclasses.asdict(row) for row in rows], "figures": [str(p) for p in paths],
-                          "token_pooling": a.token_pooling}))
+                          "rows": [{**dataclasses.asdict(row), "value": None if row.value != row.value else row.value}  # NaN: none
+                                   for row in rows],
+                          "figures": [str(p) for p in paths], "token_pooling": a.token_pooling}))
     return 0
 
 

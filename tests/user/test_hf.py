@@ -259,3 +259,10 @@ def test_the_commands_take_model_folders(files, tmp_path, capsys):
     assert {r["block"] for r in rows} >= {"transformer.h.0", "transformer.h.1"}
     assert main(["finetune", str(files / "cls"), "--new-data", str(files / "new.csv"), "--out", str(files / "old.csv")]) == 2
     assert "must be a folder" in capsys.readouterr().err
+
+
+def test_diagnose_takes_other_blocks_and_keeps_the_model_kind(lm, files):
+    old = load_text_data(files / "old.txt", lm)
+    result = diagnose(lm, copy.deepcopy(lm), old, blocks=["transformer.h.1", "transformer.ln_f"], k=2)
+    assert [b.block for b in result.blocks] == ["transformer.h.1", "transformer.ln_f"] and result.metric == "loss"
+    assert all(r.old_accuracy == pytest.approx(result.old_task["old"]) for r in result.resets)

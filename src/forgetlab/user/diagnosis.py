@@ -536,7 +536,7 @@ def streamed_similarity(
         try:
             debiased, biased = acc.compute(debiased=True), acc.compute()
         except NumericalError as exc:
-            out[name] = (math.nan, math.nan, None, 0, str(exc))
+            out[name] = (math.nan, math.nan, None, 0, str(exc).rstrip("."))
             continue
         sx, sy = acc.scatter_matrices()
         sim, k_used = _subspace_from_scatter(sx, sy, k) if sx.shape == sy.shape else (None, 0)
@@ -545,14 +545,22 @@ def streamed_similarity(
 
 
 def _subspace_from_scatter(sx: torch.Tensor, sy: torch.Tensor, k: int) -> tuple[float | None, int]:
+    """Subspace similarity of the top eigenvectors of two scatter matrices; only the top
+    ``min(k, width // 2)`` eigenpairs are computed (SciPy's ``eigh`` with a subset)."""
+    import scipy.linalg
+
+    width = sx.shape[0]
+    top = min(k, width // 2)
+    if top < 1:
+        return None, 0
     bases, ranks = [], []
     for scatter in (sx, sy):
-        values, vectors = torch.linalg.eigh(scatter)
-        values, vectors = values.flip(0), vectors.flip(1)
-        largest = float(values[0]) if values.numel() else 0.0
+        values, vectors = scipy.linalg.eigh(scatter.numpy(), subset_by_index=[width - top, width - 1], driver="evr")
+        values, vectors = values[::-1].copy(), vectors[:, ::-1].copy()
+        largest = float(values[0])
         ranks.append(int((values > 1e-6 * largest).sum()) if largest > 0 else 0)  # float32 products: 1e-6 is noise
-        bases.append(vectors)
-    k_used = min(k, *ranks, sx.shape[0] // 2)
+        bases.append(torch.from_numpy(vectors))
+    k_used = min(top, *ranks)
     if k_used < 1:
         return None, 0
     return similarity_of_bases(bases[0][:, :k_used], bases[1][:, :k_used]), k_used

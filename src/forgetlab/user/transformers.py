@@ -337,6 +337,11 @@ class HFModel(WrappedModel):
             _set_labels(module, other.label_names)
         return other
 
+    def with_blocks(self, blocks: Sequence[str] | str | None) -> HFModel:
+        other = HFModel(self.module, self.kind, self.tokenizer, blocks, self.token_pooling)
+        other.source, other.label_names, other.notes = self.source, list(self.label_names), list(self.notes)
+        return other
+
     def with_lora(self, lora: LoRA) -> HFModel:
         """A copy with low-rank adapters injected (``peft``): only the adapters and the
         classifier head train."""
