@@ -122,18 +122,20 @@ def test_lm_score_is_the_mean_next_token_loss_without_padding(lm, files):
 def test_per_token_fisher_is_the_mean_squared_gradient_of_each_text(lm, files):
     data = load_text_data(files / "old.txt", lm)
     model = copy.deepcopy(lm)
-    name, norm = "module.transformer.h.1.mlp.c_fc.weight", "module.transformer.ln_f.weight"  # a Conv1D and a LayerNorm
+    # a Conv1D, a LayerNorm (per-layer tricks) and the position embeddings, shared by the batch (the fallback)
+    name, norm, positions = "module.transformer.h.1.mlp.c_fc.weight", "module.transformer.ln_f.weight", "module.transformer.wpe.weight"
     for n, p in model.named_parameters():
-        p.requires_grad_(n in (name, norm))
+        p.requires_grad_(n in (name, norm, positions))
     x, y = data.x[:5], data.y[:5]
     fisher = diagonal_fisher(model, x, y)
-    param = dict(model.named_parameters())[name]
-    manual = torch.zeros_like(param)
-    for i in range(5):
-        loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1], reduction="sum")
-        manual += torch.autograd.grad(loss, param)[0].square() / 5
-    assert torch.allclose(fisher[name], manual, rtol=1e-4, atol=1e-9)
-    assert set(fisher) == {name, norm} and float(fisher[norm].sum()) > 0
+    params = dict(model.named_parameters())
+    for key in (name, norm, positions):
+        manual = torch.zeros_like(params[key])
+        for i in range(5):
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1], reduction="sum")
+            manual += torch.autograd.grad(loss, params[key])[0].square() / 5
+        assert torch.allclose(fisher[key], manual, rtol=1e-4, atol=1e-9), key
+    assert set(fisher) == {name, norm, positions} and float(fisher[norm].sum()) > 0
 
 
 def test_streamed_similarity_equals_the_in_memory_measures(cls, files):

@@ -61,7 +61,7 @@ def _reset_figure(d: Mapping[str, Any], stem: Path) -> list[Path]:
     axes.axhline(d["old_task"]["new"], color="tab:gray", linestyle=":", linewidth=1, label="NEW on old task")
     axes.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize="small")
     loss = d.get("metric") == "loss"
-    axes.set_ylabel("next-token loss (nats per token)" if loss else "accuracy")
+    axes.set_ylabel("loss (nats per token)" if loss else "accuracy")
     if not loss:
         axes.set_ylim(0, 1.02)
     axes.set_title("NEW with these blocks rewound to OLD")

@@ -155,7 +155,8 @@ class FinetuneResult:
             lines.append(f"input normalisation: {self.input_normalization['description']}")
         lines.append(f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}")
         if self.lora:
-            lines.append("LoRA: " + " ".join(f"{k}={v}" for k, v in self.lora.items()) + " (merged into the weights after training)")
+            lines.append("LoRA: " + " ".join(f"{k}={v if v or v == 0 else 'default'}" for k, v in self.lora.items())
+                         + " (merged into the weights after training)")
         if self.n_outputs > self.n_outputs_before:
             lines.append(f"head grown from {self.n_outputs_before} to {self.n_outputs} outputs: new classes "
                          f"{self.n_outputs_before}..{self.n_outputs - 1} (old rows kept, new rows freshly initialised)")
