@@ -26,7 +26,7 @@ from forgetlab.errors import ConfigError, DataError  # noqa: E402
 from forgetlab.user import diagnose, finetune  # noqa: E402
 from forgetlab.user.diagnosis import streamed_similarity  # noqa: E402
 from forgetlab.user.transformers import (  # noqa: E402
-    HFModel, LoRA, align_lengths, load_hf_model, load_text_data, next_token_targets, save_hf_model,
+    HFModel, LoRA, align_lengths, load_hf_model, load_text_data, next_token_targets, save_hf_model, truncation_notes,
 )
 
 NAMES = ["animal", "food", "vehicle"]
@@ -77,12 +77,13 @@ def test_text_files_are_tokenised_with_labels_by_name(cls, lm, files, tmp_path):
     old = load_text_data(files / "old.csv", model)
     assert set(old.y.tolist()) == {0, 1} and old.x.dtype == torch.float32 and old.x.shape[1] == 2
     new = load_text_data(files / "new.csv", model)  # "vehicle" is a name the model lacks: the next id
-    assert set(new.y.tolist()) == {2} and model.label_names == NAMES
+    assert set(new.y.tolist()) == {2} and model.label_names == NAMES and new.new_label_names == ("vehicle",)
+    assert truncation_notes([old, new]) == [f"{files / 'new.csv'}: labels the model's config.id2label lacks are new labels: 'vehicle' = 2"]
     texts = [line for line in (files / "old.txt").read_text().splitlines()]
     first = model.tokenizer(texts[0])["input_ids"]
     assert old.x[:, 1].sum(1).min() >= 3  # [CLS] ... [SEP]: every mask counts its tokens
     jsonl = tmp_path / "d.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"text": t, "label": i % 2}) for i, t in enumerate(texts[:6])) + "\n")
+    jsonl.write_text("\n".join(json.dumps({"text": t, "label": float(i % 2)}) for i, t in enumerate(texts[:6])) + "\n")
     data = load_text_data(jsonl, model, max_length=4)
     assert data.y.tolist() == [0, 1, 0, 1, 0, 1] and data.x.shape[2] == 4
     assert data.n_truncated == sum(len(model.tokenizer(t)["input_ids"]) > 4 for t in texts[:6]) > 0
@@ -95,6 +96,11 @@ def test_text_files_are_tokenised_with_labels_by_name(cls, lm, files, tmp_path):
         load_text_data(files / "old.txt", model)
     with pytest.raises(DataError, match="no text column 'body'"):
         load_text_data(files / "old.csv", model, text_column="body")
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(["cat"] * 80) + "\n")
+    assert load_text_data(long, model, max_length=64, require_labels=False).n_truncated == 1
+    with pytest.raises(ConfigError, match="at most the model's 64 positions"):
+        load_text_data(long, model, max_length=100, require_labels=False)
 
 
 def test_padding_and_batching_do_not_change_the_outputs(cls, lm, files):
@@ -268,3 +274,14 @@ def test_diagnose_takes_other_blocks_and_keeps_the_model_kind(lm, files):
     result = diagnose(lm, copy.deepcopy(lm), old, blocks=["transformer.h.1", "transformer.ln_f"], k=2)
     assert [b.block for b in result.blocks] == ["transformer.h.1", "transformer.ln_f"] and result.metric == "loss"
     assert all(r.old_accuracy == pytest.approx(result.old_task["old"]) for r in result.resets)
+
+
+def test_a_classifier_head_on_every_token_is_refused():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from forgetlab.errors import IncompatibleError
+
+    module = GPT2ForSequenceClassification(GPT2Config(vocab_size=20, n_embd=8, n_layer=1, n_head=2, n_positions=8,
+                                                      num_labels=2, pad_token_id=0))
+    with pytest.raises(IncompatibleError, match="'score' of GPT2ForSequenceClassification runs on every token"):
+        HFModel(module, "sequence-classification")

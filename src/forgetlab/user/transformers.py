@@ -219,6 +219,13 @@ class HFModel(WrappedModel):
         self.metric = "loss" if self.token_level else "accuracy"
         self.token_pooling = ("last" if self.token_level else "mean") if token_pooling == "auto" else token_pooling
         self.label_names: list[str] = _label_names(module) if kind == CLASSIFIER else []
+        if kind == CLASSIFIER and self.n_outputs < 2:
+            raise IncompatibleError(
+                f"{type(module).__name__} has {self.n_outputs} output (a regression head): forgetlab handles classifiers "
+                "with at least 2 labels."
+            )
+        if kind == CLASSIFIER:
+            _check_pooled_head(module, self.head_name)
         self.notes: list[str] = []
         self._mask: torch.Tensor | None = None
 
@@ -418,6 +425,29 @@ def _layer_linears(module: nn.Module) -> list[str]:
                    if isinstance(sub, nn.Linear) or type(sub).__name__ == "Conv1D"})
 
 
+def _check_pooled_head(module: nn.Module, head: str) -> None:
+    """Refuse a classifier whose head runs on every token and pools afterwards (GPT-2's
+    ``...ForSequenceClassification``): the distillation methods need the head's input, one
+    vector per text. One forward pass of a two-token text tells."""
+    shapes: list[tuple[int, ...]] = []
+    handle = module.get_submodule(head).register_forward_hook(lambda _m, i, _o: shapes.append(tuple(i[0].shape)))
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(input_ids=torch.zeros(1, 2, dtype=torch.long, device=next(module.parameters()).device),
+                   attention_mask=torch.ones(1, 2, dtype=torch.long, device=next(module.parameters()).device))
+    finally:
+        handle.remove()
+        module.train(was_training)
+    if shapes and len(shapes[0]) != 2:
+        raise IncompatibleError(
+            f"The classifier {head!r} of {type(module).__name__} runs on every token (its input has shape {shapes[0]}) and "
+            "pools afterwards: forgetlab needs a head on one vector per text (BERT, DistilBERT, RoBERTa, ... "
+            "ForSequenceClassification)."
+        )
+
+
 def _label_names(module: nn.Module) -> list[str]:
     id2label = getattr(module.config, "id2label", None) or {}
     n = int(getattr(module.config, "num_labels", len(id2label)) or len(id2label))
@@ -516,6 +546,7 @@ class TextData(UserData):
     max_length: int = 0
     labelled: bool = True
     label_names: tuple[str, ...] = field(default_factory=tuple)
+    new_label_names: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _read_rows(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[Any] | None]:
@@ -553,8 +584,9 @@ def _label_ids(raw: Sequence[Any], names: list[str], source: str) -> list[int]:
     ids = []
     for value in raw:
         text = str(value).strip()
-        if text.lstrip("-").isdigit() and text not in names:
-            label = int(text)
+        number = _integer(text)
+        if number is not None and text not in names:
+            label = number
             if label < 0:
                 raise DataError(f"{source}: labels must be >= 0; got {label}.")
         elif text in names:
@@ -566,6 +598,15 @@ def _label_ids(raw: Sequence[Any], names: list[str], source: str) -> list[int]:
             label = len(names) - 1
         ids.append(label)
     return ids
+
+
+def _integer(text: str) -> int | None:
+    """``"3"`` or ``"3.0"`` -> 3; anything else (a label name) -> None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
 
 
 def load_text_data(
@@ -610,6 +651,13 @@ def load_text_data(
         n_truncated += len(long)
         ids += [list(row) for row in full]
     length = max(2, max(len(row) for row in ids))
+    config = model.module.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and length > limit:
+        raise ConfigError(
+            f"The 'max_length' parameter (--max-length) must be at most the model's {limit} positions: {source} has texts "
+            f"of {length} tokens at --max-length {max_length}. Pass --max-length {limit} or less."
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     x = torch.zeros(len(ids), 2, length, dtype=torch.float32)
     x[:, 0] = float(pad)
@@ -621,12 +669,15 @@ def load_text_data(
     if model.token_level:
         y = next_token_targets(x)
     elif labelled:
+        known = len(model.label_names)
         y = torch.tensor(_label_ids(raw_labels, model.label_names, source), dtype=torch.int64)
+        new_names = model.label_names[known:]
     elif require_labels:
         raise DataError(f"{source}: has no label column {label_column!r} (--label-column); a classifier's data needs labels.")
     else:
         y = torch.zeros(len(ids), dtype=torch.int64)
-    return TextData(x, y, source, n_truncated, max_length, labelled, tuple(model.label_names))
+    added = tuple(new_names) if labelled and not model.token_level else ()
+    return TextData(x, y, source, n_truncated, max_length, labelled, tuple(model.label_names), added)
 
 
 def truncation_notes(datasets: Sequence[UserData | None]) -> list[str]:
@@ -637,8 +688,15 @@ def truncation_notes(datasets: Sequence[UserData | None]) -> list[str]:
         >>> truncation_notes([data, None])
         ['1 of 4 texts of a.csv were truncated to 3 tokens (--max-length)']
     """
-    return [f"{d.n_truncated} of {d.n_samples} texts of {d.source} were truncated to {d.max_length} tokens (--max-length)"
-            for d in datasets if isinstance(d, TextData) and d.n_truncated]
+    notes = []
+    for d in datasets:
+        if isinstance(d, TextData) and d.n_truncated:
+            notes.append(f"{d.n_truncated} of {d.n_samples} texts of {d.source} were truncated to {d.max_length} tokens (--max-length)")
+        if isinstance(d, TextData) and d.new_label_names:
+            first = len(d.label_names) - len(d.new_label_names)
+            names = ", ".join(f"{name!r} = {first + i}" for i, name in enumerate(d.new_label_names))
+            notes.append(f"{d.source}: labels the model's config.id2label lacks are new labels: {names}")
+    return notes
 
 
 def block_similarity(
@@ -689,7 +747,7 @@ def _padded(data: UserData, length: int) -> UserData:
     x = F.pad(data.x, (0, extra))
     y = F.pad(data.y, (0, extra), value=IGNORE) if data.y.dim() == 2 else data.y
     fields = {"n_truncated": data.n_truncated, "max_length": data.max_length, "labelled": data.labelled,
-              "label_names": data.label_names} if isinstance(data, TextData) else {}
+              "label_names": data.label_names, "new_label_names": data.new_label_names} if isinstance(data, TextData) else {}
     return (TextData if fields else UserData)(x, y, data.source, **fields)
 
 
