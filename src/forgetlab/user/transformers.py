@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
+from forgetlab.strategies import create_strategy
+from forgetlab.strategies.distillation import LwF, PseudoRehearsal
 from forgetlab.user.userdata import UserData
 from forgetlab.user.wrap import WrappedModel
 
@@ -227,11 +229,11 @@ class HFModel(WrappedModel):
         if kind == CLASSIFIER:
             _check_pooled_head(module, self.head_name)
         self.notes: list[str] = []
-        self._mask: torch.Tensor | None = None
 
     # -- running the model ----------------------------------------------------------------
-    def _run(self, x: torch.Tensor) -> tuple[Any, int]:
-        """The HF model's output on packed inputs cut to the batch's longest text, and the full length L."""
+    @staticmethod
+    def _cut(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of packed inputs, cut to the batch's longest text."""
         if x.dim() != 3 or x.shape[1] != 2:
             raise IncompatibleError(
                 f"A Hugging Face model takes packed token inputs (batch, 2, length) from load_text_data; got shape "
@@ -239,8 +241,11 @@ class HFModel(WrappedModel):
             )
         mask = x[:, 1] > 0.5
         length = max(int(mask.sum(1).max()), 1) if mask.numel() else 1
-        ids, mask = x[:, 0, :length].long(), mask[:, :length].long()
-        self._mask = mask
+        return x[:, 0, :length].long(), mask[:, :length].long()
+
+    def _run(self, x: torch.Tensor) -> tuple[Any, int]:
+        """The HF model's output on packed inputs (cut to the batch's longest text) and their full length L."""
+        ids, mask = self._cut(x)
         return self.module(input_ids=ids, attention_mask=mask), int(x.shape[2])
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,14 +304,13 @@ class HFModel(WrappedModel):
         handles = [self.module.get_submodule(name).register_forward_hook(
             lambda _m, _i, out, name=name: captured[name].append(out[0] if isinstance(out, (tuple, list)) else out))
             for name in names]
+        ids, mask = self._cut(x)
         try:
             with torch.no_grad():
-                self._run(x)
+                self.module(input_ids=ids, attention_mask=mask)
         finally:
             for handle in handles:
                 handle.remove()
-        mask = self._mask
-        assert mask is not None
         result: dict[str, torch.Tensor | None] = {}
         for name in names:
             outs = captured[name]
@@ -363,15 +367,16 @@ class HFModel(WrappedModel):
         distributions over non-padding tokens; ``None`` (the usual one) for a classifier."""
         if not self.token_level:
             return None
-        from forgetlab.strategies import create_strategy
-        from forgetlab.strategies.distillation import LwF, PseudoRehearsal
-
         if method == "pseudo-rehearsal":
             if params.revision_source == "noise":
                 raise ConfigError("The 'revision_source' parameter of PseudoRehearsal must not be 'noise' for a language model: pass revision texts (--revision-data).")
-            return type("TokenPseudoRehearsal", (_TokenRehearsal, PseudoRehearsal), {})(params)
+            return TokenPseudoRehearsal(params)
         if method == "lwf":
-            return type("TokenLwF", (_TokenLwF, LwF), {})(params)
+            if params.weighting != "sum":
+                raise ConfigError(f"The 'weighting' parameter of LwF must be 'sum' for a language model. Got {params.weighting!r}.")
+            return TokenLwF(params)
+        if method == "replay" and params.buffer != "reservoir":
+            raise ConfigError(f"The 'buffer' parameter of replay must be 'reservoir' for a language model (its targets are tokens, not classes). Got {params.buffer!r}.")
         return create_strategy(method, params)
 
     def extra_repr(self) -> str:
@@ -391,31 +396,34 @@ def masked_soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, mask
     return per_token[mask].mean() if bool(mask.any()) else per_token.sum() * 0.0
 
 
-class _TokenRehearsal:
+class TokenPseudoRehearsal(PseudoRehearsal):
     """Pseudo-rehearsal for a causal LM: the frozen original's next-token distributions on
-    revision texts, matched over their non-padding tokens."""
+    revision texts, matched over their non-padding tokens (soft cross-entropy at
+    ``temperature``, or MSE of the logits)."""
 
     def revision_loss(self, model: nn.Module, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        assert self._teacher is not None
         with torch.no_grad():
-            teacher = self._teacher.heads[0](self._teacher.features(inputs))  # type: ignore[attr-defined]
+            teacher = self._teacher.heads[0](self._teacher.features(inputs))
         student, mask = model.heads[0](features), model.next_token_mask(inputs)
-        if self.params.loss == "mse":  # type: ignore[attr-defined]
+        if self.params.loss == "mse":
             return (student - teacher).square().mean(1)[mask].mean()
-        return masked_soft_cross_entropy(student, teacher, mask, self.params.temperature)  # type: ignore[attr-defined]
+        return masked_soft_cross_entropy(student, teacher, mask, self.params.temperature)
 
 
-class _TokenLwF:
+class TokenLwF(LwF):
     """LwF for a causal LM: next-token loss on the new texts + ``lam`` x the soft
-    cross-entropy to the original's next-token distributions on the same texts."""
+    cross-entropy to the original's next-token distributions on the same texts (every
+    token of the vocabulary: an LM has no old classes to restrict to)."""
 
     def batch_loss(self, model: nn.Module, batch: Any, context: Any) -> torch.Tensor:
-        if self._teacher is None:  # type: ignore[attr-defined]
-            return F.cross_entropy(model(batch.inputs, batch.head_index), batch.targets, ignore_index=IGNORE)
+        if self._teacher is None:
+            return super().batch_loss(model, batch, context)
         logits = model.heads[0](model.features(batch.inputs))
         with torch.no_grad():
-            teacher = self._teacher.heads[0](self._teacher.features(batch.inputs))  # type: ignore[attr-defined]
-        distill = masked_soft_cross_entropy(logits, teacher, batch.targets != IGNORE, self.params.temperature)  # type: ignore[attr-defined]
-        return F.cross_entropy(logits, batch.targets, ignore_index=IGNORE) + self.params.lam * distill  # type: ignore[attr-defined]
+            teacher = self._teacher.heads[0](self._teacher.features(batch.inputs))
+        distill = masked_soft_cross_entropy(logits, teacher, batch.targets != IGNORE, self.params.temperature)
+        return F.cross_entropy(logits, batch.targets, ignore_index=IGNORE) + self.params.lam * distill
 
 
 def _layer_linears(module: nn.Module) -> list[str]:
