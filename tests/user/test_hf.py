@@ -285,3 +285,18 @@ def test_a_classifier_head_on_every_token_is_refused():
                                                       num_labels=2, pad_token_id=0))
     with pytest.raises(IncompatibleError, match="'score' of GPT2ForSequenceClassification runs on every token"):
         HFModel(module, "sequence-classification")
+
+
+def test_without_old_data_a_classifier_reports_agreement_and_an_lm_an_unknown_old_loss(cls, lm, files, tmp_path, capsys):
+    model = copy.deepcopy(cls)
+    result = finetune(model, load_text_data(files / "new.csv", model), method="pseudo-rehearsal", epochs=1, batch_size=8)
+    assert result.before["old_accuracy"] is None and result.before["revision_agreement"] == 1.0
+    assert result.after["revision_agreement"] is not None and "agreement" in result.format_report()
+    tuned = finetune(lm, load_text_data(files / "new.txt", lm), method="lwf", epochs=1, batch_size=8)
+    assert tuned.after["old_accuracy"] is None and tuned.after["revision_agreement"] is None
+    assert "old-task loss is unknown" in tuned.conclusion
+    assert main(["analyze", "subspace", str(files / "cls"), str(files / "cls"), "--data", str(files / "old.csv"), "--k", "3",
+                 "--out", str(tmp_path / "sub"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    layers = [r for r in rows if r["block"].startswith("bert.encoder")]
+    assert layers and all(r["value"] == pytest.approx(1.0, abs=1e-6) and r["k"] == 3 for r in layers)
