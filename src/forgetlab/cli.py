@@ -8,6 +8,7 @@
     forgetlab list
     forgetlab diagnose old.pt new.pt --data old.npz --new-data new.npz --report diag/
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
+    forgetlab finetune my-bert/ --new-data new.csv --old-data old.csv --lora 8 --out my-bert-v2/   # Hugging Face
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
     forgetlab runs --where method.name=ewc          # what the store holds; show RUN_ID; export --format csv
@@ -177,9 +178,10 @@ def _add_user_parsers(commands) -> None:
     diagnose = commands.add_parser(
         "diagnose", help="compare two checkpoints of your model on the old task: per-block change, CKA, reset analysis"
     )
-    diagnose.add_argument("old", metavar="OLD", help="the model before fine-tuning (state_dict, whole model, or forgetlab checkpoint)")
+    diagnose.add_argument("old", metavar="OLD", help="the model before fine-tuning (state_dict, whole model, forgetlab checkpoint, or a Hugging Face model folder)")
     diagnose.add_argument("new", metavar="NEW", help="the model after (a state_dict takes OLD's architecture)")
-    diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder")
+    diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder "
+                          "(a Hugging Face model: texts in .csv, .jsonl or one per line)")
     diagnose.add_argument("--new-data", help="the new task's labelled data (adds new-task accuracies)")
     diagnose.add_argument("--k", type=int, default=10, help="subspace dimension (default 10)")
     diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000, at least 4)")
@@ -188,7 +190,7 @@ def _add_user_parsers(commands) -> None:
     _add_model_options(diagnose)
 
     finetune = commands.add_parser("finetune", help="fine-tune your model on new data while keeping its old behaviour")
-    finetune.add_argument("model", metavar="MODEL", help="your trained model (state_dict, whole model, or forgetlab checkpoint)")
+    finetune.add_argument("model", metavar="MODEL", help="your trained model (state_dict, whole model, forgetlab checkpoint, or a Hugging Face model folder)")
     finetune.add_argument("--new-data", required=True, help="the new labelled data: .npz (x, y), .csv, or image folder")
     finetune.add_argument("--method", default="pseudo-rehearsal", help="pseudo-rehearsal (default), ewc, l2, replay, lwf, naive")
     finetune.add_argument("--old-data", help="labelled old-task data: true old-task accuracy; EWC / replay use it")
