@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "forgetlab"
 
 # Packages a clearly optional feature needs, with the extra that installs them.
-OPTIONAL = {"ray": "ray", "pyarrow": "parquet"}
+OPTIONAL = {"ray": "ray", "pyarrow": "parquet", "transformers": "hf", "peft": "hf"}
 
 
 def all_modules() -> list[str]:

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(r"#\s*\[(GPU|long|cluster)\b[^\]]*\]")
-SETUP = {'python -m pip install -e ".[test,ray,parquet]" -c constraints.txt', "python -m pytest"}
+SETUP = {'python -m pip install -e ".[test,ray,parquet,hf]" -c constraints.txt', "python -m pytest"}
 TIMEOUT_S = 600
 
 

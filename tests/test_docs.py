@@ -25,7 +25,7 @@ def test_every_config_key_is_in_usage_doc():
 def test_readme_opens_with_the_two_setup_commands():
     text = (ROOT / "README.md").read_text()
     block = text.split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
-    assert block == ['python -m pip install -e ".[test,ray,parquet]" -c constraints.txt', "python -m pytest"]
+    assert block == ['python -m pip install -e ".[test,ray,parquet,hf]" -c constraints.txt', "python -m pytest"]
     ci = (ROOT / ".ci" / "run").read_text()
     for command in block:
         assert command in ci

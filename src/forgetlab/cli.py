@@ -8,6 +8,7 @@
     forgetlab list
     forgetlab diagnose old.pt new.pt --data old.npz --new-data new.npz --report diag/
     forgetlab finetune model.pt --new-data new.npz --method pseudo-rehearsal --out tuned.pt
+    forgetlab finetune my-bert/ --new-data new.csv --old-data old.csv --lora 8 --out my-bert-v2/   # Hugging Face
     forgetlab reproduce anatomy --profile quick --data-dir ../shared/data
     forgetlab report --store forgetlab-results
     forgetlab runs --where method.name=ewc          # what the store holds; show RUN_ID; export --format csv
@@ -137,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="cpu", help="cpu (default), cuda or auto: where the analysis runs")
         sub.add_argument("--download", action="store_true", help="download missing dataset files")
         sub.add_argument("--out", help=f"figure path without suffix (default ./forgetlab-{measure})")
+        sub.add_argument("--data", help="Hugging Face model folders A and B: the texts to compare them on (CSV, JSONL or one per line)")
+        sub.add_argument("--text-column", default="text", help="text column of CSV / JSONL --data (default: text)")
+        sub.add_argument("--max-length", type=int, default=128, help="texts are truncated to this many tokens (default 128)")
+        sub.add_argument("--token-pooling", choices=("auto", "mean", "last"), default="auto",
+                         help="hidden states per text: mean over non-padding tokens or the last token (auto: by model kind)")
         sub.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_user_parsers(commands)
     _add_reproduce_parsers(commands)
@@ -148,7 +154,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-args", metavar="JSON", help="keyword arguments of --model-class, e.g. '{\"width\": 64}'")
     parser.add_argument("--blocks", metavar="A,B,...", help="block module paths, input side first (default: top-level children)")
     parser.add_argument("--head", metavar="PATH", help="the final linear layer's module path (default: the last nn.Linear)")
-    parser.add_argument("--label-column", default="label", help="label column of CSV data (default: label)")
+    parser.add_argument("--label-column", default="label", help="label column of CSV / JSONL data (default: label)")
+    parser.add_argument("--text-column", default="text",
+                        help="text column of CSV / JSONL data for a Hugging Face model folder (default: text; other files: one text per line)")
+    parser.add_argument("--max-length", type=int, default=128, help="texts are truncated to this many tokens (default 128)")
+    parser.add_argument("--token-pooling", choices=("auto", "mean", "last"), default="auto",
+                        help="a transformer's hidden states per text for CKA: mean over non-padding tokens, or the last token "
+                             "(auto: mean for classifiers, last for causal LMs)")
     parser.add_argument("--image-size", type=int, help="resize image-folder data to this size")
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     parser.add_argument(
@@ -166,9 +178,10 @@ def _add_user_parsers(commands) -> None:
     diagnose = commands.add_parser(
         "diagnose", help="compare two checkpoints of your model on the old task: per-block change, CKA, reset analysis"
     )
-    diagnose.add_argument("old", metavar="OLD", help="the model before fine-tuning (state_dict, whole model, or forgetlab checkpoint)")
+    diagnose.add_argument("old", metavar="OLD", help="the model before fine-tuning (state_dict, whole model, forgetlab checkpoint, or a Hugging Face model folder)")
     diagnose.add_argument("new", metavar="NEW", help="the model after (a state_dict takes OLD's architecture)")
-    diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder")
+    diagnose.add_argument("--data", required=True, help="the old task's labelled data: .npz (x, y), .csv, or image folder "
+                          "(a Hugging Face model: texts in .csv, .jsonl or one per line)")
     diagnose.add_argument("--new-data", help="the new task's labelled data (adds new-task accuracies)")
     diagnose.add_argument("--k", type=int, default=10, help="subspace dimension (default 10)")
     diagnose.add_argument("--max-samples", type=int, default=2000, help="old-task inputs for CKA / subspace (default 2000, at least 4)")
@@ -177,7 +190,7 @@ def _add_user_parsers(commands) -> None:
     _add_model_options(diagnose)
 
     finetune = commands.add_parser("finetune", help="fine-tune your model on new data while keeping its old behaviour")
-    finetune.add_argument("model", metavar="MODEL", help="your trained model (state_dict, whole model, or forgetlab checkpoint)")
+    finetune.add_argument("model", metavar="MODEL", help="your trained model (state_dict, whole model, forgetlab checkpoint, or a Hugging Face model folder)")
     finetune.add_argument("--new-data", required=True, help="the new labelled data: .npz (x, y), .csv, or image folder")
     finetune.add_argument("--method", default="pseudo-rehearsal", help="pseudo-rehearsal (default), ewc, l2, replay, lwf, naive")
     finetune.add_argument("--old-data", help="labelled old-task data: true old-task accuracy; EWC / replay use it")
@@ -192,7 +205,12 @@ def _add_user_parsers(commands) -> None:
     finetune.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the new (and old) data (default 0.2)")
     finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     finetune.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    finetune.add_argument("--out", required=True, help="where to save the fine-tuned state_dict (+ OUT.json metadata)")
+    finetune.add_argument("--out", required=True, help="where to save the fine-tuned state_dict (+ OUT.json metadata); "
+                          "for a Hugging Face model folder: a folder (save_pretrained)")
+    finetune.add_argument("--lora", type=int, metavar="R", help="Hugging Face models: train rank-R LoRA adapters (peft) "
+                          "instead of the weights, with the method; merged into the weights afterwards")
+    finetune.add_argument("--lora-alpha", type=float, help="LoRA scale alpha (default 2 R)")
+    finetune.add_argument("--lora-targets", metavar="A,B", help="module names LoRA adapts (default: peft's for the model type)")
     _add_model_options(finetune)
 
 
@@ -566,7 +584,10 @@ def _values(config, keys: list[str]) -> dict:
 def _command_analyze(args: argparse.Namespace) -> int:
     from forgetlab.experiments.compare import checkpoint_comparison, format_rows
     from forgetlab.report.figures import plot_block_similarity
+    from forgetlab.user.transformers import is_hf_folder
 
+    if is_hf_folder(args.checkpoint_a):
+        return _analyze_hf(args)
     comparison = checkpoint_comparison(
         args.checkpoint_a,
         args.checkpoint_b,
@@ -594,6 +615,34 @@ def _command_analyze(args: argparse.Namespace) -> int:
                           "rows": [dataclasses.asdict(row) for row in rows], "figures": [str(p) for p in paths],
                           "input_normalization": {"mean": list(comparison.mean), "std": list(comparison.std),
                                                   "description": comparison.normalization}}))
+    return 0
+
+
+def _analyze_hf(args: argparse.Namespace) -> int:
+    from forgetlab.errors import ConfigError
+    from forgetlab.experiments.compare import format_rows
+    from forgetlab.report.figures import plot_block_similarity
+    from forgetlab.user.transformers import block_similarity, load_hf_model, load_text_data
+
+    if not args.data:
+        raise ConfigError(f"The --data option is required for Hugging Face model folders: the texts to compare "
+                          f"{args.checkpoint_a} and {args.checkpoint_b} on.")
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+    a = load_hf_model(args.checkpoint_a, blocks=blocks, token_pooling=args.token_pooling)
+    b = load_hf_model(args.checkpoint_b, blocks=a.block_names, token_pooling=args.token_pooling)
+    data = load_text_data(args.data, a, text_column=args.text_column, max_length=args.max_length, require_labels=False)
+    rows = block_similarity(a, b, data, measure=args.measure, k=getattr(args, "k", 10), max_samples=args.max_samples)
+    out = _human(args)
+    print(f"{args.measure} of {args.checkpoint_a} vs {args.checkpoint_b} on {args.data} (n = {rows[0].n_samples}); "
+          f"{a.describe_pooling()}", file=out)
+    print(format_rows(rows), file=out)
+    paths = plot_block_similarity(rows, args.out or f"forgetlab-{args.measure}")
+    print("figure: " + ", ".join(str(p) for p in paths), file=out)
+    if args.json:
+        print(json.dumps({"measure": args.measure, "a": args.checkpoint_a, "b": args.checkpoint_b, "data": args.data,
+                          "rows": [{**dataclasses.asdict(row), "value": None if row.value != row.value else row.value}  # NaN: none
+                                   for row in rows],
+                          "figures": [str(p) for p in paths], "token_pooling": a.token_pooling}))
     return 0
 
 
@@ -636,9 +685,39 @@ def _load_model_args(args: argparse.Namespace, path: str, architecture=None):  #
     )
 
 
+def _blocks_option(args: argparse.Namespace) -> list[str] | None:
+    return [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+
+
+def _diagnose_hf(args: argparse.Namespace):  # -> Diagnosis
+    from forgetlab.errors import ConfigError
+    from forgetlab.user import diagnose
+    from forgetlab.user.transformers import is_hf_folder, load_hf_model, load_text_data, truncation_notes
+
+    if not is_hf_folder(args.new):
+        raise ConfigError(f"NEW must be a Hugging Face model folder like OLD ({args.old}). Got {args.new!r}.")
+    old = load_hf_model(args.old, blocks=_blocks_option(args), token_pooling=args.token_pooling)
+    new = load_hf_model(args.new, blocks=old.block_names, token_pooling=args.token_pooling)
+    load = lambda path: load_text_data(path, new, text_column=args.text_column, label_column=args.label_column,  # noqa: E731
+                                       max_length=args.max_length) if path else None
+    data, new_data = load(args.data), load(args.new_data)
+    result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples)
+    result.notes += truncation_notes([data, new_data])
+    return result
+
+
 def _command_diagnose(args: argparse.Namespace) -> int:
     from forgetlab.user import diagnose, load_user_data, write_report
+    from forgetlab.user.transformers import is_hf_folder
 
+    if is_hf_folder(args.old):
+        result = _diagnose_hf(args)
+        print(result.format_table(), file=_human(args))
+        if args.report:
+            print(f"report: {write_report(result, args.report)}", file=_human(args))
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        return 0
     old = _load_model_args(args, args.old)
     new = _load_model_args(args, args.new, architecture=old.module)
     if old.input_shape is not None and new.input_shape is None:
@@ -674,6 +753,12 @@ def _command_finetune(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError(f"The --set option must look like KEY=VALUE (e.g. lam=100). Got {item!r}.")
         params[key.strip()] = _parse_value(value.strip())
+    from forgetlab.user.transformers import is_hf_folder
+
+    if is_hf_folder(args.model):
+        return _finetune_hf(args, params)
+    if args.lora:
+        raise ConfigError(f"The --lora option needs a Hugging Face model folder (peft adapters). Got {args.model!r}.")
     if Path(args.out).is_dir():  # before any training
         raise ConfigError(f"The 'out' parameter must be a file path. Got {args.out!r}, which is a folder.")
     model = _load_model_args(args, args.model)
@@ -687,6 +772,37 @@ def _command_finetune(args: argparse.Namespace) -> int:
     print(result.format_report(), file=_human(args))
     path = save_user_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
     print(f"saved: {path} (state_dict) and {path}.json", file=_human(args))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _finetune_hf(args: argparse.Namespace, params: dict) -> int:
+    from forgetlab.errors import ConfigError
+    from forgetlab.user import finetune
+    from forgetlab.user.transformers import LoRA, load_hf_model, load_text_data, save_hf_model, truncation_notes
+
+    if Path(args.out).is_file():  # before any training
+        raise ConfigError(f"The 'out' parameter must be a folder for a Hugging Face model. Got {args.out!r}, which is a file.")
+    model = load_hf_model(args.model, blocks=_blocks_option(args), token_pooling=args.token_pooling)
+    load = lambda path, labels=True: load_text_data(  # noqa: E731
+        path, model, text_column=args.text_column, label_column=args.label_column, max_length=args.max_length,
+        require_labels=labels) if path else None
+    old_data = load(args.old_data)  # first: the old labels keep their ids, new names get the next ones
+    new_data, revision_data = load(args.new_data), load(args.revision_data, False)
+    lora = None
+    if args.lora:
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()) if args.lora_targets else ()
+        lora = LoRA(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora, target_modules=targets)
+    result = finetune(
+        model, new_data, method=args.method, params=params, old_data=old_data, revision_data=revision_data,
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size,
+        test_fraction=args.test_fraction, seed=args.seed, device=args.device, lora=lora,
+    )
+    result.notes += truncation_notes([new_data, old_data, revision_data])
+    print(result.format_report(), file=_human(args))
+    path = save_hf_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
+    print(f"saved: {path} (save_pretrained folder: config, weights, tokenizer, forgetlab.json)", file=_human(args))
     if args.json:
         print(json.dumps(result.to_dict()))
     return 0

@@ -209,3 +209,33 @@ def test_errors():
     frozen = nn.Linear(4, 3).requires_grad_(False)
     with pytest.raises(ConfigError, match="no parameter with requires_grad=True"):
         diagonal_fisher(frozen, x, y)
+
+
+def test_exact_fisher_of_embeddings_and_layer_norms_matches_per_sample_gradients():
+    # Token models: an embedding (a padding row, repeated indices), a layer norm, a linear head;
+    # the per-layer tricks must equal the squared gradient of each sample, summed over its tokens.
+    torch.manual_seed(0)
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(11, 6, padding_idx=0)
+            self.norm = nn.LayerNorm(6)
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.norm(self.embed(x.long())).mean(1))
+
+    model = Tokens()
+    x = torch.randint(0, 11, (7, 5)).float()
+    x[0, :3] = 4.0  # one index three times in a sample
+    y = torch.randint(0, 3, (7,))
+    fisher = diagonal_fisher(model, x, y, batch_size=4)
+    manual = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(7):
+        loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        for (n, _), g in zip(model.named_parameters(), torch.autograd.grad(loss, list(model.parameters()))):
+            manual[n] += g.square() / 7
+    for name in manual:
+        assert torch.allclose(fisher[name], manual[name], rtol=1e-4, atol=1e-8), name
+    assert float(fisher["embed.weight"][0].abs().sum()) == 0.0  # the padding row learns nothing

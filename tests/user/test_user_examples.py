@@ -72,3 +72,31 @@ def test_add_label_example_learns_new_labels_and_keeps_the_old(runs):
         assert acc[method][0] > 80 and acc[method][1] > 70 and acc[method][2] > acc["naive"][2] + 15, out
     assert acc["ewc"][0] > acc["naive"][0] + 30, out
     assert "head grown from 5 to 10 outputs" in out and (out_dir / "added-replay.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    out_dir = tmp_path_factory.mktemp("hf_new_label")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "hf_new_label.py"), str(out_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, out_dir
+
+
+def test_hf_example_learns_a_new_label_and_pseudo_rehearsal_keeps_the_old(hf_run):
+    out, out_dir = hf_run
+    rows = re.findall(r"^\s+(naive|pseudo-rehearsal)\s+([\d.]+)% /\s+([\d.]+)% /\s+([\d.]+)%", out, re.M)
+    acc = {m: tuple(map(float, v)) for m, *v in rows}  # (old labels, new label, all)
+    assert set(acc) == {"naive", "pseudo-rehearsal"}, out
+    assert acc["naive"][0] < 20 and acc["naive"][1] > 80, out
+    assert acc["pseudo-rehearsal"][0] > 80 and acc["pseudo-rehearsal"][1] > 80, out
+    assert "head grown from 2 to 3 outputs" in out and (out_dir / "pseudo-rehearsal" / "config.json").is_file()
+    # diagnose of OLD vs naive: which layers moved, and the report
+    table = re.findall(r"^(distilbert\.\S+|pre_classifier|classifier)\s+([\d.]+)\s+(-?[\d.]+) \(", out, re.M)
+    assert [name for name, *_ in table][:3] == ["distilbert.embeddings", "distilbert.transformer.layer.0",
+                                                 "distilbert.transformer.layer.1"], out
+    assert all(float(change) > 0 for _, change, _ in table), out
+    assert (out_dir / "diag" / "report.html").is_file() and (out_dir / "lm" / "config.json").is_file()

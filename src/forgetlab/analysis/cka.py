@@ -214,6 +214,29 @@ class LinearCKAAccumulator:
             _hsic1_self(z[y, y], sy, z[y, b], float(z[o, b]), float(z[b, b]), n),
         )
 
+    def scatter_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centred scatter matrices ``Σ (x - mean)(x - mean)ᵀ`` of x and of y seen so far,
+        float64 ``(p1, p1)`` and ``(p2, p2)``: their top eigenvectors are the PCA subspaces
+        (:func:`~forgetlab.analysis.subspace_similarity` without keeping the rows).
+
+        Example:
+            >>> acc = LinearCKAAccumulator()
+            >>> x = torch.randn(50, 3, dtype=torch.float64)
+            >>> acc.update(x, x)
+            >>> sx, _ = acc.scatter_matrices()
+            >>> bool(torch.allclose(sx, (x - x.mean(0)).T @ (x - x.mean(0))))
+            True
+        """
+        if self._shifts is None:
+            raise ConfigError("LinearCKAAccumulator.scatter_matrices() needs at least one batch. Call update(x, y) first.")
+        z, x, y, o = self._blocks()
+        n = self.n_samples
+        out = []
+        for part in (x, y):
+            total = z[part, o]
+            out.append(symmetrize_upper(z[part, part]) - torch.outer(total, total) / n)
+        return out[0], out[1]
+
     def compute(self, *, debiased: bool = False) -> float:
         """Linear CKA of everything seen: biased (default) or debiased (needs n >= 4)."""
         n = self.n_samples

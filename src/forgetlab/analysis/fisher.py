@@ -14,7 +14,9 @@ Methods:
   backward pass per batch, with per-layer tricks: ``nn.Linear`` (Σ_i g_i² a_i²ᵀ as one
   GEMM), ``nn.Conv2d`` (per-sample weight gradients of one layer at a time as a single
   grouped-convolution weight gradient, samples as groups), ``nn.BatchNorm1d/2d`` affine
-  parameters (with running stats). Every other trainable parameter (other layer types,
+  parameters (with running stats), ``nn.Embedding`` (each sample's rows summed over its
+  positions), ``nn.LayerNorm`` and Hugging Face's ``Conv1D`` (GPT-2's linear layers), so
+  that a transformer's Fisher needs no per-sample pass. Every other trainable parameter (other layer types,
   weights shared between several calls, Conv2d with ``padding="same"`` or non-zero
   padding modes) falls back to per-sample
   gradients with ``torch.func.vmap`` restricted to those parameters, and to a plain
@@ -57,11 +59,11 @@ _CONV_GROUP_SAMPLES = 32
 
 def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
     out = model(x, head_index) if isinstance(model, BlockModel) else model(x)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+    if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise IncompatibleError(
-            f"Per-sample gradients need a model returning logits of shape (batch, n_classes) for inputs "
-            f"of shape {tuple(x.shape)}. Got {shape}."
+            f"Per-sample gradients need a model returning logits of shape (batch, n_classes), or (batch, n_classes, "
+            f"n_tokens) per token, for inputs of shape {tuple(x.shape)}. Got {shape}."
         )
     return out
 
@@ -69,6 +71,8 @@ def _call(model: nn.Module, x: torch.Tensor, head_index: int) -> torch.Tensor:
 def _labels(
     logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
 ) -> torch.Tensor:
+    if logits.dim() == 3:
+        return _token_labels(logits, targets, kind, generator)
     if kind == "predicted":
         return logits.detach().argmax(1)
     if kind == "true":
@@ -95,14 +99,44 @@ def _labels(
     return targets
 
 
+def _token_labels(
+    logits: torch.Tensor, targets: torch.Tensor | None, kind: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Labels ``(B, T)`` for per-token logits ``(B, K, T)``: the targets (``empirical``), a draw
+    from the model per token (``true``) or its argmax (``predicted``); positions whose target
+    is negative (``-100``: padding) stay -100 and do not count."""
+    if kind == "empirical" and targets is None:
+        raise ConfigError("kind='empirical' needs labels: pass 'targets' (per token, -100 at padding).")
+    if targets is not None and tuple(targets.shape) != (logits.shape[0], logits.shape[2]):
+        raise IncompatibleError(
+            f"targets must hold one label per token. Got targets of shape {tuple(targets.shape)} for logits of shape "
+            f"{tuple(logits.shape)} (batch, n_classes, n_tokens)."
+        )
+    if kind == "empirical":
+        return targets.long()
+    flat = logits.detach().transpose(1, 2).reshape(-1, logits.shape[1])
+    if kind == "predicted":
+        labels = flat.argmax(1)
+    else:
+        probs = torch.softmax(flat, dim=1).to(_F64).cpu()
+        labels = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(logits.device)
+    labels = labels.view(logits.shape[0], logits.shape[2])
+    return labels if targets is None else torch.where(targets >= 0, labels, torch.full_like(labels, -100))
+
+
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``-log p(y | x)`` ``(B,)``: the Fisher's per-sample value."""
+    """Per-sample ``-log p(y | x)`` ``(B,)``: the Fisher's per-sample value (per-token logits
+    ``(B, K, T)``: the sum over the tokens whose label is not negative)."""
+    if logits.dim() == 3:
+        valid = labels >= 0
+        picked = torch.log_softmax(logits, dim=1).gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+        return -(picked * valid).sum(1)
     return -torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
 
 
 def _squared_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample ``||f(x)||^2`` ``(B,)``: MAS's per-sample value (labels unused)."""
-    return logits.square().sum(1)
+    return logits.square().flatten(1).sum(1)
 
 
 def _supported(module: nn.Module) -> bool:
@@ -113,10 +147,54 @@ def _supported(module: nn.Module) -> bool:
         return module.padding_mode == "zeros" and padding_ok
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return module.affine and module.running_mean is not None and module.running_var is not None
-    return False
+    if isinstance(module, nn.Embedding):
+        return module.max_norm is None and not module.scale_grad_by_freq and not module.sparse
+    if isinstance(module, nn.LayerNorm):
+        return module.elementwise_affine and len(module.normalized_shape) == 1
+    return _is_conv1d(module)
 
 
-def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
+def _is_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2): ``y = x @ weight + bias``, a linear layer with the
+    weight stored ``(in, out)``."""
+    weight = getattr(module, "weight", None)
+    return type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2 and hasattr(module, "nf")
+
+
+def _embedding_squares(module: nn.Embedding, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
+    """A sample's gradient of row v is the sum of its output gradients at the positions
+    where its index is v: summed per (sample, index) pair, then op, then summed per index."""
+    ids = a.reshape(a.shape[0], -1).long()
+    grads = g.reshape(g.shape[0], -1, g.shape[-1])
+    keys = (torch.arange(ids.shape[0], device=ids.device)[:, None] * module.num_embeddings + ids).reshape(-1)
+    pairs, where = torch.unique(keys, return_inverse=True)
+    per_pair = grads.new_zeros(pairs.shape[0], grads.shape[-1]).index_add_(0, where, grads.reshape(-1, grads.shape[-1]))
+    weight = torch.zeros_like(module.weight).index_add_(0, pairs % module.num_embeddings, op(per_pair).to(module.weight.dtype))
+    if module.padding_idx is not None:
+        weight[module.padding_idx] = 0  # its row gets no gradient
+    return {"weight": weight}
+
+
+def _layernorm_squares(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
+    """Per sample, dL/dweight = Σ_positions g ⊙ x̂ and dL/dbias = Σ_positions g (x̂: the normalised input)."""
+    a3 = a.reshape(a.shape[0], -1, a.shape[-1])
+    g3 = g.reshape(g.shape[0], -1, g.shape[-1])
+    normalised = torch.nn.functional.layer_norm(a3, module.normalized_shape, eps=module.eps)
+    out = {"weight": op((g3 * normalised).sum(1)).sum(0)}
+    if module.bias is not None:
+        out["bias"] = op(g3.sum(1)).sum(0)
+    return out
+
+
+def _conv1d_squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
+    """Hugging Face's ``Conv1D``: :func:`_linear_squares` of its transposed weight."""
+    view = nn.Linear(module.weight.shape[0], module.weight.shape[1], bias=module.bias is not None, device="meta")
+    out = _linear_squares(view, a, g, op, zeros=torch.zeros_like(module.weight.T))
+    out["weight"] = out["weight"].T
+    return out
+
+
+def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, op: Op, zeros: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     if a.dim() == 2:  # op(g a^T) = op(g) op(a)^T for op = square or abs: one GEMM
         g2 = op(g)
@@ -127,7 +205,7 @@ def _linear_squares(module: nn.Linear, a: torch.Tensor, g: torch.Tensor, op: Op)
     a3 = a.reshape(a.shape[0], -1, a.shape[-1])
     g3 = g.reshape(g.shape[0], -1, g.shape[-1])
     step = max(1, _CONV_CHUNK_ELEMENTS // max(1, module.weight.numel()))
-    weight = torch.zeros_like(module.weight)
+    weight = torch.zeros_like(module.weight) if zeros is None else zeros
     for start in range(0, a3.shape[0], step):
         per_sample = torch.einsum("bto,bti->boi", g3[start : start + step], a3[start : start + step])
         weight += op(per_sample, out=per_sample).sum(0)
@@ -185,11 +263,22 @@ def _batchnorm_squares(
     return {"weight": op(gamma, out=gamma).sum(0), "bias": op(g_sum).sum(0)}
 
 
-def _squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor, op: Op) -> dict[str, torch.Tensor]:
+def _squares(module: nn.Module, a: torch.Tensor, g: torch.Tensor, op: Op, n: int) -> dict[str, torch.Tensor] | None:
+    """Σ_samples op(per-sample gradient) of ``module``'s parameters from its input ``a`` and
+    output gradient ``g``; ``None`` when they are not one row per sample (e.g. position
+    embeddings shared by the batch): the fallback computes those."""
+    if not a.shape[0] == g.shape[0] == n:
+        return None
     if isinstance(module, nn.Linear):
         return _linear_squares(module, a, g, op)
     if isinstance(module, nn.Conv2d):
         return _conv_squares(module, a, g, op)
+    if isinstance(module, nn.Embedding):
+        return _embedding_squares(module, a, g, op)
+    if isinstance(module, nn.LayerNorm):
+        return _layernorm_squares(module, a, g, op)
+    if _is_conv1d(module):
+        return _conv1d_squares(module, a, g, op)
     return _batchnorm_squares(module, a, g, op)
 
 
@@ -207,7 +296,7 @@ def _vmap_squares(
 
     def loss_one(train_params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, {**fixed, **train_params}, (xi.unsqueeze(0),), kwargs)
-        return value(out, yi.reshape(1)).sum()
+        return value(out, yi.unsqueeze(0)).sum()
 
     try:
         per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))(train, x, labels)
@@ -276,17 +365,22 @@ def _exact_batch(
     once = [m for m in owners if len(records[m]) == 1 and records[m][0][1].requires_grad]
     grads = torch.autograd.grad(loss, [records[m][0][1] for m in once], allow_unused=True) if once else ()
     sums: dict[str, torch.Tensor] = {}
+    declined: set[nn.Module] = set()
     for module, g in zip(once, grads):
         prefix = owners[module]
         if g is None:
             continue
         a = records[module][0][0]
-        for local, result in _squares(module, a, g.detach(), op).items():
+        squares = _squares(module, a, g.detach(), op, x.shape[0])
+        if squares is None:
+            declined.add(module)
+            continue
+        for local, result in squares.items():
             full = f"{prefix}.{local}" if prefix else local
             if full in trainable:
                 sums[full] = result
     covered = set(sums)
-    for module in once:  # ran once but unused by the loss: zero gradient
+    for module in (m for m in once if m not in declined):  # ran once but unused by the loss: zero gradient
         for local, p in module.named_parameters(recurse=False):
             full = f"{owners[module]}.{local}" if owners[module] else local
             if full in trainable and full not in covered:

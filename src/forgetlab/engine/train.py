@@ -97,15 +97,20 @@ def evaluate_task(
 ) -> float:
     """Accuracy of ``model`` (in eval mode) on uint8 inputs ``x`` with labels ``y``.
 
+    Labels may be per token (``y`` ``(N, T)`` for logits ``(N, K, T)``: a language model's
+    next tokens); negative labels (``-100``, padding) are not counted.
     Every submodule's train/eval mode is restored afterwards (a strategy may keep some
     submodules, e.g. frozen BatchNorm layers, in eval mode while training).
     """
-    correct = 0
+    correct = total = 0
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
             logits = model(transform(x[start : start + batch_size], train=False), head_index)
-            correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
-    return correct / max(int(x.shape[0]), 1)
+            labels = y[start : start + batch_size]
+            valid = labels >= 0
+            correct += int(((logits.argmax(1) == labels) & valid).sum())
+            total += int(valid.sum())
+    return correct / max(total, 1)
 
 
 def _progress(total: int, description: str, enabled: bool, unit: str = "step") -> Any:

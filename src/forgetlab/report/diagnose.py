@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,10 @@ def _reset_figure(d: Mapping[str, Any], stem: Path) -> list[Path]:
     axes.axhline(d["old_task"]["old"], color="tab:blue", linestyle="--", linewidth=1, label="OLD on old task")
     axes.axhline(d["old_task"]["new"], color="tab:gray", linestyle=":", linewidth=1, label="NEW on old task")
     axes.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize="small")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1.02)
+    loss = d.get("metric") == "loss"
+    axes.set_ylabel("loss (nats per token)" if loss else "accuracy")
+    if not loss:
+        axes.set_ylim(0, 1.02)
     axes.set_title("NEW with these blocks rewound to OLD")
     axes.legend(fontsize="small")
     return save_figure(figure, stem)
@@ -70,6 +73,8 @@ def _similarity_rows(d: Mapping[str, Any]) -> list[BlockSimilarity]:
     n, blocks = d["n_samples"], d["blocks"]
     rows = []
     for b in blocks:
+        if b["cka_debiased"] is None:  # no CKA for this block (see the notes)
+            continue
         rows.append(BlockSimilarity(b["block"], "OLD vs NEW", "linear_cka_debiased", b["cka_debiased"], n, 0))
         rows.append(BlockSimilarity(b["block"], "OLD vs NEW", "linear_cka", b["cka"], n, 0))
     for b in blocks:
@@ -93,8 +98,13 @@ def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str 
         "reset": _reset_figure(d, directory / "reset"),
     }
     (directory / "diagnosis.json").write_text(json.dumps(dict(d), indent=2) + "\n")
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    loss = d.get("metric") == "loss"  # a causal LM: mean next-token loss (perplexity)
+    if loss:
+        pct = lambda v: "-" if v is None or not math.isfinite(v) else f"{v:.3f} (ppl {math.exp(v):.4g})"  # noqa: E731
+    else:
+        pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "-" if v is None or not math.isfinite(v) else f"{v:.3f}"  # noqa: E731
+    short = "loss" if loss else "acc"
     n = lambda key: f" (n = {d['n_examples'][key]})" if key in d.get("n_examples", {}) else ""  # noqa: E731
     summary = [[f"old task{n('old_task')}", pct(d["old_task"]["old"]), pct(d["old_task"]["new"])]]
     if d["new_task"] is not None:
@@ -116,18 +126,24 @@ def diagnosis_report(data: Mapping[str, Any], directory: str | Path, title: str 
         head.append(f"<p class=\"conclusion\"><b>Conclusion.</b> {html.escape(d['conclusion'])}</p>")
     if d.get("input_normalization"):
         head.append(f"<p>Input normalisation: {html.escape(d['input_normalization']['description'])}.</p>")
+    if d.get("representation"):
+        head.append(f"<p>{html.escape(d['representation'][0].upper() + d['representation'][1:])}.</p>")
+    if loss:
+        head.append("<p>Loss = mean next-token cross-entropy in nats per non-padding token (lower is better); "
+                    "perplexity (ppl) = exp(loss).</p>")
     skipped = "".join(f"<p>Not rewound: {html.escape(k)}: {html.escape(v)}.</p>" for k, v in d.get("skipped", {}).items())
+    skipped += "".join(f"<p>Note: {html.escape(note)}.</p>" for note in d.get("notes", []))
     page = html_page(title, [
         *head,
         f"<p>Data: {sources}. Similarities on {int(d['n_samples'])} old-task inputs; "
         f"subspace dimension k &le; {int(d['k'])}.</p>",
-        f"<h2>Accuracy</h2>{html_table(['', 'OLD', 'NEW'], summary)}",
+        f"<h2>{'Next-token loss' if loss else 'Accuracy'}</h2>{html_table(['', 'OLD', 'NEW'], summary)}",
         "<h2>Per block</h2>",
         "<p>Weight change = ||w_NEW - w_OLD|| / ||w_OLD||. CKA and subspace similarity compare OLD's and NEW's\n"
         "activations of each block (1 = same representation). \"If reset\": NEW with that block rewound to OLD.</p>",
-        html_table(["block", "weight change", "CKA debiased", "CKA (biased)", "subspace sim", "old acc if reset",
-                    "new acc if reset"], block_rows),
-        f"<h2>Reset analysis</h2>{html_table(['kind', 'blocks rewound to OLD', 'old acc', 'new acc'], reset_rows)}{skipped}",
+        html_table(["block", "weight change", "CKA debiased", "CKA (biased)", "subspace sim", f"old {short} if reset",
+                    f"new {short} if reset"], block_rows),
+        f"<h2>Reset analysis</h2>{html_table(['kind', 'blocks rewound to OLD', f'old {short}', f'new {short}'], reset_rows)}{skipped}",
         "<h2>Figures</h2>" + "".join(html_figure(paths[0], name) for name, paths in figures.items()),
     ])
     path = directory / "report.html"

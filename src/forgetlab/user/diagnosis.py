@@ -36,13 +36,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from forgetlab.analysis import cka_table, collect_activations, eval_mode, subspace_similarity
+from forgetlab.analysis import LinearCKAAccumulator, NumericalError, cka_table, collect_activations, eval_mode, subspace_similarity
+from forgetlab.analysis.subspace import similarity_of_bases
 from forgetlab.errors import ConfigError, DataError, IncompatibleError
 from forgetlab.report.diagnose import diagnosis_report
 from forgetlab.user.userdata import UserData, as_inputs, check_fits, chosen_normalization, normalize_inputs
 from forgetlab.user.wrap import WrappedModel, wrap_model
 
-__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "weight_change", "write_report"]
+__all__ = ["BlockDiagnosis", "Diagnosis", "ResetResult", "accuracy", "diagnose", "predict", "reset_analysis", "score",
+           "streamed_similarity", "weight_change", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,12 @@ class Diagnosis:
     ``sources``: the data files (``data``, ``new_data``) and model files (``old_model``,
     ``new_model``) when known; ``skipped``: ``{block: reason}`` for blocks left out of
     the reset analysis; ``input_normalization``: what was applied to the inputs (see
-    :func:`~forgetlab.user.userdata.chosen_normalization`)."""
+    :func:`~forgetlab.user.userdata.chosen_normalization`). ``metric``: ``accuracy``, or
+    ``loss`` for a causal language model, whose every accuracy field (``old_task``,
+    ``new_task``, the reset results) then holds its mean next-token cross-entropy in nats
+    per non-padding token (lower is better; perplexity = ``exp(loss)``).
+    ``representation``: how block outputs were turned into the rows CKA compares (a
+    transformer's pooling over tokens); ``notes``: what else the numbers rest on."""
 
     old_task: dict[str, float]
     new_task: dict[str, float] | None
@@ -97,10 +104,15 @@ class Diagnosis:
     n_examples: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     input_normalization: dict[str, Any] = field(default_factory=dict)
+    metric: str = "accuracy"
+    representation: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), with the :attr:`conclusion`."""
         out = asdict(self)
+        finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731 - JSON has no NaN
+        out["blocks"] = [{key: finite(value) for key, value in row.items()} for row in out["blocks"]]
         out["resets"] = [{**asdict(r), "blocks": list(r.blocks), "label": r.label} for r in self.resets]
         out["conclusion"] = self.conclusion
         return out
@@ -120,9 +132,9 @@ class Diagnosis:
         return _conclusion(self)
 
     def format_table(self) -> str:
-        """The diagnosis as text tables (accuracies in percent)."""
+        """The diagnosis as text tables (accuracies in percent; losses with their perplexity)."""
         def pct(value: float | None) -> str:
-            return "-" if value is None else f"{100 * value:.1f}%"
+            return "-" if value is None else _fmt(value, self.metric)
 
         def num(value: float | None) -> str:
             return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
@@ -134,20 +146,26 @@ class Diagnosis:
         lines += textwrap.wrap("Conclusion: " + self.conclusion, 110) + [""]
         if self.input_normalization:
             lines.append(f"input normalisation: {self.input_normalization['description']}")
+        what = "loss (perplexity)" if self.metric == "loss" else "accuracy"
+        if self.metric == "loss":
+            lines.append("loss = mean next-token cross-entropy in nats per non-padding token; perplexity = exp(loss)")
         lines.append(
-            f"old-task accuracy ({self.sources.get('data', 'data')}, n = {n_old}): "
+            f"old-task {what} ({self.sources.get('data', 'data')}, n = {n_old}): "
             f"OLD {pct(self.old_task['old'])}  NEW {pct(self.old_task['new'])}"
         )
         if self.new_task is not None:
             lines.append(
-                f"new-task accuracy ({self.sources.get('new_data', 'new data')}, n = {n_new}): "
+                f"new-task {what} ({self.sources.get('new_data', 'new data')}, n = {n_new}): "
                 f"OLD {pct(self.new_task['old'])}  NEW {pct(self.new_task['new'])}"
             )
         lines.append(f"CKA and subspace similarity: on the first {self.n_samples} old-task inputs (n = {self.n_samples}); "
-                     f"accuracies if reset: on all of them (n = {n_old})")
-        header = ["block", "weight change", "CKA debiased (biased)", f"subspace sim (k<={self.k})", "old acc if reset"]
+                     f"{what} if reset: on all of them (n = {n_old})")
+        if self.representation:
+            lines.append(self.representation)
+        short = "loss" if self.metric == "loss" else "acc"
+        header = ["block", "weight change", "CKA debiased (biased)", f"subspace sim (k<={self.k})", f"old {short} if reset"]
         if self.new_task is not None:
-            header.append("new acc if reset")
+            header.append(f"new {short} if reset")
         rows = []
         for b in self.blocks:
             row = [
@@ -165,22 +183,33 @@ class Diagnosis:
             if r.kind != "block"
         ]
         if prefix_rows:
-            head = ["rewound to OLD", "old acc"] + (["new acc"] if self.new_task is not None else [])
+            head = ["rewound to OLD", f"old {short}"] + ([f"new {short}"] if self.new_task is not None else [])
             lines += ["", _render(head, prefix_rows)]
         lines += [f"not rewound: {name}: {reason}" for name, reason in self.skipped.items()]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
+def _fmt(value: float, metric: str) -> str:
+    """An accuracy in percent, or a loss with its perplexity."""
+    if metric == "loss":
+        return f"{value:.3f} (ppl {math.exp(value):.4g})" if math.isfinite(value) else "-"
+    return f"{100 * value:.1f}%"
+
+
 def _conclusion(d: Diagnosis) -> str:
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    pct = lambda v: _fmt(v, d.metric)  # noqa: E731
     old, new = d.old_task["old"], d.old_task["new"]
-    drop = old - new
+    loss = d.metric == "loss"
+    drop = (new - old) if loss else (old - new)  # > 0: the old skill got worse
     n = d.n_examples.get("old_task")
     where = f"OLD {pct(old)}, NEW {pct(new)}" + (f"; n = {n}" if n is not None else "")
     if drop > 0.005:
-        first = f"NEW lost {100 * drop:.1f} points on the old task ({where})"
+        first = (f"NEW's old-task loss rose by {drop:.3f} nats per token" if loss else
+                 f"NEW lost {100 * drop:.1f} points on the old task") + f" ({where})"
     elif drop < -0.005:
-        first = f"NEW gained {-100 * drop:.1f} points on the old task ({where})"
+        first = (f"NEW's old-task loss fell by {-drop:.3f} nats per token" if loss else
+                 f"NEW gained {-100 * drop:.1f} points on the old task") + f" ({where})"
     else:
         first = f"NEW kept the old task ({where})"
     if d.new_task is not None:
@@ -188,13 +217,14 @@ def _conclusion(d: Diagnosis) -> str:
     sentences = [first + "."]
     singles = [r for r in d.resets if r.kind == "block"]
     if drop > 0.005 and singles:
-        recovery = lambda r: (r.old_accuracy - new) / drop  # noqa: E731
-        best = max(singles, key=lambda r: r.old_accuracy)
+        recovery = lambda r: (r.old_accuracy - new) / (old - new)  # noqa: E731 - the share of the change undone
+        best = max(singles, key=recovery)
         cost = "" if best.new_accuracy is None else f", new task {pct(best.new_accuracy)}"
+        harm = "the rise" if loss else "the loss"
         if recovery(best) <= 0:
-            sentences.append("No single block rewound to OLD recovers any of the loss.")
+            sentences.append(f"No single block rewound to OLD recovers any of {harm}.")
         else:
-            sentences.append(f"Rewinding `{best.blocks[0]}` alone to OLD recovers {100 * recovery(best):.0f} % of the loss "
+            sentences.append(f"Rewinding `{best.blocks[0]}` alone to OLD recovers {100 * recovery(best):.0f} % of {harm} "
                              f"(old task {pct(best.old_accuracy)}{cost}).")
         if recovery(best) < 0.9:
             enough = [r for r in d.resets if recovery(r) >= 0.9]
@@ -203,7 +233,7 @@ def _conclusion(d: Diagnosis) -> str:
                 sentences.append(f"At least 90 % needs {len(fewest.blocks)} blocks: {fewest.label} "
                                  f"(old task {pct(fewest.old_accuracy)}).")
             else:
-                sentences.append("No rewind analysed recovers 90 % of the loss.")
+                sentences.append(f"No rewind analysed recovers 90 % of {harm}.")
     changes = [b for b in d.blocks if b.weight_change is not None and math.isfinite(b.weight_change)]
     similar = [b for b in d.blocks if math.isfinite(b.cka_debiased)]
     if changes:
@@ -344,9 +374,22 @@ def reset_analysis(
     for kind, chosen in sets:
         model = _rewound(old_w, new_w, chosen)
         results.append(
-            ResetResult(kind, tuple(chosen), accuracy(model, data), None if new_data is None else accuracy(model, new_data))
+            ResetResult(kind, tuple(chosen), score(model, data), None if new_data is None else score(model, new_data))
         )
     return results
+
+
+def score(model: nn.Module, data: UserData) -> float:
+    """``model``'s score on ``data``: its own ``score`` (a causal LM's next-token loss,
+    :class:`~forgetlab.user.transformers.HFModel`) when it has one, else its accuracy.
+
+    Example:
+        >>> from forgetlab.user import WrappedModel, user_data
+        >>> score(WrappedModel(nn.Sequential(nn.Linear(2, 2))), user_data(torch.zeros(4, 2), [0, 0, 0, 0])) in (0.0, 1.0)
+        True
+    """
+    own = getattr(model, "score", None)
+    return own(data) if callable(own) else accuracy(model, data)
 
 
 def diagnose(
@@ -405,28 +448,29 @@ def diagnose(
         new_data = None if new_data is None else normalize_inputs(new_data, normalization)
     names = old_w.block_names
     inputs = as_inputs(data.x[:max_samples])
-    cka_rows = cka_table(old_w.module, new_w.module, inputs, names, condition="OLD vs NEW", pool=pool, batch_size=batch_size)
-    cka = {(r.block, r.measure): r.value for r in cka_rows}
-    acts_old = collect_activations(old_w.module, inputs, names, pool=pool, batch_size=batch_size)
-    acts_new = collect_activations(new_w.module, inputs, names, pool=pool, batch_size=batch_size)
+    notes = list(getattr(old_w, "notes", []))
+    if hasattr(old_w, "block_features"):  # a transformer: pooled over tokens, streamed
+        similarity = streamed_similarity(old_w, new_w, inputs, names, k, batch_size=min(batch_size, 64))
+        notes += [f"block {name!r}: no CKA / subspace similarity ({why})" for name, (*_, why) in similarity.items() if why]
+    else:
+        similarity = _similarity(old_w, new_w, inputs, names, k, pool, batch_size)
     changes = weight_change(old_w, new_w)
     resets = reset_analysis(old_w, new_w, data, new_data)
     single = {r.blocks[0]: r for r in resets if r.kind == "block"}
     rows = []
     for name in names:
-        same_space = acts_old[name].shape[1:] == acts_new[name].shape[1:]
-        sim, k_used = _subspace(acts_old[name], acts_new[name], k) if same_space else (None, 0)
+        cka_debiased, cka_biased, sim, k_used, _ = similarity[name]
         reset = single.get(name)
         rows.append(
             BlockDiagnosis(
-                name, changes[name], cka[(name, "linear_cka_debiased")], cka[(name, "linear_cka")], sim, k_used,
+                name, changes[name], cka_debiased, cka_biased, sim, k_used,
                 None if reset is None else reset.old_accuracy, None if reset is None else reset.new_accuracy,
             )
         )
     models = {key: w.source for key, w in (("old_model", old_w), ("new_model", new_w)) if w.source}
     return Diagnosis(
-        old_task={"old": accuracy(old_w, data), "new": accuracy(new_w, data)},
-        new_task=None if new_data is None else {"old": accuracy(old_w, new_data), "new": accuracy(new_w, new_data)},
+        old_task={"old": score(old_w, data), "new": score(new_w, data)},
+        new_task=None if new_data is None else {"old": score(old_w, new_data), "new": score(new_w, new_data)},
         blocks=rows,
         resets=resets,
         n_samples=int(inputs.shape[0]),
@@ -435,7 +479,91 @@ def diagnose(
         n_examples={"old_task": data.n_samples, **({"new_task": new_data.n_samples} if new_data is not None else {})},
         skipped=skipped,
         input_normalization=normalization_record,
+        metric=old_w.metric,
+        representation=old_w.describe_pooling() if hasattr(old_w, "describe_pooling") else "",
+        notes=notes,
     )
+
+
+Similarity = tuple[float, float, "float | None", int, str]  # debiased CKA, CKA, subspace, its k, why missing
+
+
+def _similarity(old: WrappedModel, new: WrappedModel, inputs: torch.Tensor, names: Sequence[str], k: int, pool: bool,
+                batch_size: int) -> dict[str, Similarity]:
+    """Per block, OLD vs NEW on ``inputs``: CKA from :func:`~forgetlab.analysis.cka_table`, subspace
+    similarity of the activations (held in memory: a plain model's blocks are small)."""
+    cka_rows = cka_table(old.module, new.module, inputs, names, condition="OLD vs NEW", pool=pool, batch_size=batch_size)
+    cka = {(r.block, r.measure): r.value for r in cka_rows}
+    acts_old = collect_activations(old.module, inputs, names, pool=pool, batch_size=batch_size)
+    acts_new = collect_activations(new.module, inputs, names, pool=pool, batch_size=batch_size)
+    out = {}
+    for name in names:
+        same_space = acts_old[name].shape[1:] == acts_new[name].shape[1:]
+        sim, k_used = _subspace(acts_old[name], acts_new[name], k) if same_space else (None, 0)
+        out[name] = (cka[(name, "linear_cka_debiased")], cka[(name, "linear_cka")], sim, k_used, "")
+    return out
+
+
+def streamed_similarity(
+    old: nn.Module, new: nn.Module, inputs: torch.Tensor, names: Sequence[str], k: int, batch_size: int = 64,
+) -> dict[str, Similarity]:
+    """Per block, OLD vs NEW: debiased and biased linear CKA and the top-``k`` subspace
+    similarity of the models' ``block_features`` (one row per input: a transformer's
+    hidden states pooled over tokens), streamed batch by batch into one
+    :class:`~forgetlab.analysis.LinearCKAAccumulator` per block: memory O(blocks x
+    width²), whatever the number of inputs. The subspaces come from the accumulator's
+    centred scatter matrices; ``k`` is lowered to their rank and to half the width. A
+    block without rows (``None``) or whose similarity is undefined gets NaN / ``None``
+    and the reason."""
+    accumulators = {name: LinearCKAAccumulator() for name in names}
+    missing: dict[str, str] = {}
+    device = next(old.parameters()).device
+    with eval_mode(old), eval_mode(new), torch.no_grad():
+        for start in range(0, inputs.shape[0], batch_size):
+            x = inputs[start : start + batch_size].to(device)
+            a, b = old.block_features(x, names), new.block_features(x, names)
+            for name in names:
+                if a[name] is None or b[name] is None:
+                    missing[name] = "its output is not one row of at most 8192 values per input"
+                elif name not in missing:
+                    accumulators[name].update(a[name].cpu(), b[name].cpu())
+    out: dict[str, Similarity] = {}
+    for name in names:
+        acc = accumulators[name]
+        if name in missing:
+            out[name] = (math.nan, math.nan, None, 0, missing[name])
+            continue
+        try:
+            debiased, biased = acc.compute(debiased=True), acc.compute()
+        except NumericalError as exc:
+            out[name] = (math.nan, math.nan, None, 0, str(exc).rstrip("."))
+            continue
+        sx, sy = acc.scatter_matrices()
+        sim, k_used = _subspace_from_scatter(sx, sy, k) if sx.shape == sy.shape else (None, 0)
+        out[name] = (debiased, biased, sim, k_used, "")
+    return out
+
+
+def _subspace_from_scatter(sx: torch.Tensor, sy: torch.Tensor, k: int) -> tuple[float | None, int]:
+    """Subspace similarity of the top eigenvectors of two scatter matrices; only the top
+    ``min(k, width // 2)`` eigenpairs are computed (SciPy's ``eigh`` with a subset)."""
+    import scipy.linalg
+
+    width = sx.shape[0]
+    top = min(k, width // 2)
+    if top < 1:
+        return None, 0
+    bases, ranks = [], []
+    for scatter in (sx, sy):
+        values, vectors = scipy.linalg.eigh(scatter.numpy(), subset_by_index=[width - top, width - 1], driver="evr")
+        values, vectors = values[::-1].copy(), vectors[:, ::-1].copy()
+        largest = float(values[0])
+        ranks.append(int((values > 1e-6 * largest).sum()) if largest > 0 else 0)  # float32 products: 1e-6 is noise
+        bases.append(torch.from_numpy(vectors))
+    k_used = min(top, *ranks)
+    if k_used < 1:
+        return None, 0
+    return similarity_of_bases(bases[0][:, :k_used], bases[1][:, :k_used]), k_used
 
 
 def _rank(x: torch.Tensor) -> int:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import textwrap
 import time
 from collections.abc import Mapping
@@ -100,6 +101,8 @@ class FinetuneResult:
     n_revision_test: int = 0
     model_source: str = ""
     input_normalization: dict[str, Any] = field(default_factory=dict)
+    metric: str = "accuracy"
+    lora: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), without the model, with the :attr:`conclusion`."""
@@ -111,19 +114,26 @@ class FinetuneResult:
     def conclusion(self) -> str:
         """One paragraph from the numbers: the method, the old task (or what stands in
         for it), the new task and all classes, before -> after, with their ``n``."""
-        p = lambda v: f"{100 * v:.1f}%"  # noqa: E731
         b, a = self.before, self.after
-        change = lambda key: f"{p(b[key])} -> {p(a[key])} ({100 * (a[key] - b[key]):+.1f} points"  # noqa: E731
-        text = f"Fine-tuned with {self.method}"
+        if self.metric == "loss":  # a causal LM: next-token loss (perplexity)
+            p = lambda v: f"{v:.3f} (perplexity {math.exp(v):.4g})"  # noqa: E731
+            change = lambda key: f"{p(b[key])} -> {p(a[key])} ({a[key] - b[key]:+.3f} nats per token"  # noqa: E731
+        else:
+            p = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+            change = lambda key: f"{p(b[key])} -> {p(a[key])} ({100 * (a[key] - b[key]):+.1f} points"  # noqa: E731
+        text = f"Fine-tuned with {self.method}" + (f" + LoRA (r={self.lora['r']})" if self.lora else "")
         if self.n_outputs > self.n_outputs_before:
             text += f" (head grown from {self.n_outputs_before} to {self.n_outputs} outputs)"
-        text += f": the new task went {change('new_accuracy')}; n = {self.n_new_test} held-out examples"
+        text += ": the new task's loss went" if self.metric == "loss" else ": the new task went"
+        text += f" {change('new_accuracy')}; n = {self.n_new_test} held-out examples"
         text += f" of {self.new_source})" if self.new_source else ")"
         if self.old_source is not None:
-            text += (f"; the old task {change('old_accuracy')}; n = {self.n_old_test} held-out examples of "
-                     f"{self.old_source}); all classes together {p(b['all_accuracy'])} -> {p(a['all_accuracy'])}.")
+            what = "the old task's loss" if self.metric == "loss" else "the old task"
+            text += (f"; {what} {change('old_accuracy')}; n = "
+                     f"{self.n_old_test} held-out examples of {self.old_source}); "
+                     f"{'both together' if self.metric == 'loss' else 'all classes together'} {p(b['all_accuracy'])} -> {p(a['all_accuracy'])}.")
         else:
-            text += "; old-task accuracy is unknown (no old data given)"
+            text += f"; old-task {self.metric} is unknown (no old data given)"
             if a["revision_agreement"] is not None:
                 text += (f"; the model agrees with the original on {p(a['revision_agreement'])} of "
                          f"{self.n_revision_test} held-out revision inputs ({self.revision_source})")
@@ -134,13 +144,19 @@ class FinetuneResult:
 
     def format_report(self) -> str:
         """Before/after accuracies as a text table (with the notes and warnings)."""
-        p = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        if self.metric == "loss":
+            p = lambda v: "n/a" if v is None else f"{v:.3f} ({math.exp(v):.4g})"  # noqa: E731
+        else:
+            p = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         lines = textwrap.wrap("Conclusion: " + self.conclusion, 110) + [""]
         if self.model_source:
             lines.append(f"model: {self.model_source}")
         if self.input_normalization:
             lines.append(f"input normalisation: {self.input_normalization['description']}")
         lines.append(f"method {self.method}: {format_params(self.params) or '(no hyperparameters)'}")
+        if self.lora:
+            lines.append("LoRA: " + " ".join(f"{k}={v if v or v == 0 else 'default'}" for k, v in self.lora.items())
+                         + " (merged into the weights after training)")
         if self.n_outputs > self.n_outputs_before:
             lines.append(f"head grown from {self.n_outputs_before} to {self.n_outputs} outputs: new classes "
                          f"{self.n_outputs_before}..{self.n_outputs - 1} (old rows kept, new rows freshly initialised)")
@@ -150,11 +166,15 @@ class FinetuneResult:
             lines.append(f"old task: {self.n_old_test} held-out examples of {self.old_source}")
             rows = [("old task", "old_accuracy"), *rows, ("all (both)", "all_accuracy")]
         else:
-            lines.append("old task: accuracy UNKNOWN (no --old-data: pass labelled old-task data to measure it)")
-            rows.append(("agreement", "revision_agreement"))
-            lines.append(f"agreement = agreement with the original model's predictions on held-out revision inputs ({self.revision_source})")
-        lines += ["", f"{'':<12}{'before':>9}{'after':>9}"]
-        lines += [f"{label:<12}{p(self.before[key]):>9}{p(self.after[key]):>9}" for label, key in rows]
+            lines.append(f"old task: {self.metric} UNKNOWN (no --old-data: pass {'' if self.metric == 'loss' else 'labelled '}old-task data to measure it)")
+            if self.metric != "loss":
+                rows.append(("agreement", "revision_agreement"))
+                lines.append(f"agreement = agreement with the original model's predictions on held-out revision inputs ({self.revision_source})")
+        if self.metric == "loss":
+            lines.append("rows: mean next-token loss in nats per non-padding token (perplexity = exp(loss))")
+        width = 17 if self.metric == "loss" else 9
+        lines += ["", f"{'':<12}{'before':>{width}}{'after':>{width}}"]
+        lines += [f"{label:<12}{p(self.before[key]):>{width}}{p(self.after[key]):>{width}}" for label, key in rows]
         return "\n".join(lines + self.notes)
 
 
@@ -187,9 +207,10 @@ def make_params(method: str, params: HyperParams | Mapping[str, Any] | None = No
 
 
 def _task(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], n_outputs: int) -> Task:
+    labels = train[1][train[1] >= 0]  # per-token targets: -100 marks padding
     return Task(
         name=name, train_x=train[0], train_y=train[1], test_x=test[0], test_y=test[1], head_index=0,
-        classes=tuple(sorted(set(train[1].tolist()))), label_names=tuple(str(k) for k in range(n_outputs)),
+        classes=tuple(torch.unique(labels).tolist()), label_names=tuple(str(k) for k in range(n_outputs)),
     )
 
 
@@ -220,7 +241,19 @@ def _agreement(model: torch.nn.Module, reference: torch.Tensor, x: torch.Tensor)
     return int((predict(model, x) == reference).sum()) / len(reference)
 
 
+def _losses(model: Any, old_test: UserData | None, new_test: UserData) -> dict[str, float | None]:
+    """A token-level model's (a causal LM's) mean next-token loss on the held-out data, in
+    the :data:`ACCURACY_KEYS` (``all``: over the tokens of both; no agreement)."""
+    tokens = lambda d: int((d.y >= 0).sum())  # noqa: E731
+    old = None if old_test is None else model.score(old_test)
+    new = model.score(new_test)
+    both = None if old_test is None else (old * tokens(old_test) + new * tokens(new_test)) / (tokens(old_test) + tokens(new_test))
+    return dict(zip(ACCURACY_KEYS, (old, new, both, None)))
+
+
 def _accuracies(model: torch.nn.Module, old_test: UserData | None, new_test: UserData, revision: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float | None]:
+    if getattr(model, "token_level", False):
+        return _losses(model, old_test, new_test)
     acc = lambda x, y: _agreement(model, y, x)  # noqa: E731
     old = None if old_test is None else acc(old_test.x, old_test.y)
     new = acc(new_test.x, new_test.y)
@@ -257,6 +290,7 @@ def finetune(
     seed: int = 0,
     device: str | torch.device = "cpu",
     input_normalization: str = "auto",
+    lora: Any = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on ``new_data`` with ``method`` (see the module docstring).
 
@@ -268,6 +302,13 @@ def finetune(
     :func:`~forgetlab.user.wrap.resize_head`). ``input_normalization``: ``auto`` applies
     the normalisation ``model`` records (a forgetlab checkpoint's) to the raw inputs of
     every data set, ``none`` feeds them as given. ``model`` is never changed.
+
+    A Hugging Face model (:class:`~forgetlab.user.transformers.HFModel`, data from
+    :func:`~forgetlab.user.transformers.load_text_data`) is fine-tuned alike; ``lora``
+    (a :class:`~forgetlab.user.transformers.LoRA`) trains low-rank adapters instead of
+    its weights (with any method), merged into the weights afterwards. A causal LM's old
+    and revision texts keep their own next tokens as targets, and it is scored by its mean
+    next-token loss (``metric = "loss"``) instead of accuracy.
 
     Example:
         >>> import torch
@@ -283,6 +324,12 @@ def finetune(
     if method not in FINETUNE_METHODS:
         raise unknown_name("finetune method", method, FINETUNE_METHODS)
     original = wrap_model(model)
+    token_level = original.token_level
+    if lora is not None and not hasattr(original, "with_lora"):
+        raise ConfigError(f"The 'lora' parameter (--lora) needs a Hugging Face model (peft adapters). Got a {type(original.module).__name__}.")
+    align = getattr(original, "align_data", None)
+    if align is not None:  # token data: one length, as the strategies concatenate batches
+        new_data, old_data, revision_data = align([new_data, old_data, revision_data])
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     check_fits(new_data, original, check_labels=False)
     for d in (old_data, revision_data):
@@ -299,19 +346,21 @@ def finetune(
         old_train, old_test = split_data(old_data, test_fraction, seed)
     if revision_data is not None and old_data is None:
         revision_pool, revision_test_data = split_data(revision_data, test_fraction, seed)
-        old_x, old_y, source = as_inputs(revision_pool.x), None, revision_data.source
-        revision_test = as_inputs(revision_test_data.x)
+        old_x, old_y, source = as_inputs(revision_pool.x), revision_pool.y if token_level else None, revision_data.source
+        revision_test = None if token_level else as_inputs(revision_test_data.x)
     elif revision_data is not None:
-        old_x, old_y, source = as_inputs(revision_data.x), None, revision_data.source
+        old_x, old_y, source = as_inputs(revision_data.x), revision_data.y if token_level else None, revision_data.source
     elif old_data is not None:
         old_x, old_y, source = as_inputs(old_train.x), old_train.y, old_train.source
     else:
-        old_x, old_y, source = as_inputs(new_train.x), None, f"the new data's inputs ({new_data.source})"
-        revision_test = as_inputs(new_test.x)
+        old_x, old_y, source = as_inputs(new_train.x), new_train.y if token_level else None, f"the new data's inputs ({new_data.source})"
+        revision_test = None if token_level else as_inputs(new_test.x)  # an LM's targets are its texts: no agreement
     if old_y is None:
         old_y = predict(original, old_x)
     revision = None if revision_test is None else (revision_test, predict(original, revision_test))
     old_test_xy = (as_inputs(old_test.x), old_test.y) if old_test is not None else revision
+    if old_test_xy is None:  # a causal LM without old data: the engine's curves use the held-out new texts
+        old_test_xy = (as_inputs(new_test.x), new_test.y)
     extra = {"revision_source": "old-inputs", "revision_size": int(old_x.shape[0])} if method == "pseudo-rehearsal" else {}
     hyper = make_params(method, params, **extra)
     if method == "pseudo-rehearsal" and hyper.revision_source == "user":
@@ -335,23 +384,32 @@ def finetune(
     )
     config = TrainConfig(optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
     if n_outputs > original.n_outputs:
-        grown = resize_head(original.module, original.head_name, n_outputs, seed)
-        student = wrap_model(grown, blocks=original.block_names, head=original.head_name, input_shape=original.input_shape)
+        student = original.rewrap(resize_head(original.module, original.head_name, n_outputs, seed))
     else:
         student = copy.deepcopy(original)
+    if lora is not None:
+        student = student.with_lora(lora)
     student.source, student.input_normalization = "", original.input_normalization  # what it expects, as the original
     student.build_recipe = original.build_recipe  # how to rebuild it (save_user_model records the grown head)
     grew = method == "pseudo-rehearsal" and n_outputs > original.n_outputs
     on_new_inputs = revision_data is None and old_data is None or getattr(hyper, "revision_source", "") == "new-inputs"
-    strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)
+    make = getattr(original, "make_strategy", None)  # a causal LM distils next-token distributions
+    custom = None if make is None else make(method, hyper)
+    if custom is not None:
+        strategy = custom
+    else:
+        strategy = _OldOutputsRehearsal(hyper, original.n_outputs, on_new_inputs) if grew else create_strategy(method, hyper)
     before = _accuracies(original, old_test, new_test, revision)
     torch.manual_seed(seed)
     tick = time.perf_counter()
     train_stream(student, stream, config, device=device, strategy=strategy, n_learned_tasks=1)
     seconds = time.perf_counter() - tick
+    if lora is not None:
+        student = student.merged()
     student.eval()
     after = _accuracies(student, old_test, new_test, revision)
-    notes = [note for note in [_chance_warning(method, hyper, after["new_accuracy"], len(set(new_data.y.tolist())), lr)] if note]
+    warning = None if token_level else _chance_warning(method, hyper, after["new_accuracy"], len(set(new_data.y.tolist())), lr)
+    notes = list(getattr(student, "notes", [])) + [note for note in [warning] if note]
     return FinetuneResult(
         model=student, method=method, params=hyper, before=before, after=after,
         old_source=None if old_data is None else old_data.source, revision_source=source,
@@ -359,5 +417,6 @@ def finetune(
         n_new_test=new_test.n_samples, n_outputs_before=original.n_outputs, n_outputs=n_outputs,
         train_seconds=seconds, notes=notes, new_source=new_data.source,
         n_revision_test=0 if revision is None else int(revision[1].shape[0]), model_source=original.source,
-        input_normalization=normalization_record,
+        input_normalization=normalization_record, metric=original.metric,
+        lora=None if lora is None else dataclasses.asdict(lora),
     )

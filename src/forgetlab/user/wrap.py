@@ -66,6 +66,12 @@ class WrappedModel(nn.Module):
         (1, 4, 4)
     """
 
+    #: how the model is scored: ``accuracy`` (a classifier), or ``loss`` (a causal language
+    #: model, :class:`~forgetlab.user.transformers.HFModel`: mean next-token cross-entropy)
+    metric: str = "accuracy"
+    #: True when the outputs and targets are per token (logits ``(B, V, T)``, targets ``(B, T)``)
+    token_level: bool = False
+
     def __init__(
         self,
         module: nn.Module,
@@ -189,6 +195,20 @@ class WrappedModel(nn.Module):
                 handle.remove()
         return logits, OrderedDict((name, activations[name]) for name in self.block_names if name in activations)
 
+    def rewrap(self, module: nn.Module) -> WrappedModel:
+        """A wrapper of the same kind, blocks, head and input shape around ``module`` (e.g.
+        this model's module with its head grown), with this one's source, input
+        normalisation and build recipe."""
+        other = WrappedModel(module, blocks=self.block_names, head=self.head_name, input_shape=self.input_shape)
+        other.source, other.input_normalization, other.build_recipe = self.source, self.input_normalization, self.build_recipe
+        return other
+
+    def with_blocks(self, blocks: Sequence[str] | str | None) -> WrappedModel:
+        """This model with other blocks (the same module, head and input shape)."""
+        other = WrappedModel(self.module, blocks=blocks, head=self.head_name, input_shape=self.input_shape)
+        other.source, other.input_normalization, other.build_recipe = self.source, self.input_normalization, self.build_recipe
+        return other
+
     def extra_repr(self) -> str:
         return f"blocks={list(self.block_names)}, head={self.head_name!r}, n_outputs={self.n_outputs}"
 
@@ -213,6 +233,8 @@ def wrap_model(
 
     if isinstance(model, WrappedModel) and blocks is None and head is None and input_shape is None:
         return model
+    if isinstance(model, WrappedModel) and head is None and input_shape is None:
+        return model.with_blocks(blocks)  # keeps its kind (a Hugging Face model stays one)
     if isinstance(model, BlockModel):
         blocks = blocks if blocks is not None else [f"blocks.{name}" for name in model.block_names]
         head = head if head is not None else "heads.0"
