@@ -299,7 +299,7 @@ def _command_reproduce(args: argparse.Namespace) -> int:
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
         check_convergence=args.check_convergence,
     )
-    computed = len(out.computed)
+    computed = sum(1 for name, _ in out.computed if name in out.results)  # the convergence check is not an analysis
     total = sum(len(v) for v in out.results.values())
     human = _human(args)
     print(f"anatomy: {total} analysis results ({computed} computed now, {total - computed} from the store) "
