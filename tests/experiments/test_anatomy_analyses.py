@@ -105,8 +105,11 @@ def test_default_mixup_head_keeps_stored_keys():
     from forgetlab.experiments.anatomy import analysis_key
 
     tiny = get_profile("tiny")
-    assert analysis_key("mixup", tiny, "digits", "mlp", 0) == "9ea73b927a881060"  # the key before mixup_head existed
-    assert analysis_key("mixup", replace(tiny, mixup_head="separate"), "digits", "mlp", 0) != "9ea73b927a881060"
+    # the key before mixup_head (and the later profile fields) existed
+    assert analysis_key("freeze", tiny, "digits", "mlp", 0) == "8fe10b87296898f9"
+    # mixup version 2 (overlaps on random samples): its version-1 results are recomputed
+    assert analysis_key("mixup", tiny, "digits", "mlp", 0) != "9ea73b927a881060"
+    assert analysis_key("freeze", replace(tiny, mixup_head="separate"), "digits", "mlp", 0) != "8fe10b87296898f9"
 
 
 def test_cli_reproduce_json_is_one_line_of_verdicts(tiny, tmp_path, capsys):
@@ -239,3 +242,14 @@ def test_convergence_check_trains_task_one_alone_at_e_and_2e_epochs(tmp_path):
     assert again.computed == [] and again.convergence == check
     with pytest.raises(IncompatibleError, match="2-task 'split' streams"):
         first_task_config(dataclasses.replace(base, stream=dataclasses.replace(base.stream, n_tasks=3)), 2)
+
+
+def test_mixup_overlap_of_task_one_with_itself_is_near_one(tiny):
+    # alpha = 0: task 2 is task 1's distribution again, so both trace overlaps of random
+    # samples of the two are ~1 (version 1 compared task 1 with task 2's first examples,
+    # one class only: Gram overlap 0.964 here, 0.51 on CIFAR-10). At alpha = 1 the tasks differ.
+    mixup = tiny[1]["mixup"]
+    at = dict(zip(mixup["alpha"], zip(mixup["trace_overlap_gram"], mixup["trace_overlap_fisher"])))
+    gram0, fisher0 = at[0.0]
+    assert gram0 > 0.99 and fisher0 > 0.9995
+    assert at[1.0][0] < gram0

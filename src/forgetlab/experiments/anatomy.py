@@ -60,6 +60,10 @@ from forgetlab.store import ResultStore
 
 ANALYSES = ("freeze", "reset", "cka", "subspace", "mitigation", "class_pairs", "mixup")
 ANALYSIS_VERSION = 1
+# Analyses whose stored results were computed wrongly before: a new version, recomputed
+# from the stored runs. mixup 2: trace overlaps on random samples of each task (version 1
+# took each task's first examples, one class only for the mixup task 2).
+ANALYSIS_VERSIONS = {"mixup": 2}
 
 # --dataset value -> (data source, stream)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -463,9 +467,13 @@ def mixup_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
         stream = ctx.stream(cfg)
         t1, t2 = stream.tasks[0], stream.tasks[1]
         model = ctx.model_after(result, 0)
+        # A seeded random sample of each task's training set: a task's examples may be stored
+        # grouped by label (the mixup task 2 is), so its first n would be one class only.
+        generator = torch.Generator().manual_seed(seed)
+        pick1, pick2 = (torch.randperm(t.n_train, generator=generator)[:n] for t in (t1, t2))
         for form, values in overlaps.items():
             values.append(task_similarity(
-                model, t1.train_x[:n], t2.train_x[:n], targets_a=t1.train_y[:n], targets_b=t2.train_y[:n],
+                model, t1.train_x[pick1], t2.train_x[pick2], targets_a=t1.train_y[pick1], targets_b=t2.train_y[pick2],
                 form=form, head_indices=(t1.head_index, t1.head_index), prepare=_prepare(stream),
             ))
     return {
@@ -549,7 +557,7 @@ def analysis_key(name: str, profile: AnatomyProfile, dataset: str, model: str, s
     fields = {k: v for k, v in dataclasses.asdict(profile).items()
               if not (k in _KEY_OMITTED_DEFAULTS and v == _KEY_OMITTED_DEFAULTS[k])}
     payload = json.dumps(
-        {"v": ANALYSIS_VERSION, "analysis": name, "profile": fields, "dataset": dataset,
+        {"v": ANALYSIS_VERSIONS.get(name, ANALYSIS_VERSION), "analysis": name, "profile": fields, "dataset": dataset,
          "model": model, "seed": seed},
         sort_keys=True, default=str,
     )
