@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from forgetlab._version import __version__
 from forgetlab.errors import ForgetlabError
@@ -707,17 +707,11 @@ def _diagnose_hf(args: argparse.Namespace):  # -> Diagnosis
 
 
 def _command_diagnose(args: argparse.Namespace) -> int:
-    from forgetlab.user import diagnose, load_user_data, write_report
+    from forgetlab.user import diagnose, load_user_data
     from forgetlab.user.transformers import is_hf_folder
 
     if is_hf_folder(args.old):
-        result = _diagnose_hf(args)
-        print(result.format_table(), file=_human(args))
-        if args.report:
-            print(f"report: {write_report(result, args.report)}", file=_human(args))
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        return 0
+        return _print_diagnosis(args, _diagnose_hf(args))
     old = _load_model_args(args, args.old)
     new = _load_model_args(args, args.new, architecture=old.module)
     if old.input_shape is not None and new.input_shape is None:
@@ -728,6 +722,13 @@ def _command_diagnose(args: argparse.Namespace) -> int:
     new_data = load_user_data(args.new_data, label_column=args.label_column, image_size=args.image_size) if args.new_data else None
     result = diagnose(old, new, data, new_data, k=args.k, max_samples=args.max_samples, pool=args.pool,
                       input_normalization=args.input_normalization)
+    return _print_diagnosis(args, result)
+
+
+def _print_diagnosis(args: argparse.Namespace, result: Any) -> int:
+    """The diagnosis table (stdout, or stderr with --json), the HTML report, the JSON document."""
+    from forgetlab.user import write_report
+
     print(result.format_table(), file=_human(args))
     if args.report:
         print(f"report: {write_report(result, args.report)}", file=_human(args))
