@@ -71,3 +71,16 @@ def test_mixup_table_shows_both_overlaps_and_reads_old_results(tmp_path):
     assert "<td>1.0</td><td>0.100</td><td>0.930</td></tr>" in text  # stored before the Gram form: Fisher only
     assert "<b>Finding 6: reproduced.</b>" in text and "<b>Finding 6: not reproduced.</b>" in text
     assert "<td>x (separate heads)</td>" in text and "<p>mixup heads <code>separate</code>" in text
+
+
+def test_a_result_superseded_by_a_newer_version_is_left_out(tmp_path):
+    store = ResultStore(tmp_path / "s")
+    data = {"n": [1, 2], "blocks": ["a", "b"], "top_down": [0.8, 0.9], "bottom_up": [0.2, 0.9],
+            "task1_before_task2": 0.9, "task1_after_task2": 0.1, "run_ids": []}
+    common = {"analysis": "reset", "seed": 0, "profile": {"name": "x"}, "dataset": "digits", "model": "mlp", "seconds": 1.0}
+    store.put_analysis("anatomy/reset", "old", {**common, "group": "gold", "data": data})  # no version: version 1
+    store.put_analysis("anatomy/reset", "new", {**common, "group": "gnew", "version": 2, "data": data})
+    store.put_analysis("anatomy/reset", "other", {**common, "group": "gother", "model": "vgg", "data": data})
+    build_report(store, tmp_path / "out")
+    figures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert figures == ["reset-gnew.png", "reset-gother.png"]  # another model's version 1 is not superseded

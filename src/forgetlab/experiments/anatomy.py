@@ -655,7 +655,8 @@ def _stored(
             log(f"{name} (seed {seed}) ...")
         data = compute()
         stored = {
-            "analysis": name, "seed": seed, "group": analysis_key(name, profile, dataset, model, None),
+            "analysis": name, "version": ANALYSIS_VERSIONS.get(name, ANALYSIS_VERSION), "seed": seed,
+            "group": analysis_key(name, profile, dataset, model, None),
             "profile": dataclasses.asdict(profile), "dataset": dataset, "model": model,
             "seconds": time.perf_counter() - tick, "data": data,
         }

@@ -196,9 +196,16 @@ def analysis_table(name: str, data: list[dict[str, Any]]) -> str:
     return f"<pre>{html.escape(json.dumps(data, indent=1)[:5000])}</pre>"
 
 
+def _setting(value: dict[str, Any]) -> str:
+    return json.dumps([value["analysis"], value.get("profile"), value.get("dataset"), value.get("model")],
+                      sort_keys=True, default=str)
+
+
 def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups: Iterable[str] | None = None) -> Path:
     """Write ``anatomy.html`` (+ one PNG and SVG per figure) into ``out_dir`` from the
-    store's ``anatomy/*`` analyses (only the given analysis ``groups`` if set); return its path.
+    store's ``anatomy/*`` analyses (only the given analysis ``groups`` if set; a result
+    superseded by a newer ``version`` of its analysis for the same profile, dataset and
+    model is left out); return its path.
     Without any Anatomy analysis, write the runs report ``report.html`` instead."""
     if not isinstance(store, ResultStore):
         store = ResultStore(store)
@@ -206,10 +213,17 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = set(groups) if groups is not None else None
     by_name: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    newest: dict[str, int] = {}  # an analysis of one profile, dataset and model: its newest stored version
+    entries_found = []
     for name, _, value in store.list_analyses("anatomy/"):
         if wanted is not None and value["group"] not in wanted:
             continue
-        by_name.setdefault(value["analysis"], {}).setdefault(value["group"], []).append(value)
+        entries_found.append(value)
+        setting = _setting(value)
+        newest[setting] = max(newest.get(setting, 1), int(value.get("version", 1)))
+    for value in entries_found:  # results superseded by a newer version of their analysis are left out
+        if int(value.get("version", 1)) == newest[_setting(value)]:
+            by_name.setdefault(value["analysis"], {}).setdefault(value["group"], []).append(value)
     parts = ["<h1>Anatomy of Catastrophic Forgetting: reproduction report</h1>",
              "<p>Built by <code>forgetlab report</code> from the result store "
              f"<code>{html.escape(str(store.root))}</code> alone. Accuracies are fractions; "
