@@ -770,12 +770,7 @@ def _command_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, test_fraction=args.test_fraction, seed=args.seed, device=args.device,
         input_normalization=args.input_normalization,
     )
-    print(result.format_report(), file=_human(args))
-    path = save_user_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
-    print(f"saved: {path} (state_dict) and {path}.json", file=_human(args))
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    return 0
+    return _report_finetune(args, result, save_user_model, "(state_dict) and {path}.json")
 
 
 def _finetune_hf(args: argparse.Namespace, params: dict) -> int:
@@ -801,9 +796,14 @@ def _finetune_hf(args: argparse.Namespace, params: dict) -> int:
         test_fraction=args.test_fraction, seed=args.seed, device=args.device, lora=lora,
     )
     result.notes += truncation_notes([new_data, old_data, revision_data])
+    return _report_finetune(args, result, save_hf_model, "(save_pretrained folder: config, weights, tokenizer, forgetlab.json)")
+
+
+def _report_finetune(args: argparse.Namespace, result: Any, save: Any, what: str) -> int:
+    """The finetune report (stdout, or stderr with --json), the saved model, the JSON document."""
     print(result.format_report(), file=_human(args))
-    path = save_hf_model(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
-    print(f"saved: {path} (save_pretrained folder: config, weights, tokenizer, forgetlab.json)", file=_human(args))
+    path = save(result.model, args.out, {"finetune": result.to_dict(), "original": str(args.model)})
+    print(f"saved: {path} " + what.format(path=path), file=_human(args))
     if args.json:
         print(json.dumps(result.to_dict()))
     return 0

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from forgetlab.errors import ConfigError, did_you_mean
 
@@ -122,13 +122,23 @@ class AnatomyProfile:
 # The mixup-fraction grid (issue 19): 0, 0.1, ..., 1 and two points in (0, 0.1).
 MIXUP_GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
+# The full splits (25,000 + 5,000 images per task), a width-32 BN VGG; 1 seed on a CPU
+# in the background (resumable), minutes on a GPU.
+_CIFAR = AnatomyProfile(
+    name="cifar", dataset="cifar10", model="vgg", width=32, depth=3, batch_norm=True, epochs=12, lr=0.05,
+    lr_schedule="cosine", batch_size=128, train_per_task=0, test_per_task=0, n_seeds=1, subspace_k=10,
+    fisher_samples=1000, ewc_lams=(1.0, 3.0, 10.0), si_cs=(0.1, 1.0, 10.0),
+    replay_fractions=(0.1, 0.3, 0.5), replay_buffer=2500, mixup_alphas=MIXUP_GRID,
+    eval_every_steps=1_000_000, torch_threads=1, augment="off", precision="bf16", memory_format="channels_last",
+)
+
 PROFILES: dict[str, AnatomyProfile] = {
     # Converged on split CIFAR-10 at CPU cost (issue 19). Task 1 alone, 5,000 images,
     # width-16 BN VGG, lr 0.05 cosine, no augmentation (measured, one seed): 8 epochs
     # 71.8%, 16 epochs 74.6%, 32 epochs 74.2% (converged at 16); with crop + flip 20 -> 40
     # epochs still gained 2.7 points (75.0 -> 77.7%), so augmentation is off. 13 mixing
-    # fractions, 3 seeds; bf16 + channels_last; first-task normalisation so that every
-    # mixup run shares one task-1 training.
+    # fractions, 3 seeds; bf16 + channels_last (every mixup run shares one task-1 training:
+    # task 1 is the same data for every alpha).
     "quick": AnatomyProfile(
         name="quick", dataset="cifar10", model="vgg", width=16, depth=3, batch_norm=True, epochs=16, lr=0.05,
         lr_schedule="cosine", batch_size=64, train_per_task=5000, test_per_task=1000, n_seeds=3, subspace_k=10,
@@ -136,23 +146,9 @@ PROFILES: dict[str, AnatomyProfile] = {
         replay_fractions=(0.1, 0.3, 0.5), replay_buffer=1000, mixup_alphas=MIXUP_GRID,
         eval_every_steps=1_000_000, torch_threads=1, augment="off", precision="bf16", memory_format="channels_last",
     ),
-    # The full splits (25,000 + 5,000 images per task), a width-32 BN VGG; 1 seed on a CPU
-    # in the background (resumable), minutes on a GPU.
-    "cifar": AnatomyProfile(
-        name="cifar", dataset="cifar10", model="vgg", width=32, depth=3, batch_norm=True, epochs=12, lr=0.05,
-        lr_schedule="cosine", batch_size=128, train_per_task=0, test_per_task=0, n_seeds=1, subspace_k=10,
-        fisher_samples=1000, ewc_lams=(1.0, 3.0, 10.0), si_cs=(0.1, 1.0, 10.0),
-        replay_fractions=(0.1, 0.3, 0.5), replay_buffer=2500, mixup_alphas=MIXUP_GRID,
-        eval_every_steps=1_000_000, torch_threads=1, augment="off", precision="bf16", memory_format="channels_last",
-    ),
+    "cifar": _CIFAR,
     # The same with a CIFAR ResNet (stem width 16, 4 basic blocks; ~0.2M parameters).
-    "cifar-resnet": AnatomyProfile(
-        name="cifar-resnet", dataset="cifar10", model="resnet", width=16, depth=4, batch_norm=True, epochs=12,
-        lr=0.05, lr_schedule="cosine", batch_size=128, train_per_task=0, test_per_task=0, n_seeds=1,
-        subspace_k=10, fisher_samples=1000, ewc_lams=(1.0, 3.0, 10.0), si_cs=(0.1, 1.0, 10.0),
-        replay_fractions=(0.1, 0.3, 0.5), replay_buffer=2500, mixup_alphas=MIXUP_GRID,
-        eval_every_steps=1_000_000, torch_threads=1, augment="off", precision="bf16", memory_format="channels_last",
-    ),
+    "cifar-resnet": replace(_CIFAR, name="cifar-resnet", model="resnet", width=16, depth=4),
     # forgetlab <= 0.5's quick profile (unconverged; its results in REPRODUCTION.md):
     # whole reproduction < 30 min on 2 CPU cores: 5,000 training / 1,000 test images per
     # task (of 25,000 / 5,000), 4 epochs, a VGG of width 8 (conv1-conv3 + fc), one seed,
