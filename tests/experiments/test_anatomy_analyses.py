@@ -253,3 +253,42 @@ def test_mixup_overlap_of_task_one_with_itself_is_near_one(tiny):
     gram0, fisher0 = at[0.0]
     assert gram0 > 0.99 and fisher0 > 0.9995
     assert at[1.0][0] < gram0
+
+
+def test_analysis_runs_are_the_runs_each_analysis_uses(tiny):
+    # The up-front sweep trains analysis_runs(); an analysis that used another run would
+    # train it afterwards, alone. Each analysis records the runs it read.
+    from forgetlab.experiments.anatomy import AnatomyContext, analysis_runs
+    from forgetlab.store import ResultStore
+
+    store, data = tiny
+    ctx = AnatomyContext(get_profile("tiny"), ResultStore(store), "digits", "mlp")
+    for name in ANALYSES:
+        planned = {config.run_id() for config in analysis_runs(ctx, name, 0)}
+        assert planned == set(data[name]["run_ids"]), name
+
+
+def test_a_reproduction_trains_every_run_in_one_sweep_first(tmp_path, monkeypatch):
+    import forgetlab.experiments.anatomy as anatomy
+    from forgetlab.api import stored_result
+    from forgetlab.resolve import resolve
+    from forgetlab.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    calls = []
+    original = anatomy.execute
+
+    def spy(configs, *args, **kwargs):
+        calls.append(sum(stored_result(store, resolve(c)) is None for c in configs))
+        return original(configs, *args, **kwargs)
+
+    monkeypatch.setattr(anatomy, "execute", spy)
+    out = reproduce_anatomy("tiny", store=store, seeds=2, only=["freeze", "mitigation", "mixup"], report=False,
+                            check_convergence=True)
+    assert sorted(out.computed) == sorted([(n, s) for n in ("freeze", "mitigation", "mixup") for s in (0, 1)] + [("convergence", 0)])
+    # the first call trains everything (both seeds, every analysis): per seed the naive run,
+    # freeze k = 0..L, one mitigation run per grid point (3 in tiny), one mixup run per alpha
+    # (2 in tiny); then the 2 convergence runs
+    n_blocks = len(out.results["freeze"][0]["data"]["blocks"])
+    assert calls[0] == 2 * (1 + (n_blocks + 1) + 3 + 2) + 2
+    assert calls[1:] and all(todo == 0 for todo in calls[1:])  # the analyses only read runs back

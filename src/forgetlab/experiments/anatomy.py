@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from forgetlab.api import RunFailure, build_stream_for, open_store
+from forgetlab.api import RunFailure, build_stream_for, open_store, stored_result
 from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
@@ -55,6 +55,7 @@ from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile
 from forgetlab.experiments.executors import ExecutorConfig
 from forgetlab.experiments.sweep import execute, expand, require_finished
+from forgetlab.models import build_model
 from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
 
@@ -90,10 +91,18 @@ class AnatomyContext:
     executor: ExecutorConfig | None = None
     _streams: dict[str, TaskStream] = field(default_factory=dict)
 
-    def execute_allowing_failures(self, configs: Sequence[RunConfig]) -> list[Any]:
-        """Run (or read back) configs on the sweep executor: a RunResult or RunFailure each."""
-        return execute(configs, self.store, executor=self.executor, device=self.device, data_dir=self.data_dir,
-                       progress=self.progress)
+    _failures: dict[str, Any] = field(default_factory=dict)  # run id -> RunFailure of this call (not retried)
+
+    def execute_allowing_failures(self, configs: Sequence[RunConfig], on_done: Callable[[Any], None] | None = None) -> list[Any]:
+        """Run (or read back) configs on the sweep executor: a RunResult or RunFailure each.
+        A run that failed earlier in this reproduction is not trained again."""
+        resolved = [resolve(c) for c in configs]
+        todo = [c for c in resolved if c.run_id() not in self._failures]
+        results = iter(execute(todo, self.store, executor=self.executor, device=self.device, data_dir=self.data_dir,
+                               progress=self.progress, on_done=on_done) if todo else [])
+        out = [self._failures.get(c.run_id()) or next(results) for c in resolved]
+        self._failures.update((c.run_id(), r) for c, r in zip(resolved, out) if isinstance(r, RunFailure))
+        return out
 
     def execute(self, configs: Sequence[RunConfig]) -> list[Any]:
         """Run (or read back) configs; a ForgetlabError if any of them failed."""
@@ -168,8 +177,7 @@ def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
     (naive,) = ctx.execute([base])
     blocks = list(ctx.model_after(naive, 0).block_names)
-    configs = expand(base, {"method.name": ["freeze"], "method.n_blocks": list(range(len(blocks) + 1))})
-    results = ctx.execute(configs)
+    results = ctx.execute(freeze_configs(base, len(blocks)))
     return {
         "blocks": blocks,
         "k": list(range(len(blocks) + 1)),
@@ -179,6 +187,11 @@ def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
         "naive_task2_accuracy": float(naive.accuracy_matrix[1, 1]),
         "run_ids": [naive.run_id, *(r.run_id for r in results)],
     }
+
+
+def freeze_configs(base: RunConfig, n_blocks: int) -> list[RunConfig]:
+    """The freeze runs: blocks 1..k frozen after task 1, k = 0..``n_blocks``."""
+    return expand(base, {"method.name": ["freeze"], "method.n_blocks": list(range(n_blocks + 1))})
 
 
 def reset_blocks(after: torch.nn.Module, before: torch.nn.Module, blocks: Sequence[str], *, rewind_bn_stats: bool = True) -> torch.nn.Module:
@@ -309,9 +322,8 @@ def convergence_check(ctx: AnatomyContext, seed: int = 0) -> dict[str, Any]:
     ``convergence_factor`` times as many; passes when the longer training gains less than
     ``convergence_threshold`` test accuracy (SPEC: a converged network; issue 19: 1.5 points)."""
     profile = ctx.profile
-    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
     epochs, longer = profile.epochs, profile.epochs * profile.convergence_factor
-    short_run, long_run = ctx.execute([first_task_config(base, epochs), first_task_config(base, longer)])
+    short_run, long_run = ctx.execute(analysis_runs(ctx, "convergence", seed))
     accuracy, accuracy_long = float(short_run.accuracy_matrix[0, 0]), float(long_run.accuracy_matrix[0, 0])
     return {
         "epochs": epochs, "accuracy": accuracy, "epochs_2x": longer, "accuracy_2x": accuracy_long,
@@ -355,11 +367,6 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
     inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
-    grids = {
-        "ewc": ("lam", profile.ewc_lams, [f"method.fisher_samples={profile.fisher_samples}"]),
-        "si": ("c", profile.si_cs, []),
-        "replay": ("fraction", profile.replay_fractions, [f"method.buffer_size={profile.replay_buffer}"]),
-    }
     out: dict[str, Any] = {"methods": {}, "run_ids": [naive.run_id]}
 
     def measure(result: Any) -> dict[str, Any]:
@@ -377,10 +384,9 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     nan = float("nan")
     diverged = {"task1_accuracy": nan, "task2_accuracy": nan, "cka_debiased": [nan] * len(out["blocks"]),
                 "cka_biased": [nan] * len(out["blocks"]), "diverged": True}
-    for method, (key, values, extra) in grids.items():
-        method_base = apply_overrides(base, [f"method.name={method}", *extra])
+    for method, (key, values, configs) in mitigation_grids(profile, base).items():
         points = []
-        for result in ctx.execute_allowing_failures(expand(method_base, {f"method.{key}": list(values)})):
+        for result in ctx.execute_allowing_failures(configs):
             if isinstance(result, RunFailure):
                 if result.kind != "diverged":
                     require_finished([result])
@@ -392,6 +398,19 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     return out
 
 
+def mitigation_grids(profile: AnatomyProfile, base: RunConfig) -> dict[str, tuple[str, tuple[float, ...], list[RunConfig]]]:
+    """The mitigation runs: method -> (its strength parameter, the profile's values, one config each)."""
+    grids = {
+        "ewc": ("lam", profile.ewc_lams, [f"method.fisher_samples={profile.fisher_samples}"]),
+        "si": ("c", profile.si_cs, []),
+        "replay": ("fraction", profile.replay_fractions, [f"method.buffer_size={profile.replay_buffer}"]),
+    }
+    return {
+        method: (key, values, expand(apply_overrides(base, [f"method.name={method}", *extra]), {f"method.{key}": list(values)}))
+        for method, (key, values, extra) in grids.items()
+    }
+
+
 CLASS_PAIR_PRESETS = (
     ("{ship,truck} -> {plane,car} (similar)", "two", "similar"),
     ("{ship,truck} -> {cat,horse} (dissimilar)", "two", "dissimilar"),
@@ -400,23 +419,25 @@ CLASS_PAIR_PRESETS = (
 )
 
 
+def class_pair_variants(profile: AnatomyProfile, base: RunConfig) -> list[tuple[str, RunConfig]]:
+    """The class-pairs runs: (label, config) per task-2 choice (the profile's, else the CIFAR-10 presets)."""
+    pairs_base = apply_overrides(base, ["stream.stream=class-pairs", "stream.head=auto"])
+    if profile.class_pair_variants:
+        return [(label, resolve(apply_overrides(pairs_base, ["stream.class_sets=" + ",".join(sets)])))
+                for label, sets in profile.class_pair_variants]
+    if pairs_base.stream.dataset != "cifar10":
+        raise IncompatibleError(
+            "The class-pairs presets name CIFAR-10 classes; with another dataset give the profile's class_pair_variants."
+        )
+    return [(label, resolve(apply_overrides(pairs_base, [f"stream.pairs_task1={task1}", f"stream.pairs_task2={task2}"])))
+            for label, task1, task2 in CLASS_PAIR_PRESETS]
+
+
 def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     """Class-pairs semantics: per-class task-1 accuracy after task 1 and after task 2 (and
     their difference, the per-class forgetting) for each task-2 choice."""
     base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
-    pairs_base = apply_overrides(base, ["stream.stream=class-pairs", "stream.head=auto"])
-    variants: list[tuple[str, RunConfig]] = []
-    if ctx.profile.class_pair_variants:
-        for label, sets in ctx.profile.class_pair_variants:
-            variants.append((label, resolve(apply_overrides(pairs_base, ["stream.class_sets=" + ",".join(sets)]))))
-    else:
-        if pairs_base.stream.dataset != "cifar10":
-            raise IncompatibleError(
-                "The class-pairs presets name CIFAR-10 classes; with another dataset give the profile's "
-                "class_pair_variants."
-            )
-        for label, task1, task2 in CLASS_PAIR_PRESETS:
-            variants.append((label, resolve(apply_overrides(pairs_base, [f"stream.pairs_task1={task1}", f"stream.pairs_task2={task2}"]))))
+    variants = class_pair_variants(ctx.profile, base)
     results = ctx.execute([cfg for _, cfg in variants])
     out: dict[str, Any] = {"variants": [], "run_ids": [r.run_id for r in results]}
     for (label, cfg), result in zip(variants, results):
@@ -441,6 +462,14 @@ def class_pairs_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
 _STREAM_HEADS = {"shared": "single", "separate": "multi"}  # profile.mixup_head -> stream.head
 
 
+def mixup_configs(profile: AnatomyProfile, base: RunConfig) -> list[RunConfig]:
+    """The mixup-fraction runs, one per alpha of the profile (task 2 on a shared or a fresh head)."""
+    source = {"cifar100": "cifar100"}.get(base.stream.dataset, base.stream.dataset)
+    mix_base = apply_overrides(base, [f"stream.dataset={source}", "stream.stream=mixup-fraction",
+                                      f"stream.head={_STREAM_HEADS[profile.mixup_head]}"])
+    return [resolve(c) for c in expand(mix_base, {"stream.mixup_alpha": list(profile.mixup_alphas)})]
+
+
 def mixup_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     """Mixup-fraction sweep: forgetting of task 1 vs alpha, with two trace overlaps of the
     task-1 model on task 1 vs task 2 data next to it (SPEC §3): its diagonal Fisher
@@ -455,11 +484,7 @@ def mixup_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     from forgetlab.analysis import task_similarity
 
     profile = ctx.profile
-    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
-    source = {"cifar100": "cifar100"}.get(base.stream.dataset, base.stream.dataset)
-    mix_base = apply_overrides(base, [f"stream.dataset={source}", "stream.stream=mixup-fraction",
-                                      f"stream.head={_STREAM_HEADS[profile.mixup_head]}"])
-    configs = [resolve(c) for c in expand(mix_base, {"stream.mixup_alpha": list(profile.mixup_alphas)})]
+    configs = mixup_configs(profile, base_config(profile, seed, dataset=ctx.dataset, model=ctx.model))
     results = ctx.execute(configs)
     overlaps: dict[str, list[float]] = {"fisher": [], "gram": []}
     n = profile.fisher_samples
@@ -497,6 +522,30 @@ ANALYSIS_FUNCTIONS: dict[str, Callable[[AnatomyContext, int], dict[str, Any]]] =
     "class_pairs": class_pairs_analysis,
     "mixup": mixup_analysis,
 }
+
+
+def analysis_runs(ctx: AnatomyContext, name: str, seed: int) -> list[RunConfig]:
+    """Every run analysis ``name`` trains for ``seed`` (the same configs, hence run ids, as the
+    analysis function's): :func:`reproduce_anatomy` trains those of all analyses and seeds in
+    one sweep first, so the workers stay busy across analyses and seeds."""
+    profile = ctx.profile
+    base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
+    if name == "freeze":
+        stream = ctx.stream(base)
+        with torch.device("meta"):  # the block count without allocating or training anything
+            n_blocks = len(build_model(base.model, input_shape=stream.input_shape, head_sizes=stream.head_sizes).block_names)
+        return [base, *freeze_configs(base, n_blocks)]
+    if name == "subspace":
+        return [base, task2_only_config(base)]
+    if name == "mitigation":
+        return [base, *(c for _, _, configs in mitigation_grids(profile, base).values() for c in configs)]
+    if name == "class_pairs":
+        return [cfg for _, cfg in class_pair_variants(profile, base)]
+    if name == "mixup":
+        return mixup_configs(profile, base)
+    if name == "convergence":
+        return [first_task_config(base, profile.epochs), first_task_config(base, profile.epochs * profile.convergence_factor)]
+    return [base]  # reset, cka: the naive run only
 
 
 # ---------------------------------------------------------------- orchestration -----
@@ -619,10 +668,15 @@ def reproduce_anatomy(
     results: dict[str, list[dict[str, Any]]] = {}
     computed: list[tuple[str, int]] = []
     threads = torch.get_num_threads()
-    if profile.torch_threads:
-        torch.set_num_threads(profile.torch_threads)
     convergence = None
     try:
+        # Training uses the profile's threads per run; the measurements after it (CKA,
+        # Fisher, ...) run in this process alone and keep the machine's threads.
+        if profile.torch_threads:
+            torch.set_num_threads(profile.torch_threads)
+        wanted = [*((["convergence"] if check_convergence else [])), *names]
+        _train_all(ctx, [(name, seed) for name in wanted for seed in ([0] if name == "convergence" else range(n_seeds))], log)
+        torch.set_num_threads(threads)
         if check_convergence:
             convergence = _stored(ctx, "convergence", 0, lambda: convergence_check(ctx, 0), computed, log)["data"]
         _run_analyses(ctx, names, n_seeds, results, computed, log)
@@ -665,6 +719,27 @@ def _stored(
         if log:
             log(f"{name} (seed {seed}) done in {stored['seconds']:.0f} s")
     return stored
+
+
+def _train_all(ctx: AnatomyContext, wanted: Sequence[tuple[str, int]], log: Callable[[str], None] | None) -> None:
+    """Train, in one sweep, every run of the ``(analysis, seed)`` pairs not yet in the store
+    (finished runs are read back; a failed one is kept in ``ctx`` and reported by its analysis)."""
+    missing = [(name, seed) for name, seed in wanted
+               if ctx.store.get_analysis(f"anatomy/{name}", analysis_key(name, ctx.profile, ctx.dataset, ctx.model, seed)) is None]
+    configs = list({c.run_id(): c for name, seed in missing for c in analysis_runs(ctx, name, seed)}.values())
+    todo = [c for c in configs if stored_result(ctx.store, c) is None]
+    if not todo:
+        return
+    tick, count = time.perf_counter(), [0]
+
+    def done(result: Any) -> None:
+        count[0] += 1
+        if log and (count[0] % 10 == 0 or count[0] == len(todo)):
+            log(f"  {count[0]} / {len(todo)} runs done ({time.perf_counter() - tick:.0f} s)")
+
+    if log:
+        log(f"training {len(todo)} runs for {len(missing)} analyses x seeds ({len(configs) - len(todo)} already stored) ...")
+    ctx.execute_allowing_failures(todo, on_done=done)
 
 
 def _run_analyses(

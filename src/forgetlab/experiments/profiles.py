@@ -57,7 +57,8 @@ class AnatomyProfile:
         eval_every_steps: ``train.eval_every_steps`` of every run (0 = evaluate all tasks
             after every epoch; a number above a task's steps = only at task ends, which
             keeps the accuracy matrix and drops the learning curves' inner points).
-        torch_threads: ``torch.set_num_threads`` while reproducing (0 = leave as is). On
+        torch_threads: ``torch.set_num_threads`` while training the runs (0 = leave as
+            is; the measurements after training keep the machine's threads). On
             the shared 2-core machine one thread trained 7-14x faster than two (893 vs 63
             img/s for a width-8 VGG under a load average of 7), so ``quick`` uses 1.
         augment: ``stream.augment`` of every run (``auto``: the dataset's default, crop +
