@@ -8,14 +8,15 @@ the last one) over the seeds; difference = ours - published; a cell is **off** w
 |difference| > 3 points, and every off cell gets an investigation in RESULTS.md; a verdict
 on fewer than 5 seeds is marked provisional.
 
-    python benchmarks/bench_published.py --run --shard 0/2 &    # two processes, one thread each
-    python benchmarks/bench_published.py --run --shard 1/2 &
+    python benchmarks/bench_published.py --run --investigate --shard 0/2 &    # two processes, one thread each
+    python benchmarks/bench_published.py --run --investigate --shard 1/2 &
     python benchmarks/bench_published.py --report               # the tables, printed (markdown)
     python benchmarks/bench_published.py --record               # add the store's finished runs to published-runs.csv
     forgetlab sweep --dataset mnist ... --grid train.seed=1,2,3,4,5   # OURS_RANDOM_ORDER below, for --report's check
 
-Runs are ordered seed-major (every cell for seed 1 first, cells with a published value
-before the others), so a partial run covers every cell; the store resumes (a finished run
+Runs are ordered seed-major, the cells with a published value first (then the
+INVESTIGATIONS sweeps, then the cells without a published row), so a partial run covers
+every compared cell; the store resumes (a finished run
 is never trained twice, an interrupted one goes on from its last task checkpoint).
 A store does not outlive its machine, so every finished run is also kept in
 ``benchmarks/published-runs.csv`` (``--record``: one ``forgetlab export`` row per run, keyed
@@ -91,25 +92,37 @@ def record(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Train every job not yet stored (or kept in the CSV), every COUNT-th from INDEX.
+
+    Order: the cells with a published value, seed-major (a partial run covers every such
+    cell); then, with ``--investigate``, the INVESTIGATIONS sweeps (seed-major); then the
+    cells without a published row."""
     index, count = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(args.threads)
     published = tomllib.loads((CONFIGS / "published.toml").read_text())
     compared = {name for table in args.compare for name in published.get(table, {})}
-    # Cells with a published value first within each seed; the others (no published row) last.
-    paths = sorted(cells(args.table), key=lambda p: p.stem not in compared)
-    jobs = [(seed, path, config) for seed in args.seeds for path in paths for config in seeded(path, [seed])]
+    paths = cells(args.table)
+    jobs = [(f"{path.stem} seed {seed}", config) for seed in args.seeds for path in paths if path.stem in compared
+            for config in seeded(path, [seed])]
+    if args.investigate:
+        jobs += [(f"{cell} {key}={value:g} seed {config.train.seed}", config)
+                 for cell, key, values, seeds in INVESTIGATIONS for seed in seeds for value in values
+                 for config in investigation_configs(cell, key, value, [seed])]
+    jobs += [(f"{path.stem} seed {seed}", config) for seed in args.seeds for path in paths if path.stem not in compared
+             for config in seeded(path, [seed])]
+    jobs = list({resolve(config).run_id(): (label, config) for label, config in jobs}.values())  # a run once
     kept = recorded(Path(args.runs_csv))
     store = ResultStore(args.store)
-    for position, (seed, path, config) in enumerate(jobs):
+    for position, (label, config) in enumerate(jobs):
         if position % count != index:
             continue
         if finished_acc(store, kept, config) is not None and store.get(resolve(config).run_id()) is None:
-            print(f"[{args.shard}] {path.stem:<22} seed {seed}: in {Path(args.runs_csv).name}", flush=True)
+            print(f"[{args.shard}] {label}: in {Path(args.runs_csv).name}", flush=True)
             continue
         tick = time.perf_counter()
         result = forgetlab.run(config, device="cpu", data_dir=args.data_dir, store=args.store)
         how = "stored" if result.from_store else f"{time.perf_counter() - tick:.0f} s"
-        print(f"[{args.shard}] {path.stem:<22} seed {seed}: ACC {100 * result.metrics['acc']:.2f}% ({how})", flush=True)
+        print(f"[{args.shard}] {label}: ACC {100 * result.metrics['acc']:.2f}% ({how})", flush=True)
 
 
 def _mean_sem(values: list[float]) -> tuple[float, float]:
@@ -188,8 +201,8 @@ def protocol_check(args: argparse.Namespace) -> str:
 # Judged before running: yes when some lambda brings the cell within 3 points of the
 # published value on both seeds' mean.
 INVESTIGATIONS = [
-    ("task-il-ewc", "method.lam", [5e3, 1e5, 1e7, 1e9], [1, 2]),
-    ("task-il-online-ewc", "method.lam", [5e3, 1e5, 1e7, 1e9], [1, 2]),
+    ("task-il-ewc", "method.lam", [5e3, 1e5, 1e7], [1, 2]),
+    ("task-il-online-ewc", "method.lam", [5e3, 1e5, 1e7], [1, 2]),
 ]
 
 
@@ -198,21 +211,6 @@ def investigation_configs(cell: str, key: str, value: float, seeds: list[int]):
 
     return expand(apply_overrides(load_config(CONFIGS / "vandeven2019" / f"{cell}.toml"), [f"{key}={value:g}"]),
                   {"train.seed": seeds})
-
-
-def investigate(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    index, count = (int(v) for v in args.shard.split("/"))
-    jobs = [(cell, value, config) for cell, key, values, seeds in INVESTIGATIONS for value in values
-            for config in investigation_configs(cell, key, value, seeds)]
-    for position, (cell, value, config) in enumerate(jobs):
-        if position % count != index:
-            continue
-        tick = time.perf_counter()
-        result = forgetlab.run(config, device="cpu", data_dir=args.data_dir, store=args.store)
-        how = "stored" if result.from_store else f"{time.perf_counter() - tick:.0f} s"
-        print(f"[{args.shard}] {cell} lam {value:g} seed {config.train.seed}: ACC {100 * result.metrics['acc']:.2f}% ({how})",
-              flush=True)
 
 
 def investigation_report(args: argparse.Namespace) -> str:
@@ -255,7 +253,8 @@ def main() -> None:
     parser.add_argument("--runs-csv", default=str(RUNS_CSV),
                         help="finished runs kept in the repository (default benchmarks/published-runs.csv)")
     parser.add_argument("--run", action="store_true", help="train every (seed, cell) not yet in the store")
-    parser.add_argument("--investigate", action="store_true", help="train the INVESTIGATIONS sweeps of the off cells")
+    parser.add_argument("--investigate", action="store_true",
+                        help="with --run: also train the INVESTIGATIONS sweeps of the off cells")
     parser.add_argument("--report", action="store_true", help="print the comparison tables (markdown)")
     parser.add_argument("--record", action="store_true", help="add the store's finished runs to --runs-csv")
     args = parser.parse_args()
@@ -263,15 +262,13 @@ def main() -> None:
     args.compare = [t for t in args.compare.split(",") if t]
     if args.run:
         run(args)
-    if args.investigate:
-        investigate(args)
     if args.record:
         record(args)
     if args.report:
         print(report(args))
         print(protocol_check(args))
         print(investigation_report(args))
-    if not (args.run or args.report or args.record or args.investigate):
+    if not (args.run or args.report or args.record):
         parser.print_help(sys.stderr)
 
 
