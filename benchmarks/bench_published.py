@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 import forgetlab
-from forgetlab.config import load_config
+from forgetlab.config import RunConfig, load_config
 from forgetlab.experiments import expand
 from forgetlab.resolve import resolve
 from forgetlab.store import ResultStore
@@ -110,13 +110,15 @@ def run(args: argparse.Namespace) -> None:
                  for config in investigation_configs(cell, key, value, [seed])]
     jobs += [(f"{path.stem} seed {seed}", config) for seed in args.seeds for path in paths if path.stem not in compared
              for config in seeded(path, [seed])]
-    jobs = list({resolve(config).run_id(): (label, config) for label, config in jobs}.values())  # a run once
+    unique: dict[str, tuple[str, RunConfig]] = {}
+    for label, config in jobs:  # a run once, under its first label
+        unique.setdefault(resolve(config).run_id(), (label, config))
     kept = recorded(Path(args.runs_csv))
     store = ResultStore(args.store)
-    for position, (label, config) in enumerate(jobs):
+    for position, (run_id, (label, config)) in enumerate(unique.items()):
         if position % count != index:
             continue
-        if finished_acc(store, kept, config) is not None and store.get(resolve(config).run_id()) is None:
+        if run_id in kept and store.get(run_id) is None:
             print(f"[{args.shard}] {label}: in {Path(args.runs_csv).name}", flush=True)
             continue
         tick = time.perf_counter()
@@ -176,7 +178,7 @@ OURS_RANDOM_ORDER = [
 
 def protocol_check(args: argparse.Namespace) -> str:
     """Naive task-IL: bench_methods' protocol with the random class order vs the published protocol."""
-    from forgetlab.config import RunConfig, apply_overrides
+    from forgetlab.config import apply_overrides
 
     store = ResultStore(args.store)
     kept = recorded(Path(args.runs_csv))

@@ -174,10 +174,8 @@ def freeze_sweep(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
 
     Task 1 is trained once (the naive run); every freeze run starts from its checkpoint.
     """
-    base = base_config(ctx.profile, seed, dataset=ctx.dataset, model=ctx.model)
-    (naive,) = ctx.execute([base])
+    naive, *results = ctx.execute(analysis_runs(ctx, "freeze", seed))
     blocks = list(ctx.model_after(naive, 0).block_names)
-    results = ctx.execute(freeze_configs(base, len(blocks)))
     return {
         "blocks": blocks,
         "k": list(range(len(blocks) + 1)),
@@ -702,7 +700,7 @@ def _stored(
     """The stored record of analysis ``name`` for ``seed``; computed (and stored) if absent."""
     profile, store, dataset, model = ctx.profile, ctx.store, ctx.dataset, ctx.model
     key = analysis_key(name, profile, dataset, model, seed)
-    stored = store.get_analysis(f"anatomy/{name}", key)
+    stored = _stored_analysis(ctx, name, seed)
     if stored is None:
         tick = time.perf_counter()
         if log:
@@ -721,11 +719,15 @@ def _stored(
     return stored
 
 
+def _stored_analysis(ctx: AnatomyContext, name: str, seed: int) -> dict[str, Any] | None:
+    """The stored record of analysis ``name`` for ``seed``, or ``None``."""
+    return ctx.store.get_analysis(f"anatomy/{name}", analysis_key(name, ctx.profile, ctx.dataset, ctx.model, seed))
+
+
 def _train_all(ctx: AnatomyContext, wanted: Sequence[tuple[str, int]], log: Callable[[str], None] | None) -> None:
     """Train, in one sweep, every run of the ``(analysis, seed)`` pairs not yet in the store
     (finished runs are read back; a failed one is kept in ``ctx`` and reported by its analysis)."""
-    missing = [(name, seed) for name, seed in wanted
-               if ctx.store.get_analysis(f"anatomy/{name}", analysis_key(name, ctx.profile, ctx.dataset, ctx.model, seed)) is None]
+    missing = [(name, seed) for name, seed in wanted if _stored_analysis(ctx, name, seed) is None]
     configs = list({c.run_id(): c for name, seed in missing for c in analysis_runs(ctx, name, seed)}.values())
     todo = [c for c in configs if stored_result(ctx.store, c) is None]
     if not todo:
