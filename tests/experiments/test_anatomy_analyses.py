@@ -292,3 +292,22 @@ def test_a_reproduction_trains_every_run_in_one_sweep_first(tmp_path, monkeypatc
     n_blocks = len(out.results["freeze"][0]["data"]["blocks"])
     assert calls[0] == 2 * (1 + (n_blocks + 1) + 3 + 2) + 2
     assert calls[1:] and all(todo == 0 for todo in calls[1:])  # the analyses only read runs back
+
+
+def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
+    from forgetlab.store import ResultStore
+
+    store, _ = tiny
+    tiny_runs = ResultStore(store).list_runs()
+    assert tiny_runs and {ResultStore(store).get(r).config["model"]["batch_norm"] for r, _ in tiny_runs} == {False}
+    on = tmp_path / "bn"
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--batch-norm", "on",
+                 "--store", str(on), "--report-dir", str(tmp_path / "r"), "--quiet"]) == 0
+    runs = ResultStore(on).list_runs()
+    assert runs and {ResultStore(on).get(r).config["model"]["batch_norm"] for r, _ in runs} == {True}
+    model = ResultStore(on).get(runs[0][0]).config
+    assert model["model"]["name"] == "mlp"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "anatomy", "--profile", "tiny", "--batch-norm", "of"])
+    assert exit_info.value.code == 2
+    assert "--batch-norm" in capsys.readouterr().err

@@ -622,6 +622,7 @@ def reproduce_anatomy(
     mixup_head: str | None = None,
     precision: str | None = None,
     memory_format: str | None = None,
+    batch_norm: bool | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     executor: ExecutorConfig | None = None,
@@ -643,13 +644,15 @@ def reproduce_anatomy(
     ``mixup_head`` (``shared`` / ``separate``), ``precision`` (``fp32`` / ``bf16`` /
     ``fp16``) and ``memory_format`` (``contiguous`` / ``channels_last``) override the
     profile's (e.g. ``precision="fp32", memory_format="contiguous"``: the quick profile in
-    plain float32, ~2x slower on a CPU).
+    plain float32, ~2x slower on a CPU); ``batch_norm`` (``True`` / ``False``) the
+    profile's ``model.batch_norm`` (``False``: the BN-free check of the reset finding).
     The returned ``summary`` judges the six findings from the results (``"not run"`` for
     the analyses left out by ``only``).
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    for name, value in (("mixup_head", mixup_head), ("precision", precision), ("memory_format", memory_format)):
+    for name, value in (("mixup_head", mixup_head), ("precision", precision), ("memory_format", memory_format),
+                        ("batch_norm", batch_norm)):
         if value is not None:
             profile = replace(profile, **{name: value})
     store = open_store(store)
