@@ -311,3 +311,27 @@ def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
         main(["reproduce", "anatomy", "--profile", "tiny", "--batch-norm", "of"])
     assert exit_info.value.code == 2
     assert "--batch-norm" in capsys.readouterr().err
+
+
+def test_a_bf16_profile_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import forgetlab.experiments.anatomy as anatomy
+    from forgetlab.engine.device import native_bf16
+    from forgetlab.store import ResultStore
+
+    assert native_bf16(torch.device("cuda")) is True
+    profile = replace(get_profile("tiny"), precision="bf16")
+    monkeypatch.setattr(anatomy, "native_bf16", lambda device: False)
+    lines = []
+    reproduce_anatomy(profile, store=tmp_path / "a", only="reset", device="cpu", report=False, log=lines.append)
+    store = ResultStore(tmp_path / "a")
+    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"fp32"}
+    assert any("no native bf16" in line for line in lines)
+    reproduce_anatomy(profile, store=tmp_path / "b", only="reset", device="cpu", precision="bf16", report=False)
+    store = ResultStore(tmp_path / "b")
+    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"bf16"}
+    monkeypatch.setattr(anatomy, "native_bf16", lambda device: True)
+    reproduce_anatomy(profile, store=tmp_path / "c", only="reset", device="cpu", report=False)
+    store = ResultStore(tmp_path / "c")
+    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"bf16"}

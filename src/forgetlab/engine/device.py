@@ -33,6 +33,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is fast on ``device``: CUDA, or a CPU whose oneDNN has native
+    bf16 kernels (AVX-512 BF16 / AMX). On an AVX2-only CPU bf16 is emulated: a width-32 BN VGG
+    train step ran 12x slower than fp32 (24 vs 300 img/s, one thread, 2026-12-02)."""
+    if device.type != "cpu":
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def mixed_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
     """``(autocast context, gradient scaler or None)`` for ``train.precision``.
 

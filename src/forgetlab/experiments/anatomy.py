@@ -49,7 +49,7 @@ from forgetlab.config import RunConfig, apply_overrides
 from forgetlab.data.augment import BatchTransform
 from forgetlab.data.streams import TaskStream
 from forgetlab.engine.checkpoint import checkpoint_path, load_model
-from forgetlab.engine.device import resolve_device
+from forgetlab.engine.device import native_bf16, resolve_device
 from forgetlab.engine.train import evaluate_task, per_class_accuracy
 from forgetlab.errors import ConfigError, IncompatibleError, did_you_mean
 from forgetlab.experiments.profiles import AnatomyProfile, get_profile
@@ -644,7 +644,8 @@ def reproduce_anatomy(
     ``mixup_head`` (``shared`` / ``separate``), ``precision`` (``fp32`` / ``bf16`` /
     ``fp16``) and ``memory_format`` (``contiguous`` / ``channels_last``) override the
     profile's (e.g. ``precision="fp32", memory_format="contiguous"``: the quick profile in
-    plain float32, ~2x slower on a CPU); ``batch_norm`` (``True`` / ``False``) the
+    plain float32, ~2x slower on a CPU; a bf16 profile runs in fp32 on a CPU without native
+    bf16 kernels unless ``precision="bf16"`` is given); ``batch_norm`` (``True`` / ``False``) the
     profile's ``model.batch_norm`` (``False``: the BN-free check of the reset finding).
     The returned ``summary`` judges the six findings from the results (``"not run"`` for
     the analyses left out by ``only``).
@@ -663,7 +664,13 @@ def reproduce_anatomy(
     if n_seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be >= 1. Got {n_seeds} instead.")
     base_config(profile, 0, dataset=dataset, model=model)  # validate early
-    resolve_device(device)  # a missing GPU is reported before any work starts
+    where = resolve_device(device)  # a missing GPU is reported before any work starts
+    if precision is None and profile.precision == "bf16" and not native_bf16(where):
+        # the profile's bf16 default assumes native bf16 kernels; emulated, it is ~12x slower
+        profile = replace(profile, precision="fp32")
+        if log:
+            log("this CPU has no native bf16 kernels (oneDNN): training in fp32 instead of the profile's bf16 "
+                "(other run ids; --precision bf16 forces it)")
     ctx = AnatomyContext(profile, store, dataset, model, device=device, data_dir=data_dir, progress=progress,
                          executor=executor)
     results: dict[str, list[dict[str, Any]]] = {}
