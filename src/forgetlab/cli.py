@@ -298,7 +298,8 @@ def _command_reproduce(args: argparse.Namespace) -> int:
     out = reproduce_anatomy(
         args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
         mixup_head=args.mixup_head, precision=args.precision, memory_format=args.memory_format,
-        batch_norm=None if args.batch_norm is None else args.batch_norm == "on", device=args.device, data_dir=args.data_dir, executor=_executor_from_args(args),
+        batch_norm=None if args.batch_norm is None else args.batch_norm == "on", device=args.device,
+        data_dir=args.data_dir, executor=_executor_from_args(args),
         progress=sys.stderr.isatty() and not quiet,
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
         check_convergence=args.check_convergence,

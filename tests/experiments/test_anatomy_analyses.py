@@ -294,19 +294,22 @@ def test_a_reproduction_trains_every_run_in_one_sweep_first(tmp_path, monkeypatc
     assert calls[1:] and all(todo == 0 for todo in calls[1:])  # the analyses only read runs back
 
 
-def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
+def _stored_values(store_root, section: str, key: str) -> set:
+    """``config[section][key]`` over every run stored under ``store_root``."""
     from forgetlab.store import ResultStore
 
+    store = ResultStore(store_root)
+    return {store.get(run_id).config[section][key] for run_id, _ in store.list_runs()}
+
+
+def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
     store, _ = tiny
-    tiny_runs = ResultStore(store).list_runs()
-    assert tiny_runs and {ResultStore(store).get(r).config["model"]["batch_norm"] for r, _ in tiny_runs} == {False}
+    assert _stored_values(store, "model", "batch_norm") == {False}
     on = tmp_path / "bn"
     assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--batch-norm", "on",
                  "--store", str(on), "--report-dir", str(tmp_path / "r"), "--quiet"]) == 0
-    runs = ResultStore(on).list_runs()
-    assert runs and {ResultStore(on).get(r).config["model"]["batch_norm"] for r, _ in runs} == {True}
-    model = ResultStore(on).get(runs[0][0]).config
-    assert model["model"]["name"] == "mlp"
+    assert _stored_values(on, "model", "batch_norm") == {True}
+    assert _stored_values(on, "model", "name") == {"mlp"}
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", "anatomy", "--profile", "tiny", "--batch-norm", "of"])
     assert exit_info.value.code == 2
@@ -318,20 +321,16 @@ def test_a_bf16_profile_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, mo
 
     import forgetlab.experiments.anatomy as anatomy
     from forgetlab.engine.device import native_bf16
-    from forgetlab.store import ResultStore
 
     assert native_bf16(torch.device("cuda")) is True
     profile = replace(get_profile("tiny"), precision="bf16")
     monkeypatch.setattr(anatomy, "native_bf16", lambda device: False)
     lines = []
     reproduce_anatomy(profile, store=tmp_path / "a", only="reset", device="cpu", report=False, log=lines.append)
-    store = ResultStore(tmp_path / "a")
-    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"fp32"}
+    assert _stored_values(tmp_path / "a", "train", "precision") == {"fp32"}
     assert any("no native bf16" in line for line in lines)
     reproduce_anatomy(profile, store=tmp_path / "b", only="reset", device="cpu", precision="bf16", report=False)
-    store = ResultStore(tmp_path / "b")
-    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"bf16"}
+    assert _stored_values(tmp_path / "b", "train", "precision") == {"bf16"}
     monkeypatch.setattr(anatomy, "native_bf16", lambda device: True)
     reproduce_anatomy(profile, store=tmp_path / "c", only="reset", device="cpu", report=False)
-    store = ResultStore(tmp_path / "c")
-    assert {store.get(r).config["train"]["precision"] for r, _ in store.list_runs()} == {"bf16"}
+    assert _stored_values(tmp_path / "c", "train", "precision") == {"bf16"}

@@ -666,7 +666,7 @@ def reproduce_anatomy(
     base_config(profile, 0, dataset=dataset, model=model)  # validate early
     where = resolve_device(device)  # a missing GPU is reported before any work starts
     if precision is None and profile.precision == "bf16" and not native_bf16(where):
-        # the profile's bf16 default assumes native bf16 kernels; emulated, it is ~12x slower
+        # emulated bf16 is an order of magnitude slower than fp32 (native_bf16's docstring)
         profile = replace(profile, precision="fp32")
         if log:
             log("this CPU has no native bf16 kernels (oneDNN): training in fp32 instead of the profile's bf16 "
