@@ -334,3 +334,22 @@ def test_a_bf16_profile_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, mo
     monkeypatch.setattr(anatomy, "native_bf16", lambda device: True)
     reproduce_anatomy(profile, store=tmp_path / "c", only="reset", device="cpu", report=False)
     assert _stored_values(tmp_path / "c", "train", "precision") == {"bf16"}
+
+
+def test_the_training_sweep_logs_slow_runs_one_line_each(tmp_path, monkeypatch):
+    import re
+
+    import forgetlab.experiments.anatomy as anatomy
+
+    lines = []
+    reproduce_anatomy("tiny", store=tmp_path / "a", only="freeze", device="cpu", report=False, log=lines.append)
+    progress = [line for line in lines if "runs done" in line]
+    assert len(progress) == 1  # tiny runs are fast: only the last one is logged
+    n_runs = int(re.search(r"/ (\d+) runs done", progress[0]).group(1))
+    assert n_runs >= 3
+    monkeypatch.setattr(anatomy, "PROGRESS_LINE_SECONDS", 0.0)  # every run counts as slow
+    lines = []
+    reproduce_anatomy("tiny", store=tmp_path / "b", only="freeze", device="cpu", report=False, log=lines.append)
+    progress = [line for line in lines if "runs done" in line]
+    assert [int(re.match(r"\s*(\d+) /", line).group(1)) for line in progress] == list(range(1, n_runs + 1))
+    assert all(re.search(r"run [0-9a-f]{16}: ACC \d+\.\d%\)$", line) for line in progress)

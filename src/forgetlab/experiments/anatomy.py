@@ -65,6 +65,9 @@ ANALYSIS_VERSION = 1
 # from the stored runs. mixup 2: trace overlaps on random samples of each task (version 1
 # took each task's first examples, one class only for the mixup task 2).
 ANALYSIS_VERSIONS = {"mixup": 2}
+# The training sweep logs every 10th finished run, the last, and any run that finishes
+# this many seconds or more after the previous progress line.
+PROGRESS_LINE_SECONDS = 60.0
 
 # --dataset value -> (data source, stream)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -742,12 +745,18 @@ def _train_all(ctx: AnatomyContext, wanted: Sequence[tuple[str, int]], log: Call
     todo = [c for c in configs if stored_result(ctx.store, c) is None]
     if not todo:
         return
-    tick, count = time.perf_counter(), [0]
+    tick = time.perf_counter()
+    count, last_line = [0], [tick]
 
     def done(result: Any) -> None:
+        # every 10th run, the last, and any run a minute or more after the previous line
+        # (a cifar run takes minutes: a background log should not stay silent for an hour)
         count[0] += 1
-        if log and (count[0] % 10 == 0 or count[0] == len(todo)):
-            log(f"  {count[0]} / {len(todo)} runs done ({time.perf_counter() - tick:.0f} s)")
+        now = time.perf_counter()
+        if log and (count[0] % 10 == 0 or count[0] == len(todo) or now - last_line[0] >= PROGRESS_LINE_SECONDS):
+            last_line[0] = now
+            what = "failed" if isinstance(result, RunFailure) else f"ACC {100 * result.metrics['acc']:.1f}%"
+            log(f"  {count[0]} / {len(todo)} runs done ({now - tick:.0f} s; run {result.run_id}: {what})")
 
     if log:
         log(f"training {len(todo)} runs for {len(missing)} analyses x seeds ({len(configs) - len(todo)} already stored) ...")
