@@ -16,6 +16,7 @@ from forgetlab.analysis import (
     subspace_conditions,
     subspace_similarity,
 )
+from forgetlab.analysis.tables import _feature_bytes, _gram_bytes
 from forgetlab.errors import ConfigError
 from forgetlab.models import create_model
 from forgetlab.report.figures import plot_block_similarity
@@ -57,6 +58,45 @@ def test_cka_matrix_exact(debiased):
     for i, r in enumerate(matrix.rows):
         for j, c in enumerate(matrix.columns):
             assert float(matrix.values[i, j]) == pytest.approx(linear_cka(acts_a[r], acts_b[c], debiased=debiased), abs=1e-6)  # float32 activations, streamed vs one-shot
+
+
+def test_exact_cka_takes_the_gram_form_when_feature_statistics_exceed_the_memory_limit():
+    # Wide blocks, few inputs: the (p_a + p_b)^2 statistics exceed the limit, n x n Grams
+    # fit; the values must equal the feature form's and an independent float64 reference.
+    import numpy as np
+    from analysis_references import reference_linear_cka
+
+    before, after = _pair()
+    x = torch.rand(12, 3, 8, 8)
+    acts_a, acts_b = collect_activations(before, x), collect_activations(after, x)
+    pairs = [(r, c) for r in before.block_names for c in before.block_names]
+    feature_gb = _feature_bytes(pairs, acts_a, acts_b) / 2**30
+    gram_gb = _gram_bytes(12, pairs, acts_a, acts_b) / 2**30
+    assert gram_gb < feature_gb / 4  # the test's premise: only the Gram form fits below
+    limit = (gram_gb + feature_gb) / 2
+    for debiased in (True, False):
+        full = cka_matrix(before, after, x, batch_size=5, debiased=debiased)
+        gram = cka_matrix(before, after, x, batch_size=5, debiased=debiased, max_memory_gb=limit)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=5)
+        gram_loader = cka_matrix(before, after, loader, debiased=debiased, max_memory_gb=limit)
+        assert gram.n_samples == gram_loader.n_samples == 12
+        for i, r in enumerate(full.rows):
+            for j, c in enumerate(full.columns):
+                expected = reference_linear_cka(acts_a[r].numpy(), acts_b[c].numpy(), debiased=debiased)
+                assert float(gram.values[i, j]) == pytest.approx(expected, abs=1e-6)
+                assert float(gram_loader.values[i, j]) == pytest.approx(expected, abs=1e-6)
+                assert float(full.values[i, j]) == pytest.approx(float(gram.values[i, j]), abs=1e-6)
+    table = cka_table(before, after, x, max_memory_gb=limit)
+    for row in table:
+        expected = reference_linear_cka(acts_a[row.block].numpy(), acts_b[row.block].numpy(),
+                                        debiased=row.measure == "linear_cka_debiased")
+        assert row.value == pytest.approx(expected, abs=1e-6) and row.n_samples == 12
+    assert np.isclose([r.value for r in table if r.block == before.block_names[0]], 1.0, atol=1e-6).all()
+    with pytest.raises(ConfigError, match=r"needs .* GiB of float64 statistics \(its n x n Gram form .* GiB\)"):
+        cka_matrix(before, after, x, max_memory_gb=gram_gb / 2)
+    generator = (x[i : i + 5] for i in range(0, 12, 5))  # no known length: no Gram form
+    with pytest.raises(ConfigError, match=r"needs .* GiB of float64 statistics for blocks"):
+        cka_matrix(before, after, generator, max_memory_gb=limit)
 
 
 def test_cka_matrix_minibatch_matches_minibatch_cka():

@@ -3,14 +3,18 @@
 Every function here streams ``inputs`` once through all the models it compares and
 returns plain data: a list of :class:`BlockSimilarity` rows (long format: one row per
 block, condition and measure) or a :class:`SimilarityMatrix` (block x block,
-heatmap-ready). CKA keeps one :class:`~forgetlab.analysis.LinearCKAAccumulator` (or
-:class:`~forgetlab.analysis.MinibatchCKA`) per compared block pair: O(features²) memory.
+heatmap-ready). Exact CKA keeps one :class:`~forgetlab.analysis.LinearCKAAccumulator`
+per compared block pair (O(features²) memory) or, where those statistics would not fit in
+``max_memory_gb`` and the n x n Gram matrices do, one Gram matrix per block (wide conv
+maps of a few thousand inputs: the same exact value); ``estimator="minibatch"``:
+:class:`~forgetlab.analysis.MinibatchCKA` per pair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import torch
@@ -25,7 +29,7 @@ from forgetlab.analysis.activations import (
     model_device,
     resolve_blocks,
 )
-from forgetlab.analysis.cka import LinearCKAAccumulator, MinibatchCKA
+from forgetlab.analysis.cka import LinearCKAAccumulator, MinibatchCKA, _centred_gram, _cka_from_grams
 from forgetlab.analysis.subspace import pca_basis, similarity_of_bases
 from forgetlab.errors import ConfigError, IncompatibleError
 
@@ -108,9 +112,12 @@ def cka_table(
 
     Two rows per block: ``linear_cka_debiased`` (shown by default in reports) and
     ``linear_cka`` (biased, as in Kornblith et al. 2019 and the paper's plots). One pass
-    over ``inputs``; one :class:`~forgetlab.analysis.LinearCKAAccumulator` per block:
-    memory O(features²) per block, never n x n. Above ``max_memory_gb`` it raises:
-    average-pool conv maps with ``pool=True``.
+    over ``inputs``; one :class:`~forgetlab.analysis.LinearCKAAccumulator` per block
+    (memory ``8·(2p)²`` bytes per block of p features) or, when those exceed
+    ``max_memory_gb``, ``inputs`` is a tensor (or a ``DataLoader`` over a sized dataset)
+    of n samples and the Gram form fits, one n x n float64 Gram matrix per block and model
+    (the same exact value). If neither fits it raises: average-pool conv maps with
+    ``pool=True``.
 
     Example:
         >>> import torch
@@ -127,7 +134,7 @@ def cka_table(
         (model_a, model_b), (names, names), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
     )
-    accumulators, features = _pairwise(batches, pairs, LinearCKAAccumulator, "cka_table", max_memory_gb, min_rows=1)
+    accumulators, features = _exact_pairwise(batches, pairs, "cka_table", max_memory_gb, _n_samples(inputs))
     return [
         BlockSimilarity(name, condition, measure, acc.compute(debiased=debiased), acc.n_samples, features[name])
         for (name, _), acc in accumulators.items()
@@ -185,8 +192,10 @@ def cka_matrix(
 
     ``estimator="exact"``: full-data CKA streamed in float64, one
     :class:`~forgetlab.analysis.LinearCKAAccumulator` per block pair (needs up to
-    ``8·Σ(p_a + p_b)²`` bytes over the pairs; above ``max_memory_gb`` it raises: pool conv
-    maps with ``pool=True``, probe fewer blocks, or use ``"minibatch"``).
+    ``8·Σ(p_a + p_b)²`` bytes over the pairs) or, when that exceeds ``max_memory_gb`` and
+    ``inputs`` has a known number n of samples, one n x n Gram matrix per block of each
+    model (``8·n²`` bytes each; the same exact value). If neither fits it raises: pool
+    conv maps with ``pool=True``, probe fewer blocks, or use ``"minibatch"``.
     ``estimator="minibatch"``: :class:`~forgetlab.analysis.MinibatchCKA` per pair
     (memory O(batch²); value depends on ``batch_size``; always debiased).
 
@@ -210,11 +219,11 @@ def cka_matrix(
         (model_a, model_b), (rows, columns), inputs,
         batch_size=batch_size, pool=pool, prepare=prepare, device=device, head_index=head_index,
     )
-    metrics, _ = _pairwise(
-        batches, [(r, c) for r in rows for c in columns], MinibatchCKA if minibatch else LinearCKAAccumulator,
-        "Exact cka_matrix", None if minibatch else max_memory_gb,
-        min_rows=4 if minibatch else 1,  # a last batch of < 4 samples has no unbiased HSIC
-    )
+    pairs = [(r, c) for r in rows for c in columns]
+    if minibatch:  # a last batch of < 4 samples has no unbiased HSIC
+        metrics, _ = _pairwise(batches, pairs, MinibatchCKA, "cka_matrix", None, min_rows=4)
+    else:
+        metrics, _ = _exact_pairwise(batches, pairs, "Exact cka_matrix", max_memory_gb, _n_samples(inputs))
     values = torch.zeros(len(rows), len(columns), dtype=torch.float64)
     for i, r in enumerate(rows):
         for j, c in enumerate(columns):
@@ -230,18 +239,93 @@ def _check_memory(
     acts_a: Mapping[str, torch.Tensor],
     acts_b: Mapping[str, torch.Tensor],
     max_memory_gb: float,
+    gram_bytes: int | None = None,
 ) -> None:
     """Each pair's accumulator holds at most (p_a + p_b)² float64 statistics."""
-    needed = sum(8 * (acts_a[r].shape[1] + acts_b[c].shape[1]) ** 2 for r, c in pairs)
+    needed = _feature_bytes(pairs, acts_a, acts_b)
     if needed > max_memory_gb * 2**30:
         pa = [a.shape[1] for a in acts_a.values()]
         pb = [b.shape[1] for b in acts_b.values()]
         hint = ", estimator='minibatch'" if caller.endswith("cka_matrix") else ""
+        gram = "" if gram_bytes is None else f" (its n x n Gram form {gram_bytes / 2**30:.1f} GiB)"
         raise ConfigError(
-            f"{caller} needs {needed / 2**30:.1f} GiB of float64 statistics for blocks with "
+            f"{caller} needs {needed / 2**30:.1f} GiB of float64 statistics{gram} for blocks with "
             f"{pa} x {pb} features, above max_memory_gb={max_memory_gb}. Use pool=True for conv maps, "
-            f"fewer blocks{hint}, or raise max_memory_gb."
+            f"fewer blocks{hint}, fewer inputs, or raise max_memory_gb."
         )
+
+
+def _feature_bytes(
+    pairs: Sequence[tuple[str, str]], acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor]
+) -> int:
+    return sum(8 * (acts_a[r].shape[1] + acts_b[c].shape[1]) ** 2 for r, c in pairs)
+
+
+def _gram_bytes(
+    n: int, pairs: Sequence[tuple[str, str]], acts_a: Mapping[str, torch.Tensor], acts_b: Mapping[str, torch.Tensor]
+) -> int:
+    """One float64 n x n Gram per block of each model, the float32 activations they are
+    built from, and two n x n temporaries."""
+    rows, columns = {r for r, _ in pairs}, {c for _, c in pairs}
+    activations = 4 * n * (sum(acts_a[r].shape[1] for r in rows) + sum(acts_b[c].shape[1] for c in columns))
+    return 8 * n * n * (len(rows) + len(columns) + 2) + activations
+
+
+def _n_samples(inputs: Inputs) -> int | None:
+    """The number of samples ``inputs`` holds, where it is known before streaming them."""
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0])
+    try:
+        return len(inputs.dataset)  # type: ignore[union-attr, arg-type]  # a DataLoader
+    except (AttributeError, TypeError):
+        return None
+
+
+class _GramPair:
+    """Exact linear CKA of one block pair from the blocks' n x n Gram matrices."""
+
+    def __init__(self, k: torch.Tensor, l: torch.Tensor) -> None:
+        self._k, self._l = k, l
+        self.n_samples = int(k.shape[0])
+
+    def compute(self, *, debiased: bool = False) -> float:
+        measure = "debiased linear CKA" if debiased else "linear CKA"
+        return _cka_from_grams(self._k, self._l, debiased, measure)
+
+
+def _exact_pairwise(
+    batches: Iterable[list[dict[str, torch.Tensor]]],
+    pairs: Sequence[tuple[str, str]],
+    caller: str,
+    max_memory_gb: float,
+    n: int | None,
+) -> tuple[dict[tuple[str, str], Any], dict[str, int]]:
+    """Exact linear CKA per pair, as :func:`_pairwise` with one accumulator each, or (when
+    their statistics exceed ``max_memory_gb`` and the n x n Gram form fits) from one Gram
+    matrix per block: each result has ``compute(debiased=...)`` and ``n_samples``."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return _pairwise(iter(()), pairs, LinearCKAAccumulator, caller, None, min_rows=1)
+    acts_a, acts_b = first
+    limit = max_memory_gb * 2**30
+    if _feature_bytes(pairs, acts_a, acts_b) <= limit:
+        return _pairwise(chain([first], batches), pairs, LinearCKAAccumulator, caller, None, min_rows=1)
+    gram_bytes = None if n is None else _gram_bytes(n, pairs, acts_a, acts_b)
+    if gram_bytes is None or gram_bytes > limit:
+        _check_memory(caller, pairs, acts_a, acts_b, max_memory_gb, gram_bytes)
+    rows, columns = list(dict.fromkeys(r for r, _ in pairs)), list(dict.fromkeys(c for _, c in pairs))
+    parts_a: dict[str, list[torch.Tensor]] = {r: [] for r in rows}
+    parts_b: dict[str, list[torch.Tensor]] = {c: [] for c in columns}
+    for batch_a, batch_b in chain([first], batches):
+        for r in rows:
+            parts_a[r].append(batch_a[r].detach().float())
+        for c in columns:
+            parts_b[c].append(batch_b[c].detach().float().to(batch_a[rows[0]].device))
+    grams_a = {r: _centred_gram(torch.cat(parts_a.pop(r))) for r in rows}
+    grams_b = {c: _centred_gram(torch.cat(parts_b.pop(c))) for c in columns}
+    features = {r: int(a.shape[1]) for r, a in acts_a.items()}
+    return {(r, c): _GramPair(grams_a[r], grams_b[c]) for r, c in pairs}, features
 
 
 def subspace_table(
