@@ -50,7 +50,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 CONFIG_VERSION = 1
 
 OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine", "step", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 HEADS = ("auto", "multi", "single", "shared")
@@ -267,8 +267,10 @@ class TrainConfig:
         lr: learning rate at the start of every task.
         momentum: SGD momentum (ignored by Adam).
         weight_decay: L2 weight decay of the optimizer.
-        lr_schedule: within each task: ``constant``, ``cosine`` (to 0), or ``step``
-            (x0.1 at 50% and 75% of the task's steps).
+        lr_schedule: within each task: ``constant``, ``cosine`` (to 0), ``step``
+            (x0.1 at 50% and 75% of the task's steps), or ``onecycle`` (the triangular
+            one-cycle of the CIFAR speed-training recipes, e.g. airbench: linear warm-up
+            to ``lr`` over the first 20% of the task's steps, then linear decay to 0).
         epochs: epochs per task (ignored when ``steps`` > 0).
         steps: optimizer steps per task; 0 = use ``epochs``.
         batch_size: training batch size.

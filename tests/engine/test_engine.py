@@ -138,6 +138,9 @@ def test_lr_schedules():
     assert lr_factor("cosine", 50, 100) == pytest.approx(0.5)
     assert lr_factor("cosine", 100, 100) == pytest.approx(0.0)
     assert [lr_factor("step", s, 100) for s in (0, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    # onecycle: linear up over the first 20 of 100 steps (never 0 at the first step), then linear down to 0
+    assert [lr_factor("onecycle", s, 100) for s in (0, 9, 19, 20, 60, 100)] == pytest.approx([0.05, 0.5, 1, 1, 0.5, 0])
+    assert lr_factor("onecycle", 0, 1) == pytest.approx(1.0)  # a one-step task trains at lr
 
 
 def test_checkpoint_errors_and_model_loading(digits_data, tmp_path):

@@ -82,12 +82,20 @@ def make_optimizer(
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+ONECYCLE_WARMUP = 0.2  # train.lr_schedule=onecycle: the fraction of a task's steps spent warming up
+
+
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     """Multiplier of the base learning rate at ``step`` of a task of ``total_steps``."""
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     if schedule == "step":
         return 0.1 ** ((step >= 0.5 * total_steps) + (step >= 0.75 * total_steps))
+    if schedule == "onecycle":
+        warmup = max(1, round(ONECYCLE_WARMUP * total_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(total_steps - warmup, 1))
     return 1.0
 
 
