@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from forgetlab.report import build_report, mean_std
 from forgetlab.report.figures import plot_mixup, plot_reset
 from forgetlab.store import ResultStore
@@ -36,8 +39,11 @@ def test_figures_write_png_and_svg(tmp_path):
     assert [p.suffix for p in plot_mixup(mix, tmp_path / "m")] == [".png", ".svg"]
     reset = [{"n": [1], "top_down": [0.5], "bottom_up": [0.1], "task1_before_task2": 0.6, "task1_after_task2": 0.1}]
     assert all(p.stat().st_size > 0 for p in plot_reset(reset, tmp_path / "r"))
-    mean, std = mean_std([[1.0], [3.0]])
-    assert mean.tolist() == [2.0] and std.tolist() == [1.0]
+    mean, std = mean_std([[1.0], [3.0]])  # sample std of {1, 3}: sqrt(((1-2)^2 + (3-2)^2) / 1)
+    assert mean.tolist() == [2.0] and std.tolist() == [pytest.approx(2**0.5)]
+    mean, std = mean_std([[1.0, 5.0], [3.0, 5.0], [8.0, 5.0]])  # against numpy's n - 1 form
+    assert std.tolist() == pytest.approx([float(np.std([1, 3, 8], ddof=1)), 0.0])
+    assert mean_std([[4.0, 2.0]])[1].tolist() == [0.0, 0.0]  # one seed: no spread
 
 
 def test_store_values_are_escaped(tmp_path):

@@ -66,15 +66,18 @@ def save_figure(figure: Any, stem: str | Path) -> list[Path]:
 
 
 def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (population) std over the first axis; std is 0 for one seed.
+    """Mean and sample std (``ddof=1``, the n - 1 form) over the first axis; std is 0 for
+    one seed.
 
     Example:
         >>> m, s = mean_std([[1.0, 2.0], [3.0, 2.0]])
-        >>> m.tolist(), s.tolist()
-        ([2.0, 2.0], [1.0, 0.0])
+        >>> m.tolist(), [round(x, 4) for x in s.tolist()]
+        ([2.0, 2.0], [1.4142, 0.0])
     """
     array = np.asarray(values, dtype=float)
-    return array.mean(axis=0), array.std(axis=0)
+    if len(array) < 2:
+        return array.mean(axis=0), np.zeros_like(array.mean(axis=0))
+    return array.mean(axis=0), array.std(axis=0, ddof=1)
 
 
 def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: str, **style: Any) -> None:
@@ -104,7 +107,7 @@ def _titled(title: str, subtitle: str) -> str:
 
 
 def _seeds_note(data: Sequence[Any]) -> str:
-    return f"(mean ± std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
+    return f"(mean ± sample std over {len(data)} seeds)" if len(data) > 1 else "(1 seed)"
 
 
 def plot_freeze(data: Sequence[dict[str, Any]], stem: Path, subtitle: str = "") -> list[Path]:

@@ -227,7 +227,7 @@ def build_report(store: ResultStore | str | Path, out_dir: str | Path, *, groups
     parts = ["<h1>Anatomy of Catastrophic Forgetting: reproduction report</h1>",
              "<p>Built by <code>forgetlab report</code> from the result store "
              f"<code>{html.escape(str(store.root))}</code> alone. Accuracies are fractions; "
-             "values are mean ± std over seeds where there are several.</p>"]
+             "values are mean ± sample std (n - 1) over seeds where there are several.</p>"]
     run_ids: list[str] = []
     glance: list[list[Any]] = []
     if not by_name:
