@@ -63,10 +63,15 @@ def test_orthogonal_subspaces_give_zero():
     assert 0.4 < subspace_similarity(T(x), T(y), 2) < 0.6
 
 
-def test_pca_basis_is_orthonormal():
-    x, _ = _pair(5, 300, 10, 12)
+@pytest.mark.parametrize("n,p", [(300, 12), (40, 200)])  # scatter (p <= n) and Gram (p > n) routes
+def test_pca_basis_is_orthonormal_and_spans_numpys_top_singular_vectors(n, p):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, p)) * np.linspace(4.0, 0.1, p) + 2.0
     basis = pca_basis(T(x), 5)
     assert torch.allclose(basis.T @ basis, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    reference = np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:5].T  # numpy's SVD, independent
+    projection = basis.numpy() @ basis.numpy().T  # the same subspace: the reference lies in it
+    assert np.allclose(projection @ reference, reference, atol=1e-8)
 
 
 def test_errors():
@@ -80,3 +85,6 @@ def test_errors():
     low_rank = torch.randn(20, 2, dtype=torch.float64) @ torch.randn(2, 5, dtype=torch.float64)
     with pytest.raises(ConfigError, match=r"rank of x \(2\)"):
         subspace_similarity(low_rank, x, 3)
+    wide_low_rank = torch.randn(20, 2, dtype=torch.float64) @ torch.randn(2, 50, dtype=torch.float64)  # p > n
+    with pytest.raises(ConfigError, match=r"rank of x \(2\)"):
+        pca_basis(wide_low_rank, 3)

@@ -3,8 +3,9 @@
 ``SubspaceSim_k(X, Y) = ||V_kᵀ U_k||²_F / k`` with ``V_k``, ``U_k`` the orthonormal top-k
 principal directions of column-centred X and Y (same feature space): the mean squared
 cosine of the k principal angles, in ``[0, 1]``. Bases come from the float64 scatter
-matrix ``XcᵀXc`` when features are at
-most the samples, otherwise from an SVD of the centred data.
+matrix ``XcᵀXc`` (p x p) when features are at most the samples, otherwise from the n x n
+Gram ``XcXcᵀ``: ``V_k = XcᵀU_k / s_k`` from its top-k eigenvectors ``U_k`` (the same
+subspace as an SVD of Xc, 4-5x faster at 5,000 x 16,384: ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ _F64 = torch.float64
 _RANK_TOLERANCE = 1e-10
 
 
-def _basis_from_scatter(scatter: torch.Tensor, k: int, name: str) -> torch.Tensor:
+def _top_eigen(scatter: torch.Tensor, k: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest eigenvalues (descending) and their eigenvectors of a PSD matrix,
+    checked to be non-zero (k <= rank)."""
     values, vectors = torch.linalg.eigh(scatter)  # ascending
     values = values.flip(0)
     largest = float(values[0]) if values.numel() else 0.0
@@ -32,7 +35,7 @@ def _basis_from_scatter(scatter: torch.Tensor, k: int, name: str) -> torch.Tenso
             f"The 'k' parameter must be <= the rank of {name} ({rank}) for its top-k principal "
             f"subspace to be defined. Got k={k}."
         )
-    return vectors.flip(1)[:, :k]
+    return values[:k], vectors.flip(1)[:, :k]
 
 
 def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -57,12 +60,11 @@ def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
         shifted = x - x.mean(0)  # float32 products of the shifted data, float64 sums
         total = shifted.sum(0).to(_F64)
         scatter = symmetrize_upper(gram_upper(shifted).to(_F64)) - torch.outer(total, total) / n
-        return _basis_from_scatter(scatter, k, "x")
+        return _top_eigen(scatter, k, "x")[1]
     centred = x.to(_F64) - x.to(_F64).mean(0)
-    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
-    if float(singular[k - 1]) ** 2 <= _RANK_TOLERANCE * float(singular[0]) ** 2:
-        raise ConfigError(f"The 'k' parameter must be <= the rank of x. Got k={k}.")
-    return vh[:k].T
+    values, vectors = _top_eigen(centred @ centred.T, k, "x")  # Xc = U S Vᵀ: Gram eigenpairs (s², U)
+    basis = (centred.T @ vectors) / values.sqrt()
+    return torch.linalg.qr(basis).Q  # the same span, orthonormal to rounding
 
 
 def similarity_of_bases(v: torch.Tensor, u: torch.Tensor) -> float:
