@@ -5,7 +5,7 @@ principal directions of column-centred X and Y (same feature space): the mean sq
 cosine of the k principal angles, in ``[0, 1]``. Bases come from the float64 scatter
 matrix ``XcᵀXc`` (p x p) when features are at most the samples, otherwise from the n x n
 Gram ``XcXcᵀ``: ``V_k = XcᵀU_k / s_k`` from its top-k eigenvectors ``U_k`` (the same
-subspace as an SVD of Xc, 4-5x faster at 5,000 x 16,384: ``benchmarks/RESULTS.md``).
+subspace as an SVD of Xc, 2.9x faster at 5,000 x 8,192: ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def pca_basis(x: torch.Tensor, k: int) -> torch.Tensor:
         total = shifted.sum(0).to(_F64)
         scatter = symmetrize_upper(gram_upper(shifted).to(_F64)) - torch.outer(total, total) / n
         return _top_eigen(scatter, k, "x")[1]
-    centred = x.to(_F64) - x.to(_F64).mean(0)
+    x64 = x.to(_F64)  # one float64 copy (1.3 GiB for 5,000 x 32,768)
+    centred = x64 - x64.mean(0)
     values, vectors = _top_eigen(centred @ centred.T, k, "x")  # Xc = U S Vᵀ: Gram eigenpairs (s², U)
     basis = (centred.T @ vectors) / values.sqrt()
     return torch.linalg.qr(basis).Q  # the same span, orthonormal to rounding

@@ -75,9 +75,8 @@ def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]
         ([2.0, 2.0], [1.4142, 0.0])
     """
     array = np.asarray(values, dtype=float)
-    if len(array) < 2:
-        return array.mean(axis=0), np.zeros_like(array.mean(axis=0))
-    return array.mean(axis=0), array.std(axis=0, ddof=1)
+    mean = array.mean(axis=0)
+    return mean, array.std(axis=0, ddof=1) if len(array) > 1 else np.zeros_like(mean)
 
 
 def _band(ax: Any, x: Sequence[Any], values: Sequence[Sequence[float]], label: str, **style: Any) -> None:
