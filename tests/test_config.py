@@ -43,6 +43,7 @@ def test_overrides_coerce_types():
         ("train.optimizer=adm", r"'train.optimizer' parameter must be one of 'sgd', 'adam'. Got 'adm' instead. Did you mean 'adam'\?"),
         ("stream.class_order=1,1", r"'stream.class_order' parameter must be a list without repeats"),
         ("train.lr=nan", r"'train.lr' parameter must be a number"),
+        ("train.label_smoothing=1", r"The 'train.label_smoothing' parameter must be in \[0, 1\) \(0 = off\). Got 1.0 instead."),
         ("model.batch_norm=maybe", r"'model.batch_norm' parameter must be true or false"),
         ("novalue", r"--set expects key=value"),
     ],

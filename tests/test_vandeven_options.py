@@ -177,7 +177,7 @@ def test_joint_trains_on_every_task_so_far(digits_data, monkeypatch):
     stream = build_stream(StreamConfig(n_tasks=3), digits_data)
     joint, model = Joint(), create_model("mlp", input_shape=(1, 8, 8), head_sizes=stream.head_sizes, width=4, depth=1)
     seen = []
-    monkeypatch.setattr(rehearsal, "grouped_cross_entropy", lambda f, y, heads, m: seen.append(heads) or f.sum() * 0)
+    monkeypatch.setattr(rehearsal, "grouped_cross_entropy", lambda f, y, heads, m, smoothing: seen.append(heads) or f.sum() * 0)
     for task_index in (0, 1):
         joint.before_task(model, _context(stream, task_index))
         for _ in range(5):
@@ -191,10 +191,11 @@ def test_joint_trains_on_every_task_so_far(digits_data, monkeypatch):
 
 def test_new_options_keep_existing_run_ids():
     assert resolve(RunConfig()).run_id() == "5a21174bbb31b316"
-    assert resolve(apply_overrides(RunConfig(), ["stream.normalize=standard", "train.active_classes=false"])).run_id() == "5a21174bbb31b316"
+    defaults = ["stream.normalize=standard", "train.active_classes=false", "train.label_smoothing=0"]
+    assert resolve(apply_overrides(RunConfig(), defaults)).run_id() == "5a21174bbb31b316"
     si = resolve(apply_overrides(RunConfig(), ["method.name=si"]))
     assert "gradient" not in si.identity_dict()["method"] and si.to_dict()["method"]["gradient"] == "task"
-    for option in ("stream.normalize=none", "train.active_classes=true", "stream.class_order=random"):
+    for option in ("stream.normalize=none", "train.active_classes=true", "stream.class_order=random", "train.label_smoothing=0.1"):
         assert resolve(apply_overrides(RunConfig(), [option])).run_id() != "5a21174bbb31b316"
 
 

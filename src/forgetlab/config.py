@@ -294,6 +294,13 @@ class TrainConfig:
             up to float rounding; on a CPU with oneDNN, ``channels_last`` (with ``bf16``
             especially) trains conv nets ~2x faster (``benchmarks/RESULTS.md``, "Training
             speed"). Checkpoints hold the same weights either way.
+        label_smoothing: epsilon of label smoothing in every cross-entropy on hard labels
+            that training computes (the current task's, replayed examples', A-GEM's
+            reference loss): the target is ``1 - epsilon`` on the label plus
+            ``epsilon / K`` on each of the head's K outputs (``F.cross_entropy``'s
+            ``label_smoothing``). 0 = off. Part of the CIFAR speed-training recipes
+            (e.g. airbench uses 0.2). Distillation targets, Fisher estimates and
+            evaluation never use it.
         seed: seeds model initialisation, data order, subsampling and augmentation.
     """
 
@@ -312,6 +319,7 @@ class TrainConfig:
     seed: int = 0
     active_classes: bool = field(default=False, metadata=ID_WHEN_SET)
     memory_format: str = field(default="contiguous", metadata=ID_WHEN_SET)
+    label_smoothing: float = field(default=0.0, metadata=ID_WHEN_SET)
 
     def __post_init__(self) -> None:
         _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
@@ -329,6 +337,7 @@ class TrainConfig:
         _check(self.eval_batch_size >= 1, "train", "eval_batch_size", ">= 1", self.eval_batch_size)
         _check(self.eval_every_steps >= 0, "train", "eval_every_steps", ">= 0", self.eval_every_steps)
         _check(0 <= self.seed < 2**32, "train", "seed", "in [0, 2**32)", self.seed)
+        _check(0 <= self.label_smoothing < 1, "train", "label_smoothing", "in [0, 1) (0 = off)", self.label_smoothing)
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,8 @@ class _Loop:
 
     def context(self, task_index: int) -> StrategyContext:
         return StrategyContext(
-            self.stream, task_index, self.device, self.transform, self.strategy_generator, self.augment_generator
+            self.stream, task_index, self.device, self.transform, self.strategy_generator, self.augment_generator,
+            label_smoothing=self.config.label_smoothing,
         )
 
     def evaluate_all(self) -> tuple[float, ...]:

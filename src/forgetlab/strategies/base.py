@@ -40,7 +40,8 @@ Example:
     >>> from forgetlab.models import create_model
     >>> model = create_model("mlp", input_shape=(1, 8, 8), head_sizes=(5,), width=16)
     >>> batch = Batch(None, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 0)
-    >>> Naive().batch_loss(model, batch, None).shape
+    >>> context = StrategyContext(None, 0, torch.device("cpu"), None, torch.Generator())
+    >>> Naive().batch_loss(model, batch, context).shape
     torch.Size([])
 """
 
@@ -88,6 +89,8 @@ class StrategyContext:
         transform: uint8 -> normalised float batches (``transform(x, train=True, generator=...)``).
         generator: seeded CPU generator for the strategy's sampling (saved in checkpoints).
         augment_generator: the generator of the transform's augmentation (on ``device``).
+        label_smoothing: ``train.label_smoothing``, for every cross-entropy on hard
+            labels a strategy computes (:meth:`cross_entropy`).
     """
 
     stream: TaskStream
@@ -96,6 +99,7 @@ class StrategyContext:
     transform: BatchTransform
     generator: torch.Generator
     augment_generator: torch.Generator | None = None
+    label_smoothing: float = 0.0
 
     @property
     def task(self) -> Task:
@@ -105,6 +109,10 @@ class StrategyContext:
     def prepare(self, raw: torch.Tensor) -> torch.Tensor:
         """Training-time preparation (normalisation + the stream's augmentation) of stored inputs."""
         return self.transform(raw.to(self.device), train=True, generator=self.augment_generator)
+
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Training cross-entropy on hard labels, with ``label_smoothing``."""
+        return F.cross_entropy(logits, targets, reduction=reduction, label_smoothing=self.label_smoothing)
 
 
 # ---------------------------------------------------------------- hyperparameters -----
@@ -150,7 +158,7 @@ class Strategy:
 
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
         """The loss of one training step; default: cross-entropy of the batch on its head."""
-        return F.cross_entropy(model(batch.inputs, batch.head_index), batch.targets)
+        return context.cross_entropy(model(batch.inputs, batch.head_index), batch.targets)
 
     def penalty(self, model: nn.Module, context: StrategyContext) -> torch.Tensor | None:
         """An extra term added to every step's loss, or ``None``."""

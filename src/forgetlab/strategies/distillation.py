@@ -77,7 +77,7 @@ class LwF(Strategy):
             return super().batch_loss(model, batch, context)
         features = model.features(batch.inputs)
         logits = {batch.head_index: model.heads[batch.head_index](features)}
-        loss = F.cross_entropy(logits[batch.head_index], batch.targets)
+        loss = context.cross_entropy(logits[batch.head_index], batch.targets)
         with torch.no_grad():
             teacher_features = self._teacher.features(batch.inputs)
         temperature, terms = self.params.temperature, []
@@ -193,7 +193,7 @@ class PseudoRehearsal(Strategy):
         n_revision = max(1, round(n * fraction / (1 - fraction)))
         inputs = self.revision_inputs(n_revision, context)
         features = model.features(torch.cat([batch.inputs, inputs]))
-        task_loss = F.cross_entropy(model.heads[batch.head_index](features[:n]), batch.targets)
+        task_loss = context.cross_entropy(model.heads[batch.head_index](features[:n]), batch.targets)
         revision = self.revision_loss(model, features[n:], inputs)
         return (n * task_loss + n_revision * revision) / (n + n_revision)
 

@@ -14,12 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def grouped_cross_entropy(features: torch.Tensor, targets: torch.Tensor, heads: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def grouped_cross_entropy(
+    features: torch.Tensor, targets: torch.Tensor, heads: torch.Tensor, model: nn.Module, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Mean cross-entropy of examples that may belong to different heads.
 
     The features ``(N, D)`` come from one ``model.features`` pass over the whole batch;
-    each example's logits come from its own head ``heads[n]``. With one head this is
-    ``F.cross_entropy(head(features), targets)``.
+    each example's logits come from its own head ``heads[n]`` (label smoothing, if any,
+    spreads over that head's outputs). With one head this is
+    ``F.cross_entropy(head(features), targets, label_smoothing=label_smoothing)``.
 
     Example:
         >>> from forgetlab.models import create_model
@@ -31,11 +34,13 @@ def grouped_cross_entropy(features: torch.Tensor, targets: torch.Tensor, heads: 
     """
     groups = heads.unique().tolist()
     if len(groups) == 1:
-        return F.cross_entropy(model.heads[groups[0]](features), targets)
+        return F.cross_entropy(model.heads[groups[0]](features), targets, label_smoothing=label_smoothing)
     total = features.new_zeros(())
     for head in groups:
         mask = heads == head
-        total = total + F.cross_entropy(model.heads[head](features[mask]), targets[mask], reduction="sum")
+        total = total + F.cross_entropy(
+            model.heads[head](features[mask]), targets[mask], reduction="sum", label_smoothing=label_smoothing
+        )
     return total / targets.shape[0]
 
 

@@ -93,7 +93,8 @@ class Replay(_BufferStrategy):
         _, x, y, heads = self.draw(n_memory, context)
         current = torch.full((n,), batch.head_index, dtype=torch.long, device=heads.device)
         features = model.features(torch.cat([batch.inputs, x]))
-        return grouped_cross_entropy(features, torch.cat([batch.targets, y]), torch.cat([current, heads]), model)
+        targets, heads = torch.cat([batch.targets, y]), torch.cat([current, heads])
+        return grouped_cross_entropy(features, targets, heads, model, context.label_smoothing)
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
         self.fill_from_task(context)
@@ -135,7 +136,7 @@ class AGEM(_BufferStrategy):
             return
         params = [p for p in model.parameters() if p.requires_grad]
         _, x, y, heads = self.draw(self.params.memory_batch_size, context)
-        memory_loss = grouped_cross_entropy(model.features(x), y, heads, model)
+        memory_loss = grouped_cross_entropy(model.features(x), y, heads, model, context.label_smoothing)
         reference = torch.autograd.grad(memory_loss, params, allow_unused=True)
         flat_grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
         flat_ref = torch.cat([(r if r is not None else torch.zeros_like(p)).flatten() for p, r in zip(params, reference)])
@@ -185,7 +186,7 @@ class DERpp(_BufferStrategy):
         head_sizes = context.stream.head_sizes
         if not self.buffer_:
             logits = model(batch.inputs, batch.head_index)
-            loss = F.cross_entropy(logits, batch.targets)
+            loss = context.cross_entropy(logits, batch.targets)
         else:
             m = self.params.memory_batch_size
             index1, x1, _, heads1 = self.draw(m, context)
@@ -193,9 +194,9 @@ class DERpp(_BufferStrategy):
             features = model.features(torch.cat([batch.inputs, x1, x2]))
             logits = model.heads[batch.head_index](features[:n])
             loss = (
-                F.cross_entropy(logits, batch.targets)
+                context.cross_entropy(logits, batch.targets)
                 + self.params.alpha * logit_mse(model, features[n : n + m], self.buffer_["logits"][index1], heads1, head_sizes)
-                + self.params.beta * grouped_cross_entropy(features[n + m :], y2, heads2, model)
+                + self.params.beta * grouped_cross_entropy(features[n + m :], y2, heads2, model, context.label_smoothing)
             )
         stored = logits.detach().new_zeros((n, max(head_sizes)))
         stored[:, : logits.shape[1]] = logits.detach()
@@ -240,7 +241,7 @@ class Joint(Strategy):
     def batch_loss(self, model: nn.Module, batch: Batch, context: StrategyContext) -> torch.Tensor:
         index = sample_indices(self._x.shape[0], batch.targets.shape[0], context.generator).to(context.device)
         features = model.features(context.prepare(self._x[index]))
-        return grouped_cross_entropy(features, self._y[index], self._heads[index], model)
+        return grouped_cross_entropy(features, self._y[index], self._heads[index], model, context.label_smoothing)
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
         self._x = self._y = self._heads = None

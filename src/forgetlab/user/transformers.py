@@ -423,7 +423,8 @@ class TokenLwF(LwF):
         with torch.no_grad():
             teacher = self._teacher.heads[0](self._teacher.features(batch.inputs))
         distill = masked_soft_cross_entropy(logits, teacher, batch.targets != IGNORE, self.params.temperature)
-        return F.cross_entropy(logits, batch.targets, ignore_index=IGNORE) + self.params.lam * distill
+        task = F.cross_entropy(logits, batch.targets, ignore_index=IGNORE, label_smoothing=context.label_smoothing)
+        return task + self.params.lam * distill
 
 
 def _layer_linears(module: nn.Module) -> list[str]:
