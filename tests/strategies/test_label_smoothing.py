@@ -70,7 +70,7 @@ def test_every_strategy_smooths_its_task_two_loss(name, tiny_streams):
         context = dataclasses.replace(make_context(stream, 1, seed=3), label_smoothing=epsilon)
         fresh.before_task(model, context)
         batch = Batch(raw, context.transform(raw, train=False), y, task.head_index)
-        losses = [float(fresh.batch_loss(model, batch, context)) for _ in range(2)]  # 2 steps: alternating methods
+        losses = [fresh.batch_loss(model, batch, context).item() for _ in range(2)]  # 2 steps: alternating methods
         fresh.after_task(model, context)
         return sum(losses)
 
