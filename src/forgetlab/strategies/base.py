@@ -110,9 +110,9 @@ class StrategyContext:
         """Training-time preparation (normalisation + the stream's augmentation) of stored inputs."""
         return self.transform(raw.to(self.device), train=True, generator=self.augment_generator)
 
-    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Training cross-entropy on hard labels, with ``label_smoothing``."""
-        return F.cross_entropy(logits, targets, reduction=reduction, label_smoothing=self.label_smoothing)
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean training cross-entropy on hard labels, with ``label_smoothing``."""
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
 
 # ---------------------------------------------------------------- hyperparameters -----

@@ -93,8 +93,8 @@ class Replay(_BufferStrategy):
         _, x, y, heads = self.draw(n_memory, context)
         current = torch.full((n,), batch.head_index, dtype=torch.long, device=heads.device)
         features = model.features(torch.cat([batch.inputs, x]))
-        targets, heads = torch.cat([batch.targets, y]), torch.cat([current, heads])
-        return grouped_cross_entropy(features, targets, heads, model, context.label_smoothing)
+        targets, example_heads = torch.cat([batch.targets, y]), torch.cat([current, heads])
+        return grouped_cross_entropy(features, targets, example_heads, model, context.label_smoothing)
 
     def after_task(self, model: nn.Module, context: StrategyContext) -> None:
         self.fill_from_task(context)
