@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -314,6 +316,20 @@ def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
         main(["reproduce", "anatomy", "--profile", "tiny", "--batch-norm", "of"])
     assert exit_info.value.code == 2
     assert "--batch-norm" in capsys.readouterr().err
+
+
+def test_cli_reproduce_epochs_sets_every_run_and_the_convergence_check(tmp_path, capsys):
+    store = tmp_path / "e"
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--epochs", "2", "--check-convergence",
+                 "--store", str(store), "--report-dir", str(tmp_path / "r"), "--quiet", "--json"]) == 0
+    # the plain two-task run at 2 epochs; task 1 alone at 2 and at 2 x 2 (the check)
+    assert _stored_values(store, "train", "epochs") == {2, 4}
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (line["convergence"]["epochs"], line["convergence"]["epochs_2x"]) == (2, 4)
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--epochs", "0",
+                 "--store", str(tmp_path / "bad"), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "'epochs'" in err and ">= 1" in err and "Traceback" not in err
 
 
 def test_a_bf16_profile_trains_in_fp32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
