@@ -238,6 +238,8 @@ def _add_reproduce_parsers(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--epochs", type=int,
                            help="epochs per task of every run; default: the profile's (quick 16, cifar 12). With "
                                 "--check-convergence: are that many enough for your model and data?")
+    reproduce.add_argument("--batch-size", type=int,
+                           help="training batch size of every run; default: the profile's")
     reproduce.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     reproduce.add_argument("--data-dir", help="folder with the dataset files (else $FORGETLAB_DATA, else the cache)")
     reproduce.add_argument("--store", help="result store folder (else $FORGETLAB_STORE, else ./forgetlab-results)")
@@ -302,7 +304,7 @@ def _command_reproduce(args: argparse.Namespace) -> int:
         args.profile, store=args.store, only=args.only, model=args.model, dataset=args.dataset, seeds=args.seeds,
         mixup_head=args.mixup_head, precision=args.precision, memory_format=args.memory_format,
         batch_norm=None if args.batch_norm is None else args.batch_norm == "on", epochs=args.epochs,
-        device=args.device,
+        batch_size=args.batch_size, device=args.device,
         data_dir=args.data_dir, executor=_executor_from_args(args),
         progress=sys.stderr.isatty() and not quiet,
         report_dir=args.report_dir, log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)),

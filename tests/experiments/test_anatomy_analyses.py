@@ -318,14 +318,19 @@ def test_cli_reproduce_batch_norm_switches_every_run(tiny, tmp_path, capsys):
     assert "--batch-norm" in capsys.readouterr().err
 
 
-def test_cli_reproduce_epochs_sets_every_run_and_the_convergence_check(tmp_path, capsys):
+def test_cli_reproduce_epochs_and_batch_size_set_every_run_and_the_convergence_check(tmp_path, capsys):
     store = tmp_path / "e"
     assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--epochs", "2", "--check-convergence",
                  "--store", str(store), "--report-dir", str(tmp_path / "r"), "--quiet", "--json"]) == 0
     # the plain two-task run at 2 epochs; task 1 alone at 2 and at 2 x 2 (the check)
     assert _stored_values(store, "train", "epochs") == {2, 4}
+    assert _stored_values(store, "train", "batch_size") == {get_profile("tiny").batch_size}
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (line["convergence"]["epochs"], line["convergence"]["epochs_2x"]) == (2, 4)
+    sized = tmp_path / "b"
+    assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--batch-size", "16",
+                 "--store", str(sized), "--report-dir", str(tmp_path / "r"), "--quiet"]) == 0
+    assert _stored_values(sized, "train", "batch_size") == {16} != {get_profile("tiny").batch_size}
     assert main(["reproduce", "anatomy", "--profile", "tiny", "--only", "reset", "--epochs", "0",
                  "--store", str(tmp_path / "bad"), "--quiet"]) != 0
     err = capsys.readouterr().err

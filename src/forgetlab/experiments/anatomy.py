@@ -627,6 +627,7 @@ def reproduce_anatomy(
     memory_format: str | None = None,
     batch_norm: bool | None = None,
     epochs: int | None = None,
+    batch_size: int | None = None,
     device: str = "auto",
     data_dir: str | Path | None = None,
     executor: ExecutorConfig | None = None,
@@ -651,14 +652,16 @@ def reproduce_anatomy(
     plain float32, ~2x slower on a CPU; a bf16 profile runs in fp32 on a CPU without native
     bf16 kernels unless ``precision="bf16"`` is given); ``batch_norm`` (``True`` / ``False``) the
     profile's ``model.batch_norm`` (``False``: the BN-free check of the reset finding);
-    ``epochs`` the epochs per task of every run (with ``check_convergence``: is that many
-    enough for this model and data?). The returned ``summary`` judges the six findings from the results (``"not run"`` for
+    ``epochs`` and ``batch_size`` the epochs per task and the training batch size of every
+    run (with ``check_convergence``: are that many epochs enough for this model and data?).
+    The returned ``summary`` judges the six findings from the results (``"not run"`` for
     the analyses left out by ``only``).
     """
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
     for name, value in (("mixup_head", mixup_head), ("precision", precision), ("memory_format", memory_format),
-                        ("batch_norm", batch_norm), ("epochs", epochs)):
+                        ("batch_norm", batch_norm), ("epochs", epochs),
+                        ("batch_size", batch_size)):
         if value is not None:
             profile = replace(profile, **{name: value})
     store = open_store(store)
