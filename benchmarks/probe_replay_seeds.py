@@ -22,8 +22,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 from forgetlab.analysis import cka_table
 from forgetlab.api import open_store
 from forgetlab.experiments import AnatomyContext, ExecutorConfig
