@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from forgetlab.experiments import ExecutorConfig, execute
+from forgetlab.experiments import ExecutorConfig, execute, require_finished
 from forgetlab.experiments.anatomy import base_config, first_task_config
 from forgetlab.experiments.profiles import get_profile
 from forgetlab.store import ResultStore
@@ -59,18 +59,14 @@ def main() -> None:
         e, batch, lr = recipe
         return first_task_config(base_config(dataclasses.replace(profile, epochs=e, batch_size=batch, lr=lr), 0), epochs)
 
-    configs = [config(r, e) for r in recipes for e in (r[0], 2 * r[0])]
-    results = execute(configs, store, executor=ExecutorConfig(workers=args.workers, threads=1), device="cpu",
-                      data_dir=args.data_dir)
-    accuracy = {}
-    for cfg, result in zip(configs, results):
-        if not hasattr(result, "accuracy_matrix"):
-            raise SystemExit(f"run {cfg.run_id()} failed: {result}")
-        accuracy[cfg.run_id()] = float(result.accuracy_matrix[0, 0])
-    by_recipe = {r: (accuracy[config(r, r[0]).run_id()], accuracy[config(r, 2 * r[0]).run_id()]) for r in recipes}
+    configs = [config(r, e) for r in recipes for e in (r[0], 2 * r[0])]  # E, 2E for each recipe in turn
+    results = require_finished(execute(configs, store, executor=ExecutorConfig(workers=args.workers, threads=1),
+                                       device="cpu", data_dir=args.data_dir))
+    accuracy = [float(result.accuracy_matrix[0, 0]) for result in results]
+    by_recipe = {r: (accuracy[2 * i], accuracy[2 * i + 1]) for i, r in enumerate(recipes)}
     reference = args.reference_accuracy if args.reference_accuracy is not None else by_recipe[parse_recipe(args.reference)][0]
     print(f"{args.profile}: task 1 alone, seed 0; reference accuracy {100 * reference:.1f}% "
-          f"(criteria: gain of 2E over E < 1.5 points; accuracy(E) >= {100 * reference - 1:.1f}%)")
+          f"(criteria: gain of 2E over E < 1.5 points; accuracy(E) >= {100 * reference - 1:.2f}%)")
     print("| epochs E | batch | lr | accuracy(E) | accuracy(2E) | gain (points) | converged | strong | verdict |")
     print("|---:|---:|---:|---:|---:|---:|---|---|---|")
     for recipe, (short, long) in by_recipe.items():

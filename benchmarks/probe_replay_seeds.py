@@ -22,10 +22,9 @@ import os
 import time
 from pathlib import Path
 
-from forgetlab.analysis import cka_table
 from forgetlab.api import open_store
 from forgetlab.experiments import AnatomyContext, ExecutorConfig
-from forgetlab.experiments.anatomy import _prepare, base_config, mitigation_grids
+from forgetlab.experiments.anatomy import base_config, mitigation_grids, mitigation_point
 from forgetlab.experiments.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,18 +52,14 @@ def main() -> None:
     diffs = []
     for seed, base, points in plan:
         stream = ctx.stream(base)
-        inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
         top = {}
         for label, config in [("naive", base), *((f"replay {f:g}", c) for f, c in points)]:
             (result,) = ctx.execute([config])
-            rows = cka_table(ctx.model_after(result, 0), ctx.model_after(result, 1), inputs, pool=profile.pool,
-                             prepare=prepare)
-            debiased = [r.value for r in rows if r.measure == "linear_cka_debiased"]
-            top[label] = debiased[-1]
+            point = mitigation_point(ctx, result, stream)  # what the mitigation analysis measures
+            top[label] = point["cka_debiased"][-1]
             print(json.dumps({"seed": seed, "run": label, "task1_after_task1": float(result.accuracy_matrix[0, 0]),
-                              "task1_after_task2": float(result.accuracy_matrix[1, 0]),
-                              "task2": float(result.accuracy_matrix[1, 1]),
-                              "cka_debiased": [round(v, 4) for v in debiased]}), flush=True)
+                              "task1_after_task2": point["task1_accuracy"], "task2": point["task2_accuracy"],
+                              "cka_debiased": [round(v, 4) for v in point["cka_debiased"]]}), flush=True)
         d = top[f"replay {points[-1][0]:g}"] - top[f"replay {points[0][0]:g}"]
         diffs.append(d)
         print(f"seed {seed}: top-block CKA naive {top['naive']:.4f}; replay "

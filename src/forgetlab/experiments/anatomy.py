@@ -358,28 +358,32 @@ def subspace_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     }
 
 
+def mitigation_point(ctx: AnatomyContext, result: Any, stream: TaskStream) -> dict[str, Any]:
+    """One two-task run's point of the mitigation analysis: task-1 and task-2 accuracy after
+    task 2, and per-block CKA (debiased and biased) between the run's own networks after
+    task 1 and after task 2, on ``stream``'s task-1 test inputs."""
+    from forgetlab.analysis import cka_table
+
+    rows = cka_table(ctx.model_after(result, 0), ctx.model_after(result, 1), stream.tasks[0].test_x,
+                     pool=ctx.profile.pool, prepare=_prepare(stream))
+    return {
+        "task1_accuracy": float(result.accuracy_matrix[1, 0]),
+        "task2_accuracy": float(result.accuracy_matrix[1, 1]),
+        "cka_debiased": [r.value for r in rows if r.measure == "linear_cka_debiased"],
+        "cka_biased": [r.value for r in rows if r.measure == "linear_cka"],
+    }
+
+
 def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
     """Grids of EWC lambda, SI c and replay r: task-1 accuracy after task 2 and per-block
     CKA (debiased and biased) between each run's own task-1 and task-2 checkpoints."""
-    from forgetlab.analysis import cka_table
-
     profile = ctx.profile
     base = base_config(profile, seed, dataset=ctx.dataset, model=ctx.model)
     (naive,) = ctx.execute([base])
     stream = ctx.stream(base)
-    inputs, prepare = stream.tasks[0].test_x, _prepare(stream)
     out: dict[str, Any] = {"methods": {}, "run_ids": [naive.run_id]}
 
-    def measure(result: Any) -> dict[str, Any]:
-        rows = cka_table(ctx.model_after(result, 0), ctx.model_after(result, 1), inputs, pool=profile.pool, prepare=prepare)
-        return {
-            "task1_accuracy": float(result.accuracy_matrix[1, 0]),
-            "task2_accuracy": float(result.accuracy_matrix[1, 1]),
-            "cka_debiased": [r.value for r in rows if r.measure == "linear_cka_debiased"],
-            "cka_biased": [r.value for r in rows if r.measure == "linear_cka"],
-        }
-
-    naive_measures = measure(naive)
+    naive_measures = mitigation_point(ctx, naive, stream)
     out["blocks"] = list(ctx.model_after(naive, 0).block_names)
     out["naive"] = naive_measures
     nan = float("nan")
@@ -393,7 +397,7 @@ def mitigation_analysis(ctx: AnatomyContext, seed: int) -> dict[str, Any]:
                     require_finished([result])
                 points.append(dict(diverged))  # too strong a penalty for the learning rate: a point, not a crash
                 continue
-            points.append(measure(result))
+            points.append(mitigation_point(ctx, result, stream))
             out["run_ids"].append(result.run_id)
         out["methods"][method] = {"parameter": key, "values": [float(v) for v in values], "points": points}
     return out
@@ -660,8 +664,7 @@ def reproduce_anatomy(
     start = time.perf_counter()
     profile = get_profile(profile) if isinstance(profile, str) else profile
     for name, value in (("mixup_head", mixup_head), ("precision", precision), ("memory_format", memory_format),
-                        ("batch_norm", batch_norm), ("epochs", epochs),
-                        ("batch_size", batch_size)):
+                        ("batch_norm", batch_norm), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             profile = replace(profile, **{name: value})
     store = open_store(store)
